@@ -1,0 +1,3 @@
+from pyngress.cli import main
+
+main()

@@ -1,0 +1,80 @@
+"""The compiled configuration: what the data plane serves.
+
+A Snapshot is immutable and self-contained. The control plane builds one from Kubernetes objects
+(`config.compile`), the runtime swaps it in with one reference assignment and reads it once per request.
+Live state (round-robin cursors, pooled connections, later health) is never stored here: it is keyed by
+`Backend.key` and `Endpoint.key`, which stay the same across snapshots, so it survives reloads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from pyngress.model.objects import PathType
+from pyngress.model.settings import ProxySettings
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with one object. Reported (check, log), never fatal for the other objects."""
+
+    kind: str
+    namespace: str
+    name: str
+    field: str
+    message: str
+    source: str = ""  # file path, when the object came from a file
+    severity: str = "error"  # "error": the object (or part) is not served; "warning": served, but look
+
+    def __str__(self) -> str:
+        where = f"{self.source}: " if self.source else ""
+        obj = f"{self.kind} {self.namespace}/{self.name}" if self.namespace else f"{self.kind} {self.name}"
+        at = f": {self.field}" if self.field else ""
+        return f"{where}{obj}{at}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    address: str
+    port: int
+    weight: int = 1
+    name: str = ""  # the EndpointSlice targetRef name (a Pod), when known
+
+    @property
+    def key(self) -> str:
+        """Identity across snapshots: live state (health, counters, pools) keys on it."""
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """A Service port as a pool of endpoints. `key` is "namespace/service:port" (port by name or number)."""
+
+    key: str
+    namespace: str
+    service: str
+    port: str
+    endpoints: tuple[Endpoint, ...] = ()
+    problem: str = ""  # why it has no endpoints, when that is a configuration problem (shown by check)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    host: str  # lower case; "" matches every host; "*.foo.com" matches exactly one label
+    path: str
+    path_type: PathType
+    backend: Backend
+    ingress: str  # "namespace/name" of the Ingress the rule came from
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    version: int
+    routes: tuple[Route, ...] = ()
+    default_backend: Backend | None = None  # used when no rule matches; absent means 404
+    backends: Mapping[str, Backend] = field(default_factory=lambda: MappingProxyType({}))
+    settings: ProxySettings = field(default_factory=ProxySettings)
+    problems: tuple[Problem, ...] = ()
