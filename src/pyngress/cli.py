@@ -1,0 +1,87 @@
+"""The `pyngress` command: wiring only. Each subcommand hands over to the package that does the work."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from pyngress import __version__
+
+PATH_HELP = "Manifest file or directory (read recursively: *.yaml, *.yml, *.json). Repeatable."
+
+
+def _compile_options(ingress_class: str, watch_without_class: bool, configmap: str):  # type: ignore[no-untyped-def]
+    from pyngress.config import CompileOptions
+
+    return CompileOptions(ingress_class=ingress_class, watch_without_class=watch_without_class,
+                          configmap=configmap)
+
+
+def _class_options(f):  # type: ignore[no-untyped-def]
+    f = click.option("--configmap", default="pyngress", show_default=True,
+                     help="Controller settings ConfigMap: NAMESPACE/NAME, or NAME in any namespace.")(f)
+    f = click.option("--watch-ingress-without-class", is_flag=True,
+                     help="Also serve Ingresses that name no class.")(f)
+    f = click.option("--ingress-class", default="pyngress", show_default=True,
+                     help="Serve the Ingresses of this class.")(f)
+    return click.option("-f", "--filename", "paths", multiple=True, required=True,
+                        type=click.Path(exists=True), help=PATH_HELP)(f)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="pyngress")
+def main() -> None:
+    """pyngress: a load balancer and Kubernetes Ingress controller."""
+
+
+@main.command()
+@_class_options
+@click.option("--http-port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--address", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
+              help="Worker processes sharing the port (SO_REUSEPORT).")
+@click.option("--shutdown-grace", default=30.0, show_default=True, type=float,
+              help="Seconds to finish in-flight requests on SIGTERM.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def run(paths: tuple[str, ...], ingress_class: str, watch_without_class: bool, configmap: str,
+        http_port: int, address: str, workers: int, shutdown_grace: float, log_level: str) -> None:
+    """Serve the Ingresses described by Kubernetes manifests; reload when they change (or on SIGHUP)."""
+    from pyngress.runtime.app import RunOptions, paths_of
+    from pyngress.runtime.app import run as run_app
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    options = RunOptions(paths=paths_of(paths), compile=_compile_options(ingress_class, watch_without_class,
+                         configmap), host=address, http_port=http_port, workers=workers, grace=shutdown_grace)
+    sys.exit(run_app(options))
+
+
+@main.command()
+@_class_options
+def check(paths: tuple[str, ...], ingress_class: str, watch_without_class: bool, configmap: str) -> None:
+    """Validate manifests as the API server would and print the routing table. Exit 1 on any error."""
+    from pyngress.config import build_from_paths, format_check
+
+    snapshot = build_from_paths(list(paths), _compile_options(ingress_class, watch_without_class, configmap))
+    click.echo(format_check(snapshot))
+    sys.exit(1 if any(p.severity == "error" for p in snapshot.problems) else 0)
+
+
+@main.command()
+@click.option("--pods", default=5, show_default=True, type=click.IntRange(1, 100))
+@click.option("--requests", default=50, show_default=True, type=click.IntRange(1, 100000))
+@click.option("--once", is_flag=True, help="Print the table and exit instead of serving.")
+@click.option("--http-port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+def demo(pods: int, requests: int, once: bool, http_port: int) -> None:
+    """Start demo pods behind the balancer, send requests through it, show how they spread."""
+    from pyngress.runtime.demo import run_demo
+
+    logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    sys.exit(run_demo(pods=pods, requests=requests, once=once, http_port=http_port))
+
+
+if __name__ == "__main__":
+    main()

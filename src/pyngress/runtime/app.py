@@ -1,0 +1,133 @@
+"""`pyngress run`: workers, signals and the file source around a ProxyServer.
+
+With `--workers 1` the proxy runs in this process. With N > 1 the parent forks N workers before any event
+loop exists; each binds its own listening socket with SO_REUSEPORT, so the kernel spreads connections over
+them, and each reads and watches the configuration itself (a reload is at most one poll interval apart between
+workers). The parent only forwards SIGTERM/SIGINT/SIGHUP and reports how workers ended.
+
+Signals in a worker: SIGHUP reloads now; SIGTERM and SIGINT drain (stop accepting, finish in-flight requests
+within the grace period) and exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyngress.config import CompileOptions
+from pyngress.runtime.server import ProxyServer
+from pyngress.sources.files import FileSource
+
+log = logging.getLogger("pyngress")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    paths: tuple[Path, ...]
+    compile: CompileOptions
+    host: str = "0.0.0.0"
+    http_port: int = 8080
+    workers: int = 1
+    grace: float = 30.0
+    poll_interval: float = 1.0
+
+
+def install_event_loop_policy() -> str:
+    """uvloop when available (the data plane is tuned for it), else plain asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"
+
+
+def run(options: RunOptions) -> int:
+    if options.workers <= 1:
+        return _run_worker(options, reuse_port=False)
+    port = options.http_port or _pick_port(options.host)
+    return _supervise(RunOptions(**{**options.__dict__, "http_port": port}))
+
+
+def _run_worker(options: RunOptions, *, reuse_port: bool) -> int:
+    loop_name = install_event_loop_policy()
+    return asyncio.run(serve(options, reuse_port=reuse_port, loop_name=loop_name))
+
+
+async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyncio") -> int:
+    server: ProxyServer | None = None
+
+    def apply(snapshot: object) -> None:
+        assert server is not None
+        server.install(snapshot)  # type: ignore[arg-type]
+
+    source = FileSource(list(options.paths), options.compile, apply, interval=options.poll_interval, log=log)
+    snapshot = source.load_initial()
+    server = ProxyServer(snapshot)
+    try:
+        port = await server.listen(options.host, options.http_port, reuse_port=reuse_port)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", options.host, options.http_port, exc.strerror or exc)
+        return 2
+    log.info("worker %d serving http on %s:%d (%s, config version %d, %d routes)", os.getpid(), options.host,
+             port, loop_name, snapshot.version, len(snapshot.routes))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, source.request_reload)
+    watcher = asyncio.create_task(source.run())
+    await stop.wait()
+    log.info("draining (grace %.0fs)", options.grace)
+    watcher.cancel()
+    await server.drain(options.grace)
+    log.info("worker %d stopped", os.getpid())
+    return 0
+
+
+def _pick_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _supervise(options: RunOptions) -> int:
+    children: list[int] = []
+    for _ in range(options.workers):
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 1
+            try:
+                code = _run_worker(options, reuse_port=True)
+            finally:
+                os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for pid in children:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    worst = 0
+    for pid in children:
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        if code:
+            print(f"pyngress: worker {pid} exited with {code}", file=sys.stderr)
+            worst = worst or (code if code > 0 else 1)
+    return worst
+
+
+def paths_of(values: Sequence[str]) -> tuple[Path, ...]:
+    return tuple(Path(v) for v in values)

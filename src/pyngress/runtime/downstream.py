@@ -1,0 +1,307 @@
+"""The client side of the proxy: one `Downstream` per accepted connection.
+
+httptools (llhttp, strict) parses requests. Its callbacks collect the head; `on_headers_complete` checks what
+llhttp leaves to us (Host, HTTP/1.0 with Transfer-Encoding, sizes), builds the upstream request head in one
+piece and queues an Exchange. Exchanges are answered strictly in order (pipelining): only the first in the
+queue talks to an upstream; the others wait, with their bodies kept in memory, and reading from the client is
+paused while any wait, so that memory stays bounded by one read.
+
+Anything malformed gets its 4xx and the connection is closed: nothing after a framing error is ever parsed, so
+a smuggled request can never reach a backend (llhttp already refuses Content-Length with Transfer-Encoding,
+duplicate Content-Length, a Transfer-Encoding not ending in chunked, bad chunk sizes, whitespace before the
+colon and obs-fold).
+
+Flow control: while the upstream's write buffer is full we stop reading the client (`PAUSE_UPSTREAM`); while
+ours is full the upstream stops reading (see `pause_writing`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING
+
+import httptools
+
+from pyngress.balancing import PickContext
+from pyngress.routing import normalize_path
+from pyngress.runtime import http1, request_head
+from pyngress.runtime.exchange import CHUNKED, LENGTH, NO_BODY, Exchange
+
+if TYPE_CHECKING:
+    from pyngress.runtime.server import ProxyServer
+    from pyngress.runtime.state import Serving
+
+PAUSE_UPSTREAM = 1  # the upstream cannot take more body yet
+PAUSE_PIPELINE = 2  # requests are queued behind the one being answered
+PAUSE_BUFFER = 4  # body is piling up while no upstream is attached
+
+BODY_BUFFER_LIMIT = 256 * 1024  # pending body bytes before we stop reading the client
+
+
+class Downstream(asyncio.Protocol):
+    def __init__(self, server: ProxyServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.client_ip = ""
+        self.last_activity = server.loop.time()
+        self.queue: deque[Exchange] = deque()  # queue[0] is the exchange being answered
+        self.receiving: Exchange | None = None  # the exchange whose body is arriving
+        self.head_started = -1.0  # loop time when the current request head began; -1 when not in a head
+        self.requests = 0
+        self.closing = False  # parse nothing more; close once the queued exchanges are answered
+        self.gone = False  # the connection is lost
+        self._paused = 0
+        self._parser = httptools.HttpRequestParser(self)
+        self._head: request_head.HeadBuilder | None = None
+        self._head_bytes = 0
+        self._local_port = 0
+
+    # -- connection events -------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0] if peer else ""
+        sock = transport.get_extra_info("sockname")
+        self._local_port = sock[1] if sock else 0
+        self.server.connection_opened(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = self.gone = True
+        self.server.connection_closed(self)
+        for ex in self.queue:
+            if ex.upstream is not None:
+                ex.upstream.abandon()
+        self.queue.clear()
+        self.receiving = None
+
+    def eof_received(self) -> bool:
+        # A client that half-closes after its request still gets the answer (HTTP/1.0 clients, curl -N...).
+        if self.queue:
+            self.closing = True
+            return True
+        return False
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = self.server.loop.time()
+        if self.closing:
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._upgrade_refused()
+        except httptools.HttpParserError as exc:
+            status = exc.__context__.status if isinstance(exc.__context__, http1.RequestError) else 400
+            self.refuse(status)
+            return
+        if self.head_started >= 0:
+            self._head_bytes += len(data)
+            if self._head_bytes > self.server.dataplane.serving.settings.max_head_size:
+                self.refuse(431)
+
+    def pause_writing(self) -> None:
+        if self.queue and self.queue[0].upstream is not None:
+            self.queue[0].upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.queue and self.queue[0].upstream is not None:
+            self.queue[0].upstream.resume_reading()
+
+    def pause(self, reason: int) -> None:
+        if not self._paused and self.transport is not None:
+            self.transport.pause_reading()
+        self._paused |= reason
+
+    def resume(self, reason: int) -> None:
+        was = self._paused
+        self._paused &= ~reason
+        if was and not self._paused and self.transport is not None and not self.closing:
+            self.transport.resume_reading()
+
+    # -- parser callbacks --------------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.head_started = self.server.loop.time()
+        self._head_bytes = 0
+        serving = self.server.dataplane.serving
+        self._head = request_head.HeadBuilder(serving.settings, serving.header_roles)
+
+    def on_url(self, url: bytes) -> None:
+        assert self._head is not None
+        self._head.add_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        head = self._head
+        if head is None:  # trailer fields of a chunked body: not forwarded
+            return
+        status = head.add_header(name, value)
+        if status:
+            raise http1.RequestError(status)
+
+    def on_headers_complete(self) -> None:
+        builder, self._head = self._head, None
+        self.head_started = -1.0
+        assert builder is not None
+        parser = self._parser
+        method = parser.get_method()
+        serving = self.server.dataplane.serving
+        trusted = serving if (serving.trust_all or serving.trusted) and serving.is_trusted(self.client_ip) else None
+        ex = builder.finish(self, method, parser.get_http_version(), parser.should_keep_alive(),
+                            self.client_ip, self._local_port, trusted, self.server.request_ids)
+        if isinstance(ex, int):
+            raise http1.RequestError(ex)
+        self.receiving = ex
+        self.queue.append(ex)
+        if len(self.queue) == 1:
+            self.start(ex)
+        else:
+            self.pause(PAUSE_PIPELINE)
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.receiving
+        if ex is None:
+            return
+        ex.add_body(body)
+        if ex.upstream is None and ex.pending_size > BODY_BUFFER_LIMIT:
+            self.pause(PAUSE_BUFFER)
+
+    def on_message_complete(self) -> None:
+        ex = self.receiving
+        if ex is None:
+            return
+        self.receiving = None
+        if ex.framing != NO_BODY:
+            ex.end_body()
+
+    # -- answering -----------------------------------------------------------------------------------
+
+    def start(self, ex: Exchange) -> None:
+        """Route and balance the exchange at the head of the queue, then hand it to an upstream."""
+        if ex.canned is not None:
+            self.answer(ex, ex.canned)
+            return
+        serving = self.server.dataplane.serving
+        route = serving.table.match(ex.host, normalize_path(ex.path))
+        backend = route.backend if route is not None else serving.snapshot.default_backend
+        if backend is None:
+            self.answer_status(ex, 404)
+            return
+        self.dispatch(ex, serving, backend.key)
+
+    def dispatch(self, ex: Exchange, serving: Serving, backend_key: str) -> None:
+        balancer = serving.balancers.get(backend_key)
+        ctx = PickContext(self.client_ip, ex.tried) if ex.tried else self.server.no_context
+        endpoint = balancer.pick(ctx) if balancer is not None else None
+        if endpoint is None:
+            self.answer_status(ex, 503 if not ex.tried else 502)
+            return
+        ex.endpoint = endpoint
+        ex.attempts += 1
+        if ex.expect_continue and not ex.request_done and ex.attempts == 1 and self.transport is not None:
+            self.transport.write(http1.CONTINUE_100)
+        self.server.pool.acquire(endpoint, ex, serving.settings)
+
+    def retry(self, ex: Exchange, status: int) -> None:
+        """The attempt failed before any response byte: try another endpoint once, else answer `status`."""
+        assert ex.endpoint is not None
+        ex.upstream = None
+        ex.tried = (*ex.tried, ex.endpoint.key)
+        if ex.attempts >= 2 or not ex.idempotent or not ex.replayable or self.gone:
+            self.answer_status(ex, status)
+            return
+        serving = self.server.dataplane.serving
+        route = serving.table.match(ex.host, normalize_path(ex.path))
+        backend = route.backend if route is not None else serving.snapshot.default_backend
+        if backend is None:
+            self.answer_status(ex, status)
+            return
+        self.dispatch(ex, serving, backend.key)
+
+    def answer_status(self, ex: Exchange, status: int) -> None:
+        # A body we have not read may still be on its way: then we cannot reuse the connection.
+        close = not ex.keep_alive or not ex.request_done or self.server.draining
+        ex.close_after = close
+        self.answer(ex, http1.generated_response(
+            status, self.server.date, close=close, head_only=ex.method == b"HEAD"))
+
+    def answer(self, ex: Exchange, response: bytes) -> None:
+        if ex is not self.queue[0]:  # pipelined: wait for our turn
+            ex.canned = response
+            return
+        if self.transport is not None:
+            self.transport.write(response)
+        self.finished(ex)
+
+    def should_close(self, ex: Exchange) -> bool:
+        """Decided when the response head is written, so that it can say `Connection: close`."""
+        limit = self.server.dataplane.serving.settings.keep_alive_requests
+        return (ex.close_after or self.closing or not ex.keep_alive or not ex.request_done
+                or self.server.draining or self.requests + 1 >= limit)
+
+    def finished(self, ex: Exchange) -> None:
+        """The response to `ex` is complete on our side."""
+        self.queue.popleft()
+        self.requests += 1
+        if ex.close_after:
+            self.close()
+        elif self.queue:
+            if len(self.queue) == 1:
+                self.resume(PAUSE_PIPELINE)
+            self.start(self.queue[0])
+        elif self.closing or self.server.draining:
+            self.close()
+
+    def refuse(self, status: int) -> None:
+        """Answer a malformed request and close; nothing after it on this connection is parsed."""
+        self.closing = True
+        self._head = None
+        self.head_started = -1.0
+        rx, self.receiving = self.receiving, None
+        if rx is not None:  # its body broke off: that exchange cannot complete
+            if rx.response_started:
+                self.close()
+                return
+            if rx.upstream is not None:
+                rx.upstream.abandon()
+            self.queue.remove(rx)
+        response = http1.generated_response(status, self.server.date, close=True)
+        if self.queue:  # earlier pipelined requests are answered first
+            bad = Exchange(self, b"", b"", b"", b"", NO_BODY, False, False)
+            bad.canned, bad.close_after = response, True
+            self.queue.append(bad)
+        elif self.transport is not None:
+            self.transport.write(response)
+            self.transport.close()
+
+    def _upgrade_refused(self) -> None:
+        # Upgrade (WebSocket) arrives in a later issue. The request is answered as a plain request (its
+        # Upgrade header is not forwarded) and the connection closes after it: llhttp stops parsing there.
+        self.closing = True
+        if not self.queue:
+            self.close()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def writelines(self, pieces: list[bytes]) -> None:
+        if self.transport is not None:
+            self.transport.writelines(pieces)
+
+    def dispatch_again(self, ex: Exchange) -> None:
+        """Resend to the same endpoint on another connection (a stale pooled one died); not a new attempt."""
+        assert ex.endpoint is not None
+        self.server.pool.acquire(ex.endpoint, ex, self.server.dataplane.serving.settings)
+
+    def close(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        """Close without flushing: used when an upstream dies mid-response, so the client sees a truncation."""
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()

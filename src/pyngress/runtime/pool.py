@@ -1,0 +1,107 @@
+"""Keep-alive connections to endpoints, per worker.
+
+Idle connections are kept per endpoint key in a LIFO stack (the most recently used one is the least likely to
+have been closed by the upstream's own keep-alive timer). The pool is bounded as ingress-nginx's upstream
+keepalive is: `upstream-keepalive-connections` idle connections in all, each closed after
+`upstream-keepalive-timeout` idle seconds or `upstream-keepalive-requests` requests. Connecting is the only
+step that needs a task; a pooled connection is handed over synchronously.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection
+from typing import TYPE_CHECKING
+
+from pyngress.runtime.upstream import Upstream
+
+if TYPE_CHECKING:
+    from pyngress.model import Endpoint, ProxySettings
+    from pyngress.runtime.exchange import Exchange
+
+
+class UpstreamPool:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.settings: ProxySettings | None = None
+        self._idle: dict[str, list[Upstream]] = {}
+        self._idle_count = 0
+        self.busy: set[Upstream] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def acquire(self, endpoint: Endpoint, ex: Exchange, settings: ProxySettings) -> None:
+        self.settings = settings
+        stack = self._idle.get(endpoint.key)
+        while stack:
+            conn = stack.pop()
+            self._idle_count -= 1
+            if conn.transport is not None and not conn.broken:
+                self.busy.add(conn)
+                conn.attach(ex)
+                return
+        task = self.loop.create_task(self._connect(endpoint, ex, settings.proxy_connect_timeout))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self, endpoint: Endpoint, ex: Exchange, timeout: float) -> None:
+        try:
+            _, conn = await asyncio.wait_for(
+                self.loop.create_connection(lambda: Upstream(self, endpoint), endpoint.address, endpoint.port),
+                timeout,
+            )
+        except (OSError, TimeoutError) as exc:
+            if not ex.client.gone:
+                ex.client.retry(ex, 504 if isinstance(exc, TimeoutError) else 502)
+            return
+        if ex.client.gone or ex.upstream is not None:
+            self.release(conn)  # nobody waits for it any more: keep it for the next request
+            return
+        self.busy.add(conn)
+        conn.attach(ex)
+
+    def release(self, conn: Upstream) -> None:
+        self.busy.discard(conn)
+        settings = self.settings
+        if settings is None or conn.transport is None:
+            conn.close()
+            return
+        if (self._idle_count >= settings.upstream_keepalive_connections
+                or conn.requests >= settings.upstream_keepalive_requests):
+            conn.close()
+            return
+        conn.idle_since = self.loop.time()
+        self._idle.setdefault(conn.key, []).append(conn)
+        self._idle_count += 1
+
+    def forget(self, conn: Upstream) -> None:
+        """A connection closed: drop it wherever it is."""
+        self.busy.discard(conn)
+        stack = self._idle.get(conn.key)
+        if stack and conn in stack:
+            stack.remove(conn)
+            self._idle_count -= 1
+
+    def expire(self, now: float) -> None:
+        """Close idle connections past the keep-alive timeout (called by the server's ticker)."""
+        if self.settings is None:
+            return
+        limit = now - self.settings.upstream_keepalive_timeout
+        for stack in self._idle.values():
+            for conn in [c for c in stack if c.idle_since < limit]:
+                conn.close()  # connection_lost calls forget()
+
+    def retain(self, keys: Collection[str]) -> None:
+        """After a reload: close idle connections to endpoints that are gone. Busy ones finish first."""
+        for key, stack in list(self._idle.items()):
+            if key not in keys:
+                for conn in list(stack):
+                    conn.close()
+
+    def close_idle(self) -> None:
+        for stack in list(self._idle.values()):
+            for conn in list(stack):
+                conn.close()
+
+    @property
+    def idle_count(self) -> int:
+        return self._idle_count

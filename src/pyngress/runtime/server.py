@@ -1,0 +1,132 @@
+"""One worker's proxy: listeners, the current configuration, the upstream pool, timeouts and draining.
+
+`ProxyServer` owns everything live in a worker. `install(snapshot)` swaps the configuration (see
+`runtime.state`); requests in flight keep the objects they already hold, new ones see the new config.
+
+Timeouts are enforced by one ticker per worker rather than a timer per request: each connection stamps its
+last activity (a float store), and the ticker, run every `tick` seconds (a quarter of the smallest timeout,
+at most 1 s), closes what is overdue. Timeouts are therefore precise to one tick; that is the price of keeping
+timer work off the per-request path. The ticker also refreshes the cached Date header once a second.
+
+Draining (SIGTERM): stop accepting, close idle keep-alive connections, let in-flight requests finish (their
+responses say `Connection: close`), and after `grace` seconds close whatever is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from email.utils import formatdate
+
+from pyngress.balancing import PickContext
+from pyngress.model import ProxySettings, Snapshot
+from pyngress.runtime.downstream import Downstream
+from pyngress.runtime.pool import UpstreamPool
+from pyngress.runtime.request_head import request_id_source
+from pyngress.runtime.state import Dataplane, Serving
+
+
+def http_date(now: float | None = None) -> bytes:
+    return formatdate(now if now is not None else time.time(), usegmt=True).encode()
+
+
+class ProxyServer:
+    def __init__(self, snapshot: Snapshot, *, rng: random.Random | None = None) -> None:
+        self.dataplane = Dataplane(snapshot, rng=rng)
+        self.loop = asyncio.get_running_loop()  # construct inside the worker's running loop
+        self.pool = UpstreamPool(self.loop)
+        self.connections: set[Downstream] = set()
+        self.draining = False
+        self.date = http_date()
+        self.request_ids = request_id_source()
+        self.no_context = PickContext()
+        self.ports: list[int] = []
+        self._servers: list[asyncio.base_events.Server] = []
+        self._ticker: asyncio.TimerHandle | None = None
+        self._idle_connections_closed = asyncio.Event()
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self.dataplane.serving.snapshot
+
+    def install(self, snapshot: Snapshot) -> Serving:
+        """Swap in a new configuration; live state carries over by backend and endpoint key."""
+        serving = self.dataplane.install(snapshot)
+        self.pool.retain(serving.endpoint_keys())
+        return serving
+
+    async def listen(self, host: str = "0.0.0.0", port: int = 8080, *, reuse_port: bool = False,
+                     backlog: int = 2048) -> int:
+        """Start accepting on host:port (port 0 picks one) and return the bound port."""
+        self.loop = asyncio.get_running_loop()
+        self.pool.loop = self.loop
+        server = await self.loop.create_server(
+            lambda: Downstream(self), host, port, reuse_port=reuse_port or None, backlog=backlog,
+            reuse_address=True)
+        self._servers.append(server)
+        bound = server.sockets[0].getsockname()[1]
+        self.ports.append(bound)
+        if self._ticker is None:
+            self._schedule_tick()
+        return int(bound)
+
+    def connection_opened(self, conn: Downstream) -> None:
+        self.connections.add(conn)
+
+    def connection_closed(self, conn: Downstream) -> None:
+        self.connections.discard(conn)
+        if self.draining and not self.connections:
+            self._idle_connections_closed.set()
+
+    async def drain(self, grace: float = 30.0) -> None:
+        """Stop accepting, finish in-flight requests for up to `grace` seconds, then close everything."""
+        self.draining = True
+        for server in self._servers:
+            server.close()
+        for conn in list(self.connections):
+            if not conn.queue and conn.head_started < 0:
+                conn.close()
+        if self.connections:
+            try:
+                await asyncio.wait_for(self._idle_connections_closed.wait(), grace)
+            except TimeoutError:
+                for conn in list(self.connections):
+                    conn.abort()
+        self.pool.close_idle()
+        for server in self._servers:
+            await server.wait_closed()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+
+    # -- the ticker ------------------------------------------------------------------------------------
+
+    def _schedule_tick(self) -> None:
+        s = self.dataplane.serving.settings
+        smallest = min(s.proxy_read_timeout, s.proxy_send_timeout, s.keep_alive or 75.0,
+                       s.client_header_timeout, s.client_body_timeout, s.proxy_connect_timeout)
+        self._ticker = self.loop.call_later(max(0.02, min(1.0, smallest / 4)), self._tick)
+
+    def _tick(self) -> None:
+        now = self.loop.time()
+        self.date = http_date()
+        settings = self.dataplane.serving.settings
+        for conn in list(self.connections):
+            _check_client(conn, now, settings)
+        for upstream in list(self.pool.busy):
+            upstream.check_timeouts(now, settings.proxy_read_timeout, settings.proxy_send_timeout)
+        self.pool.expire(now)
+        self._schedule_tick()
+
+
+def _check_client(conn: Downstream, now: float, settings: ProxySettings) -> None:
+    if conn.head_started >= 0:
+        if now - conn.head_started > settings.client_header_timeout:
+            conn.refuse(408)
+    elif not conn.queue:
+        if now - conn.last_activity > settings.keep_alive:
+            conn.close()
+    elif conn.receiving is not None and now - conn.last_activity > settings.client_body_timeout:
+        conn.refuse(408)
+

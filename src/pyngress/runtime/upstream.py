@@ -1,0 +1,347 @@
+"""The server side of the proxy: one `Upstream` per connection to an endpoint, reused through the pool.
+
+A response is handled in two parts. The head is cut at the first CRLFCRLF and given to httptools (llhttp,
+strict) to parse and validate; we rewrite it (hop-by-hop headers out, our Connection and framing in) and send
+it to the client in the same write as the first body bytes. The body then goes out as received:
+- Content-Length: counted by us and forwarded raw, never parsed (the parser is replaced for the next response);
+- chunked: parsed by llhttp and re-chunked on our side (or de-chunked for an HTTP/1.0 client), so that what
+  the client receives is always well framed, whatever bytes the upstream adds after its last chunk;
+- neither: read until the upstream closes, and the client connection closes after it.
+Responses with no body (to HEAD, 1xx, 204, 304) end at the head. 1xx responses are dropped (we answer
+`Expect: 100-continue` ourselves), as nginx does.
+
+A connection that dies before the first response byte tells the client side, which may retry elsewhere; one
+that dies mid-body makes the client connection close, so a truncated body never looks complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import httptools
+
+from pyngress.runtime import http1
+from pyngress.runtime.downstream import PAUSE_BUFFER, PAUSE_UPSTREAM
+
+if TYPE_CHECKING:
+    from pyngress.model import Endpoint
+    from pyngress.runtime.exchange import Exchange
+    from pyngress.runtime.pool import UpstreamPool
+
+HEAD = 0  # waiting for (the rest of) a response head
+LENGTH = 1
+CHUNKED = 2
+UNTIL_CLOSE = 3
+
+MAX_RESPONSE_HEAD = 64 * 1024
+
+
+class Upstream(asyncio.Protocol):
+    def __init__(self, pool: UpstreamPool, endpoint: Endpoint) -> None:
+        self.pool = pool
+        self.endpoint = endpoint
+        self.key = endpoint.key
+        self.transport: asyncio.Transport | None = None
+        self.ex: Exchange | None = None
+        self.requests = 0  # responses completed on this connection
+        self.idle_since = 0.0
+        self.last_activity = 0.0
+        self.write_paused_since = -1.0
+        self.broken = False  # must not be reused
+        self._parser = httptools.HttpResponseParser(self)
+        self._parser_clean = True  # False while the parser is inside a message we stopped feeding
+        self._mode = HEAD
+        self._head_buf = b""
+        self._received = False  # any byte of the current response has arrived
+        self._lines: list[bytes] = []
+        self._reason = b""
+        self._content_length = -1
+        self._te: bytes | None = None
+        self._remaining = 0
+        self._out: list[bytes] = []
+        self._message_done = False
+
+    # -- connection events -------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.last_activity = self.pool.loop.time()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.broken = True
+        self.pool.forget(self)
+        ex = self.ex
+        if ex is None:
+            return
+        self.ex = None
+        ex.upstream = None
+        client = ex.client
+        if client.gone:
+            return
+        if self._mode == UNTIL_CLOSE:
+            self._complete(ex)
+        elif ex.response_started:
+            client.close()  # mid-body: the client sees a truncated response, never a complete one
+        elif self.requests and not self._received and ex.replayable:
+            # A pooled connection the upstream had closed (keep-alive race): send again on a fresh one.
+            client.dispatch_again(ex)
+        else:
+            client.retry(ex, 502)
+
+    def pause_writing(self) -> None:
+        self.write_paused_since = self.pool.loop.time()
+        if self.ex is not None:
+            self.ex.client.pause(PAUSE_UPSTREAM)
+
+    def resume_writing(self) -> None:
+        self.write_paused_since = -1.0
+        if self.ex is not None:
+            self.ex.client.resume(PAUSE_UPSTREAM)
+
+    def pause_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    # -- sending the request -----------------------------------------------------------------------------
+
+    def attach(self, ex: Exchange) -> None:
+        """Send `ex` on this connection; it becomes ours until its response is complete."""
+        assert self.transport is not None
+        self.ex = ex
+        ex.upstream = self
+        self._mode = HEAD
+        self._received = False
+        self.last_activity = self.pool.loop.time()
+        pending = ex.take_pending()
+        if pending:
+            self.transport.writelines([ex.head, *pending])
+            ex.client.resume(PAUSE_BUFFER)
+        else:
+            self.transport.write(ex.head)
+
+    def send(self, pieces: Iterable[bytes]) -> None:
+        if self.transport is not None:
+            self.last_activity = self.pool.loop.time()
+            self.transport.writelines(pieces)
+
+    def abandon(self) -> None:
+        """The client went away mid-exchange: this connection cannot be reused."""
+        self.ex = None
+        self.close()
+
+    # -- receiving the response ----------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = self.pool.loop.time()
+        mode = self._mode
+        if self.ex is None:  # bytes nobody asked for: the connection is out of step
+            self.abandon()
+        elif mode == LENGTH:
+            self._forward_counted(data)
+        elif mode == HEAD:
+            self._received = True
+            self._read_head(data)
+        elif mode == CHUNKED:
+            self._feed_chunked(data)
+        else:
+            self.ex.client.write(data)
+
+    def _read_head(self, data: bytes) -> None:
+        buf = self._head_buf + data if self._head_buf else data
+        while self._mode == HEAD:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > MAX_RESPONSE_HEAD:
+                    self._fail(502)
+                else:
+                    self._head_buf = buf
+                return
+            head, buf = buf[: end + 4], buf[end + 4 :]
+            self._head_buf = b""
+            try:
+                self._parser.feed_data(head)
+            except httptools.HttpParserError:
+                self._fail(502)
+                return
+            # a 1xx head leaves us in HEAD mode: the final response follows
+        self._start_response(buf)
+
+    def on_message_begin(self) -> None:
+        self._parser_clean = False
+        if self._message_done:  # a second message right after the first: the upstream is out of step
+            self.broken = True
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason = reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lower = name.lower()
+        if lower in http1.RESPONSE_HOP_BY_HOP:
+            if lower == b"transfer-encoding":
+                self._te = value
+            return
+        if lower == b"content-length":
+            self._content_length = int(value)
+        self._lines += (name, b": ", value, b"\r\n")
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if status < 200:
+            self._reset_head()  # informational: dropped; the final response follows
+            return
+        ex = self.ex
+        assert ex is not None
+        if not self._parser.should_keep_alive():
+            self.broken = True
+        if not http1.body_allowed(status, ex.method):
+            self._mode = LENGTH  # a head-only response: nothing to count
+            self._remaining = 0
+        elif self._te is not None:
+            chunked = self._te.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+            self._mode = CHUNKED if chunked else UNTIL_CLOSE
+        elif self._content_length >= 0:
+            self._mode = LENGTH
+            self._remaining = self._content_length
+        else:
+            self._mode = UNTIL_CLOSE
+
+    def on_body(self, body: bytes) -> None:
+        # only called in CHUNKED mode: the other modes never feed the body to the parser
+        ex = self.ex
+        if ex is not None and ex.http10:
+            self._out.append(body)
+        else:
+            self._out += (http1.chunk_header(len(body)), body, b"\r\n")
+
+    def on_message_complete(self) -> None:
+        self._parser_clean = True
+        if self._mode == CHUNKED:
+            self._message_done = True
+            ex = self.ex
+            if ex is not None and not ex.http10:
+                self._out.append(http1.LAST_CHUNK)
+
+    # -- forwarding ------------------------------------------------------------------------------------
+
+    def _start_response(self, rest: bytes) -> None:
+        ex = self.ex
+        assert ex is not None
+        ex.response_started = True
+        client = ex.client
+        mode = self._mode
+        close = client.should_close(ex) or mode == UNTIL_CLOSE or (mode == CHUNKED and ex.http10)
+        ex.close_after = close
+        head = [http1.status_line(self._parser.get_status_code(), self._reason), *self._lines]
+        if mode == CHUNKED and not ex.http10:
+            head.append(b"Transfer-Encoding: chunked\r\n")
+        if close:
+            head.append(b"Connection: close\r\n\r\n")
+        else:
+            head.append(b"Connection: keep-alive\r\n\r\n" if ex.http10 else b"\r\n")
+        self._reset_head()
+        if mode == LENGTH:
+            body = self._clip(rest)
+            head.append(body)
+            client.write(b"".join(head))
+            self._counted(len(body))
+        elif mode == CHUNKED:
+            client.write(b"".join(head))
+            self._feed_chunked(rest)
+        else:
+            head.append(rest)
+            client.write(b"".join(head))
+
+    def _forward_counted(self, data: bytes) -> None:
+        body = self._clip(data)
+        assert self.ex is not None
+        self.ex.client.write(body)
+        self._counted(len(body))
+
+    def _clip(self, data: bytes) -> bytes:
+        if len(data) <= self._remaining:
+            return data
+        self.broken = True  # the upstream sent more than it announced: never reuse this connection
+        return data[: self._remaining]
+
+    def _counted(self, size: int) -> None:
+        self._remaining -= size
+        if self._remaining == 0:
+            assert self.ex is not None
+            self._complete(self.ex)
+
+    def _feed_chunked(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.broken = True
+            assert self.ex is not None
+            self.ex.client.close()  # the head is out already: all we can do is cut the response short
+            self.abandon()
+            return
+        out, self._out = self._out, []
+        ex = self.ex
+        assert ex is not None
+        if out:
+            ex.client.writelines(out)
+        if self._message_done:
+            self._complete(ex)
+
+    def _reset_head(self) -> None:
+        self._lines = []
+        self._te = None
+        self._content_length = -1
+        self._reason = b""
+
+    def _complete(self, ex: Exchange) -> None:
+        """The response is fully forwarded: free this connection first, then let the client go on."""
+        self.ex = None
+        ex.upstream = None
+        self.requests += 1
+        self._mode = HEAD
+        self._message_done = False
+        if not self._parser_clean:
+            self._parser = httptools.HttpResponseParser(self)
+            self._parser_clean = True
+        if self.broken or not ex.request_done or self.transport is None:
+            self.close()
+        else:
+            self.pool.release(self)
+        ex.client.finished(ex)
+
+    def _fail(self, status: int) -> None:
+        """A bad response head: answer the client ourselves and drop this connection."""
+        ex = self.ex
+        self.abandon()
+        if ex is not None:
+            ex.upstream = None
+            ex.client.answer_status(ex, status)
+
+    def check_timeouts(self, now: float, read_timeout: float, send_timeout: float) -> None:
+        """Called by the server's ticker for connections with an exchange in flight."""
+        ex = self.ex
+        if ex is None:
+            return
+        stalled_send = self.write_paused_since >= 0 and now - self.write_paused_since > send_timeout
+        waiting = self.write_paused_since < 0 and now - self.last_activity > read_timeout
+        if not (stalled_send or waiting):
+            return
+        self.abandon()
+        ex.upstream = None
+        if ex.response_started:
+            ex.client.close()
+        else:
+            ex.client.answer_status(ex, 504)
+
+    def close(self) -> None:
+        self.broken = True
+        self.pool.forget(self)
+        if self.transport is not None:
+            self.transport.close()
