@@ -1,0 +1,202 @@
+"""Kubernetes objects -> `Snapshot`: the pure translation the control plane runs on every change.
+
+`compile_snapshot(objects, options, version=, problems=)` never raises on bad objects: whatever is wrong becomes
+a Problem on that object and the rest is served. Steps:
+
+1. Index the objects by kind and namespace/name. A second object with the same kind and key (the same Ingress
+   in two files) is ignored with a warning; the first one read wins, and `load_paths` reads in sorted order.
+2. Select our Ingresses (`selection`), oldest first: creationTimestamp ascending, then namespace/name. Age
+   decides every conflict, as in ingress-nginx, so adding a new Ingress can never take over a live path.
+3. One Route per (host, path) of each rule with a service backend. The same host + path + pathType already
+   taken by an older Ingress: the newer one gets a warning naming the winner and that path is not added.
+   Several Ingresses for one host otherwise merge. A `resource` backend is valid but we cannot serve it: a
+   warning, and the path is not added (so the request falls through to other rules or the default backend).
+4. Backends are resolved once per key "namespace/service:port" (`endpoints`). A backend that cannot work
+   (missing Service or port, ExternalName) keeps its routes, which answer 503, and gives one error per
+   Ingress and backend, at the first path that uses it.
+5. The default backend is the one of the oldest served Ingress that has one; the others get a warning.
+6. Settings come from the ConfigMap named by `options.configmap` ("ns/name", or "name" in any namespace; the
+   first namespace in sorted order wins). No such ConfigMap means defaults, and no problem.
+
+Field paths in the Problems of steps 3-5 use the indices of the model's tuples, which are the manifest's: the
+parser leaves a placeholder where it rejected a rule or path (see `ingress`), and we skip placeholders here.
+
+Everything in the Snapshot is a tuple or MappingProxyType built in sorted order, so equal inputs give equal
+Snapshots and a reload that changes nothing compares equal (after replacing `version`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from pyngress.config.endpoints import backend_key, resolve_backend
+from pyngress.config.ingress import is_rejected
+from pyngress.config.loader import load_paths
+from pyngress.config.selection import CompileOptions, served_ingresses
+from pyngress.config.settings import parse_settings
+from pyngress.model import (
+    Backend,
+    ConfigMap,
+    EndpointSlice,
+    Ingress,
+    IngressBackend,
+    IngressClass,
+    KubeObject,
+    PathType,
+    Problem,
+    Route,
+    Service,
+    Snapshot,
+)
+
+_TYPE_ORDER = {PathType.EXACT: 0, PathType.PREFIX: 1, PathType.IMPLEMENTATION_SPECIFIC: 2}
+
+
+@dataclass(slots=True)
+class _Index:
+    ingresses: list[Ingress] = field(default_factory=list)
+    services: dict[tuple[str, str], Service] = field(default_factory=dict)
+    slices: defaultdict[tuple[str, str], list[EndpointSlice]] = field(default_factory=lambda: defaultdict(list))
+    classes: dict[str, IngressClass] = field(default_factory=dict)
+    configmaps: list[ConfigMap] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def compile_snapshot(
+    objects: Iterable[KubeObject], options: CompileOptions, *, version: int = 1, problems: Iterable[Problem] = ()
+) -> Snapshot:
+    index = _index(objects)
+    builder = _Builder(index)
+    for ingress in sorted(served_ingresses(index.ingresses, index.classes, options), key=_age):
+        builder.add(ingress)
+    settings, setting_problems = parse_settings(select_configmap(index.configmaps, options.configmap))
+    found = [*problems, *index.problems, *builder.problems, *setting_problems]
+    return Snapshot(
+        version=version,
+        routes=tuple(sorted(builder.routes.values(), key=_route_order)),
+        default_backend=builder.default[0] if builder.default else None,
+        backends=MappingProxyType(dict(sorted(builder.backends.items()))),
+        settings=settings,
+        problems=tuple(sorted(dict.fromkeys(found), key=lambda p: (p.source, p.kind, p.namespace, p.name))),
+    )
+
+
+def build_from_paths(paths: Sequence[str | Path], options: CompileOptions, *, version: int = 1) -> Snapshot:
+    """`load_paths` + `compile_snapshot`: what file mode and `pyngress check` run."""
+    objects, problems = load_paths(paths)
+    return compile_snapshot(objects, options, version=version, problems=problems)
+
+
+def select_configmap(configmaps: Iterable[ConfigMap], wanted: str) -> ConfigMap | None:
+    namespace, _, name = wanted.rpartition("/")
+    matches = [cm for cm in configmaps if cm.meta.name == name and namespace in ("", cm.meta.namespace)]
+    return min(matches, key=lambda cm: cm.meta.namespace, default=None)
+
+
+def _index(objects: Iterable[KubeObject]) -> _Index:
+    index = _Index()
+    first: dict[tuple[str, str], KubeObject] = {}
+    for obj in objects:
+        seen = first.setdefault((obj.kind, obj.meta.key), obj)
+        if seen is not obj:
+            message = f"defined again (first in {seen.meta.source or 'the cluster'}): this copy is ignored"
+            index.problems.append(_problem(obj, "metadata.name", message, "warning"))
+            continue
+        _add(index, obj)
+    return index
+
+
+def _add(index: _Index, obj: KubeObject) -> None:
+    match obj:
+        case Ingress():
+            index.ingresses.append(obj)
+        case Service():
+            index.services[(obj.meta.namespace, obj.meta.name)] = obj
+        case EndpointSlice():
+            index.slices[(obj.meta.namespace, obj.service_name)].append(obj)
+        case IngressClass():
+            index.classes[obj.meta.name] = obj
+        case ConfigMap():
+            index.configmaps.append(obj)
+        case _:
+            pass  # Secrets: for TLS, later
+
+
+class _Builder:
+    """Accumulates routes, backends and problems over the served Ingresses, oldest first."""
+
+    def __init__(self, index: _Index) -> None:
+        self._index = index
+        self.routes: dict[tuple[str, str, PathType], Route] = {}
+        self.backends: dict[str, Backend] = {}
+        self.default: tuple[Backend, str] | None = None
+        self.problems: list[Problem] = []
+        self._resolved: dict[str, tuple[Backend, str]] = {}
+        self._reported: set[tuple[str, str]] = set()  # (ingress, backend key) already given a problem
+
+    def add(self, ingress: Ingress) -> None:
+        if ingress.default_backend is not None:
+            self._add_default(ingress, ingress.default_backend)
+        for i, rule in enumerate(ingress.rules):
+            host = rule.host.lower()
+            for j, path in enumerate(rule.paths):
+                if is_rejected(path):
+                    continue  # already reported by the parser
+                at = f"spec.rules[{i}].http.paths[{j}]"
+                route_key = (host, path.path, path.path_type)
+                if route_key in self.routes:
+                    winner = self.routes[route_key].ingress
+                    message = (
+                        f"{host or '*'} {path.path} ({path.path_type.value}) is already served by the "
+                        f"older Ingress {winner}: this path is ignored"
+                    )
+                    self.problems.append(_problem(ingress, at, message, "warning"))
+                    continue
+                backend = self._backend(ingress, path.backend, f"{at}.backend")
+                if backend is not None:
+                    self.routes[route_key] = Route(host, path.path, path.path_type, backend, ingress.meta.key)
+
+    def _add_default(self, ingress: Ingress, ref: IngressBackend) -> None:
+        if self.default is not None:
+            message = f"ignored: the older Ingress {self.default[1]} already sets the default backend"
+            self.problems.append(_problem(ingress, "spec.defaultBackend", message, "warning"))
+            return
+        backend = self._backend(ingress, ref, "spec.defaultBackend")
+        if backend is not None:
+            self.default = (backend, ingress.meta.key)
+
+    def _backend(self, ingress: Ingress, ref: IngressBackend, at: str) -> Backend | None:
+        if ref.service is None:
+            what = f"{ref.resource.kind} {ref.resource.name}" if ref.resource else "none given"
+            message = f"resource backends ({what}) are not supported: not served"
+            self.problems.append(_problem(ingress, f"{at}.resource", message, "warning"))
+            return None
+        key = backend_key(ingress.meta.namespace, ref.service)
+        if key not in self._resolved:
+            namespace, index = ingress.meta.namespace, self._index
+            self._resolved[key] = resolve_backend(namespace, ref.service, index.services, index.slices)
+        backend, bad_field = self._resolved[key]
+        self.backends[key] = backend
+        if backend.problem and (ingress.meta.key, backend.key) not in self._reported:
+            self._reported.add((ingress.meta.key, backend.key))
+            message = f"{backend.problem}: requests get 503"
+            self.problems.append(_problem(ingress, f"{at}.service.{bad_field}", message))
+        return backend
+
+
+def _problem(obj: KubeObject, at: str, message: str, severity: str = "error") -> Problem:
+    meta = obj.meta
+    return Problem(obj.kind, meta.namespace, meta.name, at, message, meta.source, severity)
+
+
+def _age(ingress: Ingress) -> tuple[str, str, str]:
+    return ingress.meta.creation_timestamp, ingress.meta.namespace, ingress.meta.name
+
+
+def _route_order(route: Route) -> tuple[bool, str, str, int]:
+    # no-host rules ("*" in check's table) last: they are what a request falls through to
+    return route.host == "", route.host, route.path, _TYPE_ORDER[route.path_type]

@@ -1,0 +1,80 @@
+"""`format_check(snapshot)`: the plain-text report `pyngress check` prints.
+
+Plain text, no colour, no terminal width detection: it is piped into files, CI logs and diffs (the golden tests
+compare it byte for byte). Layout:
+
+    HOST      PATH  TYPE    BACKEND   ENDPOINTS                     INGRESS
+    foo.com   /api  Prefix  api:http  10.0.0.1:8080, 10.0.0.2:8080  default/web
+    *         /     Prefix  web:80    (none: no ready endpoints)    default/web
+
+    default backend: default/fallback:80 -> 10.0.0.9:8080
+
+    problems (1 error, 1 warning):
+      error: web.yaml: Ingress default/web: spec.rules[0].host: must be lower case ('foo.com')
+      warning: ...
+
+Rows are in Snapshot order (hosts sorted, the no-host "*" rules last, as they are what requests fall through
+to). Columns are as wide as their widest cell; an endpoint list longer than three is cut to "+N more" so that
+one big Deployment does not push a row past 120 columns. Problems: errors first, each as str(problem), which
+names the file, the object and the field.
+"""
+
+from __future__ import annotations
+
+from pyngress.model import Backend, Problem, Snapshot
+
+HEADER = ("HOST", "PATH", "TYPE", "BACKEND", "ENDPOINTS", "INGRESS")
+MAX_ENDPOINTS_SHOWN = 3
+NO_ENDPOINTS = "no ready endpoints"
+
+
+def format_check(snapshot: Snapshot) -> str:
+    lines = _route_table(snapshot)
+    lines += ["", _default_line(snapshot.default_backend), ""]
+    lines += _problem_lines(snapshot.problems)
+    return "\n".join(lines) + "\n"
+
+
+def _route_table(snapshot: Snapshot) -> list[str]:
+    if not snapshot.routes:
+        return ["no routes"]
+    rows = [HEADER] + [
+        (
+            r.host or "*",
+            r.path,
+            r.path_type.value,
+            f"{r.backend.service}:{r.backend.port}",
+            format_endpoints(r.backend),
+            r.ingress,
+        )
+        for r in snapshot.routes
+    ]
+    widths = [max(len(row[col]) for row in rows) for col in range(len(HEADER) - 1)]
+    return ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]) for row in rows]
+
+
+def format_endpoints(backend: Backend) -> str:
+    """ "10.0.0.1:80, 10.0.0.2:80", cut after three, or "(none: <why>)"."""
+    if not backend.endpoints:
+        return f"(none: {backend.problem or NO_ENDPOINTS})"
+    shown = [e.key for e in backend.endpoints[:MAX_ENDPOINTS_SHOWN]]
+    hidden = len(backend.endpoints) - len(shown)
+    return ", ".join(shown) + (f", +{hidden} more" if hidden else "")
+
+
+def _default_line(backend: Backend | None) -> str:
+    if backend is None:
+        return "default backend: none (404)"
+    return f"default backend: {backend.key} -> {format_endpoints(backend)}"
+
+
+def _problem_lines(problems: tuple[Problem, ...]) -> list[str]:
+    if not problems:
+        return ["no problems"]
+    errors = sum(p.severity == "error" for p in problems)
+    warnings = len(problems) - errors
+    counts = ", ".join(
+        f"{n} {word}{'s' if n != 1 else ''}" for n, word in ((errors, "error"), (warnings, "warning")) if n
+    )
+    ordered = sorted(problems, key=lambda p: p.severity != "error")
+    return [f"problems ({counts}):", *(f"  {p.severity}: {p}" for p in ordered)]
