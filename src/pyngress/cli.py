@@ -4,22 +4,29 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from pyngress import __version__
 
+if TYPE_CHECKING:
+    from pyngress.config import CompileOptions
+
+F = TypeVar("F", bound=Callable[..., Any])
+
 PATH_HELP = "Manifest file or directory (read recursively: *.yaml, *.yml, *.json). Repeatable."
 
 
-def _compile_options(ingress_class: str, watch_without_class: bool, configmap: str):  # type: ignore[no-untyped-def]
+def _compile_options(ingress_class: str, watch_without_class: bool, configmap: str) -> CompileOptions:
     from pyngress.config import CompileOptions
 
     return CompileOptions(ingress_class=ingress_class, watch_without_class=watch_without_class,
                           configmap=configmap)
 
 
-def _class_options(f):  # type: ignore[no-untyped-def]
+def _class_options(f: F) -> F:
     f = click.option("--configmap", default="pyngress", show_default=True,
                      help="Controller settings ConfigMap: NAMESPACE/NAME, or NAME in any namespace.")(f)
     f = click.option("--watch-ingress-without-class", is_flag=True,

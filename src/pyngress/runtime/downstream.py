@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import httptools
 
 from pyngress.balancing import PickContext
 from pyngress.routing import normalize_path
 from pyngress.runtime import http1, request_head
-from pyngress.runtime.exchange import CHUNKED, LENGTH, NO_BODY, Exchange
+from pyngress.runtime.exchange import NO_BODY, Exchange
 
 if TYPE_CHECKING:
     from pyngress.runtime.server import ProxyServer
@@ -44,7 +44,7 @@ class Downstream(asyncio.Protocol):
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.client_ip = ""
-        self.last_activity = server.loop.time()
+        self.last_activity = server.now
         self.queue: deque[Exchange] = deque()  # queue[0] is the exchange being answered
         self.receiving: Exchange | None = None  # the exchange whose body is arriving
         self.head_started = -1.0  # loop time when the current request head began; -1 when not in a head
@@ -60,8 +60,7 @@ class Downstream(asyncio.Protocol):
     # -- connection events -------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if peer else ""
         sock = transport.get_extra_info("sockname")
@@ -85,7 +84,7 @@ class Downstream(asyncio.Protocol):
         return False
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = self.server.loop.time()
+        self.last_activity = self.server.now
         if self.closing:
             return
         try:
@@ -123,10 +122,9 @@ class Downstream(asyncio.Protocol):
     # -- parser callbacks --------------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self.head_started = self.server.loop.time()
+        self.head_started = self.server.now
         self._head_bytes = 0
-        serving = self.server.dataplane.serving
-        self._head = request_head.HeadBuilder(serving.settings, serving.header_roles)
+        self._head = request_head.HeadBuilder(self.server.dataplane.serving)
 
     def on_url(self, url: bytes) -> None:
         assert self._head is not None
@@ -145,17 +143,15 @@ class Downstream(asyncio.Protocol):
         self.head_started = -1.0
         assert builder is not None
         parser = self._parser
-        method = parser.get_method()
-        serving = self.server.dataplane.serving
-        trusted = serving if (serving.trust_all or serving.trusted) and serving.is_trusted(self.client_ip) else None
-        ex = builder.finish(self, method, parser.get_http_version(), parser.should_keep_alive(),
-                            self.client_ip, self._local_port, trusted, self.server.request_ids)
+        ex = builder.finish(self, parser.get_method(), parser.get_http_version(), parser.should_keep_alive(),
+                            self.client_ip, self._local_port, self.server.request_ids)
         if isinstance(ex, int):
             raise http1.RequestError(ex)
         self.receiving = ex
-        self.queue.append(ex)
-        if len(self.queue) == 1:
-            self.start(ex)
+        queue = self.queue
+        queue.append(ex)
+        if len(queue) == 1:
+            self.start(ex, builder.serving)
         else:
             self.pause(PAUSE_PIPELINE)
 
@@ -177,12 +173,13 @@ class Downstream(asyncio.Protocol):
 
     # -- answering -----------------------------------------------------------------------------------
 
-    def start(self, ex: Exchange) -> None:
+    def start(self, ex: Exchange, serving: Serving | None = None) -> None:
         """Route and balance the exchange at the head of the queue, then hand it to an upstream."""
         if ex.canned is not None:
             self.answer(ex, ex.canned)
             return
-        serving = self.server.dataplane.serving
+        if serving is None:
+            serving = self.server.dataplane.serving
         route = serving.table.match(ex.host, normalize_path(ex.path))
         backend = route.backend if route is not None else serving.snapshot.default_backend
         if backend is None:

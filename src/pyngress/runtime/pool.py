@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Collection
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from pyngress.runtime.upstream import Upstream
 
@@ -20,9 +20,14 @@ if TYPE_CHECKING:
     from pyngress.runtime.exchange import Exchange
 
 
+class Clock(Protocol):
+    now: float  # the loop's time, refreshed by the server's ticker: a cheap, coarse activity stamp
+
+
 class UpstreamPool:
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, clock: Clock) -> None:
         self.loop = loop
+        self.clock = clock
         self.settings: ProxySettings | None = None
         self._idle: dict[str, list[Upstream]] = {}
         self._idle_count = 0
@@ -69,7 +74,7 @@ class UpstreamPool:
                 or conn.requests >= settings.upstream_keepalive_requests):
             conn.close()
             return
-        conn.idle_since = self.loop.time()
+        conn.idle_since = self.clock.now
         self._idle.setdefault(conn.key, []).append(conn)
         self._idle_count += 1
 

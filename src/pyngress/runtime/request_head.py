@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from itertools import count
 from typing import TYPE_CHECKING
 
-from pyngress.model import ProxySettings
 from pyngress.runtime import http1
 from pyngress.runtime.exchange import CHUNKED, LENGTH, NO_BODY, Exchange
 
@@ -37,88 +36,68 @@ def request_id_source() -> Callable[[], bytes]:
 
 
 class HeadBuilder:
-    __slots__ = ("chunk_te", "connection", "content_length", "expect", "fhost", "fport", "fproto", "hosts",
-                 "limit_line", "limit_total", "lines", "request_id", "roles", "size", "te", "upgrade", "url",
-                 "xff")
+    """Collects one request head. Rare headers go to `special` (role -> value), allocated only when seen."""
 
-    def __init__(self, settings: ProxySettings, roles: Mapping[bytes, int]) -> None:
-        self.roles = roles
-        self.limit_line = settings.header_buffer_size
-        self.limit_total = settings.max_head_size
+    __slots__ = ("host", "hosts", "lines", "roles", "serving", "size", "special", "url")
+
+    def __init__(self, serving: Serving) -> None:
+        self.serving = serving
+        self.roles = serving.header_roles
         self.url = b""
         self.lines: list[bytes] = []
         self.size = 0
-        self.hosts: list[bytes] = []
-        self.content_length: bytes | None = None
-        self.te: bytes | None = None
-        self.chunk_te = False
-        self.connection: bytes | None = None
-        self.expect: bytes | None = None
-        self.xff: bytes | None = None
-        self.request_id: bytes | None = None
-        self.fproto: bytes | None = None
-        self.fhost: bytes | None = None
-        self.fport: bytes | None = None
-        self.upgrade = False
+        self.host: bytes | None = None
+        self.hosts = 0
+        self.special: dict[int, bytes] | None = None
 
     def add_url(self, url: bytes) -> None:
         self.url += url
-        if len(self.url) > self.limit_line:
+        if len(self.url) > self.serving.settings.header_buffer_size:
             raise http1.RequestError(414)
 
     def add_header(self, name: bytes, value: bytes) -> int:
         """Returns 0, or the status to refuse the request with."""
         n = len(name) + len(value) + 4
         self.size += n
-        if n > self.limit_line or self.size > self.limit_total:
+        settings = self.serving.settings
+        if n > settings.header_buffer_size or self.size > settings.max_head_size:
             return 431
-        role = self.roles.get(name.lower(), 0)
+        role = self.roles.get(name)
+        if role is None:
+            role = self.serving.classify(name)
         if role == http1.FORWARD:
-            if name[:6].lower() == b"proxy-":
-                return 0
             self.lines += (name, b": ", value, b"\r\n")
         elif role == http1.HOST:
-            self.hosts.append(value)
-        elif role == http1.CONTENT_LENGTH:
-            self.content_length = value  # llhttp refuses a second one
-        elif role == http1.TRANSFER_ENCODING:
-            self.te = value
-        elif role == http1.CONNECTION:
-            self.connection = value if self.connection is None else self.connection + b"," + value
-        elif role == http1.FORWARDED_FOR:
-            self.xff = value if self.xff is None else self.xff + b", " + value
-        elif role == http1.REQUEST_ID:
-            self.request_id = value
-        elif role == http1.EXPECT:
-            self.expect = value
-        elif role == http1.FORWARDED_PROTO:
-            self.fproto = value
-        elif role == http1.FORWARDED_HOST:
-            self.fhost = value
-        elif role == http1.FORWARDED_PORT:
-            self.fport = value
-        elif role == http1.UPGRADE:
-            self.upgrade = True
+            self.host = value
+            self.hosts += 1
+        elif role != http1.DROP:
+            special = self.special
+            if special is None:
+                special = self.special = {}
+            old = special.get(role)
+            # repeated list-valued fields are joined (RFC 9110 5.3); llhttp refuses a second Content-Length
+            special[role] = value if old is None else old + b", " + value
         return 0
 
     def finish(self, client: Downstream, method: bytes, version: str, keep_alive: bool, client_ip: str,
-               local_port: int, trusted: Serving | None, next_id: Callable[[], bytes]) -> Exchange | int:
+               local_port: int, next_id: Callable[[], bytes]) -> Exchange | int:
         """Check what llhttp does not, and build the Exchange with its upstream head; or a status to refuse."""
         http10 = version == "1.0"
-        if version not in ("1.1", "1.0"):
+        if not http10 and version != "1.1":
             return 505 if version >= "2" else 400  # HTTP/0.9 and unknown versions
         if method == b"CONNECT":
             return 405
-        if len(self.hosts) > 1 or (not self.hosts and not http10):
+        if self.hosts > 1 or (not self.hosts and not http10):
             return 400  # RFC 9112 3.2: exactly one Host in HTTP/1.1
+        special = self.special or _NONE
         framing = NO_BODY
-        if self.te is not None:
+        if http1.TRANSFER_ENCODING in special:
             if http10:
                 return 400  # RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 means faulty framing
             framing = CHUNKED
-        elif self.content_length is not None and self.content_length != b"0":
+        elif special.get(http1.CONTENT_LENGTH, b"0") != b"0":
             framing = LENGTH
-        url, host = self.url, self.hosts[0] if self.hosts else b""
+        url, host = self.url, self.host or b""
         if url[:1] != b"/" and url != b"*":
             parsed = _absolute_form(url)
             if parsed is None:
@@ -126,50 +105,57 @@ class HeadBuilder:
             host, url = parsed
         query = url.find(b"?")
         path = url if query < 0 else url[:query]
-        if self.connection is not None:
-            self._drop_connection_options()
+        if http1.CONNECTION in special:
+            self._drop_connection_options(special[http1.CONNECTION])
+        serving = self.serving
+        trusted = serving.trust_all or (serving.trusted and serving.is_trusted(client_ip))
         head = self._build(method, url, host, framing, client_ip, local_port, trusted, next_id)
-        ex = Exchange(client, method, head, host, path, framing, keep_alive and not self.upgrade, http10)
-        ex.expect_continue = self.expect is not None and self.expect.lower() == b"100-continue"
+        upgrade = http1.UPGRADE in special
+        ex = Exchange(client, method, head, host, path, framing, keep_alive and not upgrade, http10)
+        expect = special.get(http1.EXPECT)
+        ex.expect_continue = expect is not None and expect.lower() == b"100-continue"
         return ex
 
     def _build(self, method: bytes, url: bytes, host: bytes, framing: int, client_ip: str, port: int,
-               trusted: Serving | None, next_id: Callable[[], bytes]) -> bytes:
+               trusted: bool, next_id: Callable[[], bytes]) -> bytes:
+        special = self.special or _NONE
         peer = client_ip.encode()
-        if trusted is not None and self.xff:
-            xff = self.xff + b", " + peer
-            real_ip = _rightmost_untrusted(xff, trusted)
+        xff = special.get(http1.FORWARDED_FOR) if trusted else None
+        if xff:
+            xff = xff + b", " + peer
+            real_ip = _rightmost_untrusted(xff, self.serving)
         else:
             xff = real_ip = peer
-        if trusted is None:
-            self.fproto = self.fhost = self.fport = None
+        get = special.get if trusted else _NONE.get
         parts = [method, b" ", url, b" HTTP/1.1\r\nHost: ", host, b"\r\n", *self.lines,
-                 b"X-Request-ID: ", self.request_id or next_id(),
+                 b"X-Request-ID: ", special.get(http1.REQUEST_ID) or next_id(),
                  b"\r\nX-Real-IP: ", real_ip,
                  b"\r\nX-Forwarded-For: ", xff,
-                 b"\r\nX-Forwarded-Host: ", self.fhost or host,
-                 b"\r\nX-Forwarded-Port: ", self.fport or b"%d" % port,
-                 b"\r\nX-Forwarded-Proto: ", self.fproto or b"http", b"\r\n"]
+                 b"\r\nX-Forwarded-Host: ", get(http1.FORWARDED_HOST) or host,
+                 b"\r\nX-Forwarded-Port: ", get(http1.FORWARDED_PORT) or b"%d" % port,
+                 b"\r\nX-Forwarded-Proto: ", get(http1.FORWARDED_PROTO) or b"http", b"\r\n"]
         if framing == CHUNKED:
-            parts += (b"Transfer-Encoding: ", self.te or b"chunked", b"\r\n")
+            parts += (b"Transfer-Encoding: ", special[http1.TRANSFER_ENCODING], b"\r\n")
         elif framing == LENGTH:
-            parts += (b"Content-Length: ", self.content_length or b"0", b"\r\n")
+            parts += (b"Content-Length: ", special[http1.CONTENT_LENGTH], b"\r\n")
         elif method in (b"POST", b"PUT", b"PATCH"):
             parts.append(b"Content-Length: 0\r\n")
         parts.append(b"\r\n")
         return b"".join(parts)
 
-    def _drop_connection_options(self) -> None:
+    def _drop_connection_options(self, connection: bytes) -> None:
         # Headers named in Connection are hop-by-hop too (RFC 9110 7.6.1); rare, so done as a second pass.
-        assert self.connection is not None
-        named = set(http1.connection_tokens(self.connection)) - {b"close", b"keep-alive", b"upgrade"}
+        named = set(http1.connection_tokens(connection)) - {b"close", b"keep-alive", b"upgrade"}
         if not named:
             return
         lines, kept = self.lines, []
         for i in range(0, len(lines), 4):
             if lines[i].lower() not in named:
-                kept += lines[i:i + 4]
+                kept += lines[i : i + 4]
         self.lines = kept
+
+
+_NONE: dict[int, bytes] = {}
 
 
 def _absolute_form(url: bytes) -> tuple[bytes, bytes] | None:

@@ -3,10 +3,12 @@
 `ProxyServer` owns everything live in a worker. `install(snapshot)` swaps the configuration (see
 `runtime.state`); requests in flight keep the objects they already hold, new ones see the new config.
 
-Timeouts are enforced by one ticker per worker rather than a timer per request: each connection stamps its
-last activity (a float store), and the ticker, run every `tick` seconds (a quarter of the smallest timeout,
-at most 1 s), closes what is overdue. Timeouts are therefore precise to one tick; that is the price of keeping
-timer work off the per-request path. The ticker also refreshes the cached Date header once a second.
+Timeouts are enforced by one ticker per worker rather than a timer per request: the ticker refreshes
+`self.now` (the loop's time) every `tick` seconds (a quarter of the smallest timeout, at most 1 s), each
+connection stamps its last activity with that value (an attribute copy, no call), and the ticker closes what
+is overdue. A timeout therefore fires between `timeout` and `timeout + 2 ticks` after the last activity,
+never early: the price of keeping timer work off the per-request path. The ticker also refreshes the cached
+Date header.
 
 Draining (SIGTERM): stop accepting, close idle keep-alive connections, let in-flight requests finish (their
 responses say `Connection: close`), and after `grace` seconds close whatever is left.
@@ -35,7 +37,9 @@ class ProxyServer:
     def __init__(self, snapshot: Snapshot, *, rng: random.Random | None = None) -> None:
         self.dataplane = Dataplane(snapshot, rng=rng)
         self.loop = asyncio.get_running_loop()  # construct inside the worker's running loop
-        self.pool = UpstreamPool(self.loop)
+        self.now = self.loop.time()
+        self.tick = 1.0
+        self.pool = UpstreamPool(self.loop, self)
         self.connections: set[Downstream] = set()
         self.draining = False
         self.date = http_date()
@@ -106,16 +110,18 @@ class ProxyServer:
         s = self.dataplane.serving.settings
         smallest = min(s.proxy_read_timeout, s.proxy_send_timeout, s.keep_alive or 75.0,
                        s.client_header_timeout, s.client_body_timeout, s.proxy_connect_timeout)
-        self._ticker = self.loop.call_later(max(0.02, min(1.0, smallest / 4)), self._tick)
+        self.tick = max(0.02, min(1.0, smallest / 4))
+        self._ticker = self.loop.call_later(self.tick, self._tick)
 
     def _tick(self) -> None:
-        now = self.loop.time()
+        self.now = now = self.loop.time()
         self.date = http_date()
         settings = self.dataplane.serving.settings
+        slack = self.tick  # stamps are up to one tick old: never fire early
         for conn in list(self.connections):
-            _check_client(conn, now, settings)
+            _check_client(conn, now - slack, settings)
         for upstream in list(self.pool.busy):
-            upstream.check_timeouts(now, settings.proxy_read_timeout, settings.proxy_send_timeout)
+            upstream.check_timeouts(now - slack, settings.proxy_read_timeout, settings.proxy_send_timeout)
         self.pool.expire(now)
         self._schedule_tick()
 

@@ -22,6 +22,7 @@ from pyngress.routing import RouteTable
 from pyngress.runtime import http1
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+ROLE_CACHE_LIMIT = 4096
 BalancerFactory = Callable[[Backend, random.Random], Balancer]
 
 
@@ -35,7 +36,10 @@ class Serving:
     table: RouteTable
     balancers: Mapping[str, Balancer]
     settings: ProxySettings
-    header_roles: Mapping[bytes, int]  # http1.REQUEST_HEADER_ROLE, with forwarded-for-header mapped in
+    # Raw header name (as the client spelled it) -> role. Starts as http1.REQUEST_HEADER_ROLE (with
+    # forwarded-for-header mapped in) and learns each new spelling once, so the hot path does one dict lookup
+    # per header and no lower(). Bounded: past ROLE_CACHE_LIMIT names we classify without remembering.
+    header_roles: dict[bytes, int]
     trusted: tuple[Network, ...]
     trust_all: bool  # use-forwarded-headers without proxy-real-ip-cidr: every peer is trusted
 
@@ -49,6 +53,15 @@ class Serving:
         except ValueError:
             return False
         return any(ip in net for net in self.trusted)
+
+    def classify(self, name: bytes) -> int:
+        lower = name.lower()
+        role = self.header_roles.get(lower)
+        if role is None:
+            role = http1.DROP if lower.startswith(b"proxy-") else http1.FORWARD
+        if len(self.header_roles) < ROLE_CACHE_LIMIT:
+            self.header_roles[name] = role
+        return role
 
     def endpoint_keys(self) -> set[str]:
         return {e.key for b in self.snapshot.backends.values() for e in b.endpoints}
@@ -89,7 +102,7 @@ class Dataplane:
             table=RouteTable(snapshot.routes),
             balancers=MappingProxyType(balancers),
             settings=settings,
-            header_roles=MappingProxyType(_header_roles(settings)),
+            header_roles=_header_roles(settings),
             trusted=tuple(ipaddress.ip_network(c, strict=False) for c in settings.trusted_proxies),
             trust_all=settings.use_forwarded_headers and not settings.trusted_proxies,
         )

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import httptools
 
@@ -36,6 +36,23 @@ CHUNKED = 2
 UNTIL_CLOSE = 3
 
 MAX_RESPONSE_HEAD = 64 * 1024
+
+# Response header name, as the upstream spells it -> what we do with it. Learns each spelling once (bounded).
+_FORWARD, _DROP, _CONTENT_LENGTH, _TRANSFER_ENCODING = 0, 1, 2, 3
+_RESPONSE_ROLES: dict[bytes, int] = {}
+
+
+def _response_role(name: bytes) -> int:
+    lower = name.lower()
+    if lower == b"content-length":
+        role = _CONTENT_LENGTH
+    elif lower == b"transfer-encoding":
+        role = _TRANSFER_ENCODING
+    else:
+        role = _DROP if lower in http1.RESPONSE_HOP_BY_HOP or lower.startswith(b"proxy-") else _FORWARD
+    if len(_RESPONSE_ROLES) < 4096:
+        _RESPONSE_ROLES[name] = role
+    return role
 
 
 class Upstream(asyncio.Protocol):
@@ -56,7 +73,7 @@ class Upstream(asyncio.Protocol):
         self._head_buf = b""
         self._received = False  # any byte of the current response has arrived
         self._lines: list[bytes] = []
-        self._reason = b""
+        self._status_line = b""
         self._content_length = -1
         self._te: bytes | None = None
         self._remaining = 0
@@ -66,9 +83,8 @@ class Upstream(asyncio.Protocol):
     # -- connection events -------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.last_activity = self.pool.loop.time()
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        self.last_activity = self.pool.clock.now
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -93,7 +109,7 @@ class Upstream(asyncio.Protocol):
             client.retry(ex, 502)
 
     def pause_writing(self) -> None:
-        self.write_paused_since = self.pool.loop.time()
+        self.write_paused_since = self.pool.clock.now
         if self.ex is not None:
             self.ex.client.pause(PAUSE_UPSTREAM)
 
@@ -119,7 +135,7 @@ class Upstream(asyncio.Protocol):
         ex.upstream = self
         self._mode = HEAD
         self._received = False
-        self.last_activity = self.pool.loop.time()
+        self.last_activity = self.pool.clock.now
         pending = ex.take_pending()
         if pending:
             self.transport.writelines([ex.head, *pending])
@@ -129,7 +145,7 @@ class Upstream(asyncio.Protocol):
 
     def send(self, pieces: Iterable[bytes]) -> None:
         if self.transport is not None:
-            self.last_activity = self.pool.loop.time()
+            self.last_activity = self.pool.clock.now
             self.transport.writelines(pieces)
 
     def abandon(self) -> None:
@@ -140,7 +156,7 @@ class Upstream(asyncio.Protocol):
     # -- receiving the response ----------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = self.pool.loop.time()
+        self.last_activity = self.pool.clock.now
         mode = self._mode
         if self.ex is None:  # bytes nobody asked for: the connection is out of step
             self.abandon()
@@ -166,6 +182,7 @@ class Upstream(asyncio.Protocol):
                 return
             head, buf = buf[: end + 4], buf[end + 4 :]
             self._head_buf = b""
+            self._status_line = head[: head.find(b"\r\n") + 2]
             try:
                 self._parser.feed_data(head)
             except httptools.HttpParserError:
@@ -174,25 +191,23 @@ class Upstream(asyncio.Protocol):
             # a 1xx head leaves us in HEAD mode: the final response follows
         self._start_response(buf)
 
-    def on_message_begin(self) -> None:
+    def on_header(self, name: bytes, value: bytes) -> None:
+        role = _RESPONSE_ROLES.get(name)
+        if role is None:
+            role = _response_role(name)
+        if role == _FORWARD:
+            self._lines += (name, b": ", value, b"\r\n")
+        elif role == _CONTENT_LENGTH:
+            self._content_length = int(value)
+            self._lines += (name, b": ", value, b"\r\n")
+        elif role == _TRANSFER_ENCODING:
+            self._te = value
+
+    def on_headers_complete(self) -> None:
         self._parser_clean = False
         if self._message_done:  # a second message right after the first: the upstream is out of step
             self.broken = True
-
-    def on_status(self, reason: bytes) -> None:
-        self._reason = reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        lower = name.lower()
-        if lower in http1.RESPONSE_HOP_BY_HOP:
-            if lower == b"transfer-encoding":
-                self._te = value
             return
-        if lower == b"content-length":
-            self._content_length = int(value)
-        self._lines += (name, b": ", value, b"\r\n")
-
-    def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
         if status < 200:
             self._reset_head()  # informational: dropped; the final response follows
@@ -239,7 +254,8 @@ class Upstream(asyncio.Protocol):
         mode = self._mode
         close = client.should_close(ex) or mode == UNTIL_CLOSE or (mode == CHUNKED and ex.http10)
         ex.close_after = close
-        head = [http1.status_line(self._parser.get_status_code(), self._reason), *self._lines]
+        line = self._status_line
+        head = [line if line.startswith(b"HTTP/1.1 ") else b"HTTP/1.1" + line[8:], *self._lines]
         if mode == CHUNKED and not ex.http10:
             head.append(b"Transfer-Encoding: chunked\r\n")
         if close:
@@ -298,7 +314,6 @@ class Upstream(asyncio.Protocol):
         self._lines = []
         self._te = None
         self._content_length = -1
-        self._reason = b""
 
     def _complete(self, ex: Exchange) -> None:
         """The response is fully forwarded: free this connection first, then let the client go on."""
