@@ -29,7 +29,7 @@ def _compile_options(ingress_class: str, watch_without_class: bool, configmap: s
 def _class_options(f: F) -> F:
     f = click.option("--configmap", default="pyngress", show_default=True,
                      help="Controller settings ConfigMap: NAMESPACE/NAME, or NAME in any namespace.")(f)
-    f = click.option("--watch-ingress-without-class", is_flag=True,
+    f = click.option("--watch-ingress-without-class", "watch_without_class", is_flag=True,
                      help="Also serve Ingresses that name no class.")(f)
     f = click.option("--ingress-class", default="pyngress", show_default=True,
                      help="Serve the Ingresses of this class.")(f)
