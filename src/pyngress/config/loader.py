@@ -79,8 +79,7 @@ def _documents(file: Path, problems: list[Problem]) -> Iterator[tuple[str, Any]]
         for index, doc in enumerate(yaml.load_all(text, Loader=_Loader), start=1):
             yield str(index), doc
     except yaml.YAMLError as e:
-        message = f"YAML syntax error: {' '.join(str(e).split())}"
-        problems.append(_problem(source, "document", str(index + 1), message))
+        problems.append(_problem(source, "document", str(index + 1), _yaml_message(e)))
 
 
 def _collect(doc: Any, source: str, where: str, objects: list[KubeObject], problems: list[Problem]) -> None:
@@ -102,6 +101,18 @@ def _collect(doc: Any, source: str, where: str, objects: list[KubeObject], probl
     problems.extend(found)
     if obj is not None:
         objects.append(obj)
+
+
+def _yaml_message(error: yaml.YAMLError) -> str:
+    """ "YAML syntax error at line 8, column 1: did not find expected ',' (while parsing a flow sequence)"."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None)
+    if mark is None or problem is None:
+        return f"YAML syntax error: {' '.join(str(error).split())}"
+    context = getattr(error, "context", None)
+    return f"YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: {problem}" + (
+        f" ({context})" if context else ""
+    )
 
 
 def _problem(source: str, kind: str, name: str, message: str) -> Problem:
