@@ -50,6 +50,8 @@ Parser = Callable[[Mapping[str, Any], Meta], tuple[KubeObject | None, list[Probl
 
 def parse_manifest(doc: Mapping[str, Any], source: str = "") -> tuple[KubeObject | None, list[Problem]]:
     """One document -> (object or None, problems). Never raises for bad input."""
+    if not isinstance(doc, Mapping):
+        return None, [Problem("document", "", "", "", "not a mapping (a Kubernetes object)", source)]
     kind = doc.get("kind")
     entry = _PARSERS.get(kind) if isinstance(kind, str) else None
     if entry is None:
