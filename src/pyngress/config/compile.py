@@ -21,12 +21,14 @@ a Problem on that object and the rest is served. Steps:
 Field paths in the Problems of steps 3-5 use the indices of the model's tuples, which are the manifest's: the
 parser leaves a placeholder where it rejected a rule or path (see `ingress`), and we skip placeholders here.
 
+Problems are sorted by file, object and field (the order a reader fixes them in), duplicates removed.
 Everything in the Snapshot is a tuple or MappingProxyType built in sorted order, so equal inputs give equal
 Snapshots and a reload that changes nothing compares equal (after replacing `version`).
 """
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +55,7 @@ from pyngress.model import (
     Snapshot,
 )
 
+_DIGITS = re.compile(r"(\d+)")
 _TYPE_ORDER = {PathType.EXACT: 0, PathType.PREFIX: 1, PathType.IMPLEMENTATION_SPECIFIC: 2}
 
 
@@ -81,7 +84,7 @@ def compile_snapshot(
         default_backend=builder.default[0] if builder.default else None,
         backends=MappingProxyType(dict(sorted(builder.backends.items()))),
         settings=settings,
-        problems=tuple(sorted(dict.fromkeys(found), key=lambda p: (p.source, p.kind, p.namespace, p.name))),
+        problems=tuple(sorted(dict.fromkeys(found), key=problem_order)),
     )
 
 
@@ -186,6 +189,13 @@ class _Builder:
             message = f"{backend.problem}: requests get 503"
             self.problems.append(_problem(ingress, f"{at}.service.{bad_field}", message))
         return backend
+
+
+def problem_order(problem: Problem) -> tuple[str, str, str, str, list[str | int]]:
+    """By file, then object, then field with numbers compared as numbers (paths[10] after paths[9])."""
+    # split() with a group alternates text and digit runs: odd items are the numbers
+    field = [int(part) if i % 2 else part for i, part in enumerate(_DIGITS.split(problem.field))]
+    return problem.source, problem.kind, problem.namespace, problem.name, field
 
 
 def _problem(obj: KubeObject, at: str, message: str, severity: str = "error") -> Problem:

@@ -14,7 +14,7 @@ compare it byte for byte). Layout:
       warning: ...
 
 Rows are in Snapshot order (hosts sorted, the no-host "*" rules last, as they are what requests fall through
-to). Columns are as wide as their widest cell; an endpoint list longer than three is cut to "+N more" so that
+to). Columns are as wide as their widest cell; an endpoint list longer than two is cut to "+N more" so that
 one big Deployment does not push a row past 120 columns. Problems: errors first, each as str(problem), which
 names the file, the object and the field.
 """
@@ -24,7 +24,7 @@ from __future__ import annotations
 from pyngress.model import Backend, Problem, Snapshot
 
 HEADER = ("HOST", "PATH", "TYPE", "BACKEND", "ENDPOINTS", "INGRESS")
-MAX_ENDPOINTS_SHOWN = 3
+MAX_ENDPOINTS_SHOWN = 2
 NO_ENDPOINTS = "no ready endpoints"
 
 
@@ -54,7 +54,7 @@ def _route_table(snapshot: Snapshot) -> list[str]:
 
 
 def format_endpoints(backend: Backend) -> str:
-    """ "10.0.0.1:80, 10.0.0.2:80", cut after three, or "(none: <why>)"."""
+    """ "10.0.0.1:80, 10.0.0.2:80", cut after two, or "(none: <why>)"."""
     if not backend.endpoints:
         return f"(none: {backend.problem or NO_ENDPOINTS})"
     shown = [e.key for e in backend.endpoints[:MAX_ENDPOINTS_SHOWN]]
