@@ -125,3 +125,13 @@ async def test_request_inside_a_content_length_body_reaches_backend_only_as_body
         assert [(await c.response()).json()["path"] for _ in range(3)] == ["/first", "/second", "/third"]
     assert [r.path for r in s.backend.requests] == ["/first", "/second", "/third"]
     assert s.backend.requests[1].body == inner
+
+
+@async_test
+async def test_refusal_of_head_request_has_no_body() -> None:
+    # RFC 9110 9.3.2: a response to HEAD carries no content, even a generated one.
+    async with stack() as s, await s.proxy.client() as c:
+        await c.send(b"HEAD / HTTP/1.1\r\n" + H + b"X-Thing: a\x01b\r\n\r\n")
+        resp = await c.response("HEAD")
+        assert resp.status == 400
+        assert await c.read_to_eof() == b""
