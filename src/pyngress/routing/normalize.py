@@ -12,7 +12,8 @@ What it does, in order (RFC 3986 sections 2.3, 6.2.2 and 5.2.4):
    non-ASCII octets (so a UTF-8 rule path like "/café" matches "/caf%C3%A9"). Everything else stays
    encoded, with its hex digits upper-cased: "%2F" (an encoded "/" is data, not a segment boundary: decoding
    it would let "..%2F" climb), "%25" (decoding "%" would invite double decoding), "%3F", "%23", space,
-   controls and the other octets that are not allowed raw in a path. Malformed escapes ("%zz") are kept as is.
+   controls and the other octets that are not allowed raw in a path. A "%" that starts no valid escape
+   ("%zz", a final "%") becomes "%25": the result is then canonical, normalising it again changes nothing.
 2. Merging of empty segments: "//" -> "/" (nginx merge_slashes, on by default).
 3. Removal of dot segments, after decoding, so "%2e%2e" counts as "..": "." is dropped, ".." drops the
    segment before it. A ".." at the root is dropped (RFC 3986 5.2.4), so "/../admin" is "/admin" and "/.."
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import re
 
-_ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
+_ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})?")
 _PCHAR = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@"
 _DECODED = frozenset(_PCHAR) | frozenset(range(0x80, 0x100))
 
@@ -47,6 +48,8 @@ def normalize_path(path: bytes) -> bytes:
 
 
 def _unescape(match: re.Match[bytes]) -> bytes:
+    if match.group(1) is None:
+        return b"%25"  # a stray "%": encode it, or "%%41" would decode to "%A" and then, normalised again, to 0xA1
     octet = int(match.group(1), 16)
     return bytes((octet,)) if octet in _DECODED else b"%" + match.group(1).upper()
 
