@@ -160,6 +160,17 @@ def test_invalid_ingress_does_not_affect_others() -> None:
     assert [(p.name, p.field) for p in snap.problems] == [("bad", "spec.rules[0].host")]
 
 
+def test_problems_of_ingresses_of_other_classes_are_not_reported() -> None:
+    theirs = ingress("theirs", [("nope", "Prefix", "web")], host="BAD.com")
+    theirs["spec"]["ingressClassName"] = "nginx"
+    unclassed = ingress("unclassed", [])
+    del unclassed["spec"]["ingressClassName"]
+    snap = compile_docs(theirs, unclassed)
+    assert snap.problems == ()
+    snap = compile_docs(theirs, unclassed, options=CompileOptions(ingress_class="nginx"))
+    assert [(p.name, p.field) for p in snap.problems] == [("theirs", "spec.rules[0].host")]
+
+
 def test_backend_is_resolved_in_the_ingress_namespace() -> None:
     snap = compile_docs(ingress("a", [("/", "Prefix", "web")], namespace="shop"), service("web", "other"))
     assert snap.routes[0].backend.key == "shop/web:80"

@@ -106,9 +106,9 @@ def test_valid_hosts_are_accepted(host: str) -> None:
     assert obj is not None and obj.rules[0].host == host
 
 
-def test_ingress_without_rules_or_default_backend_is_dropped() -> None:
+def test_ingress_without_rules_or_default_backend_is_a_problem_and_serves_nothing() -> None:
     obj, problems = parse(ingress_doc({"ingressClassName": "pyngress"}))
-    assert obj is None
+    assert obj is not None and (obj.rules, obj.default_backend) == ((), None)
     assert [(p.field, p.message) for p in problems] == [("spec", "must have rules or a defaultBackend")]
 
 

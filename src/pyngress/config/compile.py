@@ -7,6 +7,7 @@ a Problem on that object and the rest is served. Steps:
    in two files) is ignored with a warning; the first one read wins, and `load_paths` reads in sorted order.
 2. Select our Ingresses (`selection`), oldest first: creationTimestamp ascending, then namespace/name. Age
    decides every conflict, as in ingress-nginx, so adding a new Ingress can never take over a live path.
+   Problems found while parsing an Ingress of another class are dropped: not ours to judge.
 3. One Route per (host, path) of each rule with a service backend. The same host + path + pathType already
    taken by an older Ingress: the newer one gets a warning naming the winner and that path is not added.
    Several Ingresses for one host otherwise merge. A `resource` backend is valid but we cannot serve it: a
@@ -74,10 +75,12 @@ def compile_snapshot(
 ) -> Snapshot:
     index = _index(objects)
     builder = _Builder(index)
-    for ingress in sorted(served_ingresses(index.ingresses, index.classes, options), key=_age):
+    served = served_ingresses(index.ingresses, index.classes, options)
+    for ingress in sorted(served, key=_age):
         builder.add(ingress)
     settings, setting_problems = parse_settings(select_configmap(index.configmaps, options.configmap))
-    found = [*problems, *index.problems, *builder.problems, *setting_problems]
+    others = {i.meta.key for i in index.ingresses} - {i.meta.key for i in served}
+    found = [*_not_about(others, problems), *index.problems, *builder.problems, *setting_problems]
     return Snapshot(
         version=version,
         routes=tuple(sorted(builder.routes.values(), key=_route_order)),
@@ -92,6 +95,11 @@ def build_from_paths(paths: Sequence[str | Path], options: CompileOptions, *, ve
     """`load_paths` + `compile_snapshot`: what file mode and `pyngress check` run."""
     objects, problems = load_paths(paths)
     return compile_snapshot(objects, options, version=version, problems=problems)
+
+
+def _not_about(ingresses: set[str], problems: Iterable[Problem]) -> list[Problem]:
+    """The problems that are not about one of `ingresses` (Ingresses of other classes: none of our business)."""
+    return [p for p in problems if p.kind != "Ingress" or f"{p.namespace}/{p.name}" not in ingresses]
 
 
 def select_configmap(configmaps: Iterable[ConfigMap], wanted: str) -> ConfigMap | None:

@@ -7,8 +7,11 @@ field path. How much one error takes down, smallest unit first:
 - a path (bad `path`, missing or unknown `pathType`, bad `backend`): that path is dropped, its siblings stay;
 - a rule (bad `host`, `http` without paths): the rule and its paths are dropped, the other rules stay;
 - `spec.defaultBackend` invalid: the default backend is dropped, the rules stay;
-- the object (no `spec` mapping, neither rules nor defaultBackend): the Ingress is dropped.
-The API server would refuse the whole object in every case; being finer grained keeps the rest of a site up
+- the object (no `spec` mapping): the Ingress is dropped. With neither rules nor defaultBackend it is kept
+  (serving nothing) with a Problem, so that `compile` can still see its class (see below).
+Validation runs before class selection, which needs the IngressClasses; `compile` drops the Problems of Ingresses
+that turn out to belong to another controller, which must stay silent. The API server would refuse the whole
+object in every case; being finer grained keeps the rest of a site up
 while its author fixes one line, which is the point of per-object errors.
 
 A rejected rule or path stays in its tuple as an inert placeholder (`REJECTED_RULE`: no host, no paths;
@@ -65,7 +68,8 @@ def parse_ingress(doc: Mapping[str, Any], meta: Meta) -> tuple[Ingress | None, l
     spec = f.mapping(doc.get("spec"), "spec", required=True)
     raw_rules = f.sequence(spec.get("rules"), "spec.rules")
     if not raw_rules and spec.get("defaultBackend") is None:
-        raise ManifestError("spec", "must have rules or a defaultBackend")
+        # kept (it serves nothing) so that compile can tell whether it is ours before reporting it
+        report(ManifestError("spec", "must have rules or a defaultBackend"))
     class_name = f.optional_string(spec.get("ingressClassName"), "spec.ingressClassName")
     default_backend = None
     if spec.get("defaultBackend") is not None:

@@ -114,6 +114,7 @@ _KEYS: dict[str, Callable[[str], dict[str, Any]]] = {
     "proxy-real-ip-cidr": _one("trusted_proxies", parse_cidrs),
     "forwarded-for-header": _one("forwarded_for_header", parse_header_name),
     "generate-request-id": _one("generate_request_id", parse_bool),
+    "enable-underscores-in-headers": _one("enable_underscores_in_headers", parse_bool),
     "large-client-header-buffers": _buffers,
 }
 
