@@ -1,4 +1,4 @@
-"""The echo pod (`pyngress.runtime.echo`) against a raw asyncio client on 127.0.0.1, port 0.
+"""The echo pod (`pyngress.runtime.echo`) against a raw asyncio client on 127.0.0.1, port 0, on asyncio and uvloop.
 
 The client parses responses by hand (not with httptools, which the pod itself uses), so framing mistakes in
 the pod cannot cancel out against the same mistakes in the client.
@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
+
+from harness import async_test
 
 from pyngress.runtime.echo import EchoServer, pattern, start_echo
 
@@ -79,6 +81,7 @@ async def pod_and_client(**kwargs: Any) -> AsyncIterator[tuple[EchoServer, Clien
         await pod.close()
 
 
+@async_test
 async def test_echo_describes_the_request_as_received() -> None:
     async with pod_and_client() as (pod, client):
         resp = await client.get("/some/path?q=1&r=%20", "X-Multi: a\r\nx-multi: b\r\nUser-Agent: t\r\n")
@@ -94,6 +97,7 @@ async def test_echo_describes_the_request_as_received() -> None:
     assert pod.url == f"http://127.0.0.1:{pod.port}" and pod.requests == 1 and pod.connections == 1
 
 
+@async_test
 async def test_keep_alive_serves_several_requests_on_one_connection() -> None:
     async with pod_and_client() as (pod, client):
         for i in range(3):
@@ -102,6 +106,7 @@ async def test_keep_alive_serves_several_requests_on_one_connection() -> None:
     assert pod.connections == 1 and pod.requests == 4
 
 
+@async_test
 async def test_connection_close_from_client_is_honoured() -> None:
     async with pod_and_client() as (_, client):
         resp = await client.get("/", "Connection: close\r\n")
@@ -109,6 +114,7 @@ async def test_connection_close_from_client_is_honoured() -> None:
         assert await client.at_eof()
 
 
+@async_test
 async def test_http10_closes_unless_keep_alive_is_asked_for() -> None:
     async with pod_and_client() as (_, client):
         await client.send(b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
@@ -119,6 +125,7 @@ async def test_http10_closes_unless_keep_alive_is_asked_for() -> None:
         assert await client.at_eof()
 
 
+@async_test
 async def test_content_length_and_chunked_bodies_are_counted_and_hashed() -> None:
     body = pattern(100_000)
     async with pod_and_client() as (_, client):
@@ -133,6 +140,7 @@ async def test_content_length_and_chunked_bodies_are_counted_and_hashed() -> Non
     assert second["body_sha256"] == hashlib.sha256(b"hello world").hexdigest()
 
 
+@async_test
 async def test_pipelined_requests_are_answered_in_order_even_when_the_first_is_slow() -> None:
     async with pod_and_client() as (pod, client):
         await client.send(b"GET /delay/0.2 HTTP/1.1\r\nHost: h\r\n\r\nGET /fast HTTP/1.1\r\nHost: h\r\n\r\n"
@@ -144,6 +152,7 @@ async def test_pipelined_requests_are_answered_in_order_even_when_the_first_is_s
     assert pod.connections == 1 and pod.requests == 4
 
 
+@async_test
 async def test_status_path_answers_that_status_with_correct_framing() -> None:
     async with pod_and_client() as (_, client):
         missing = await client.get("/status/404")
@@ -155,6 +164,7 @@ async def test_status_path_answers_that_status_with_correct_framing() -> None:
         assert (await client.get("/after")).json()["path"] == "/after"  # no stray body bytes in between
 
 
+@async_test
 async def test_bad_arguments_get_400_on_a_connection_that_stays_open() -> None:
     async with pod_and_client() as (_, client):
         for target in ("/status/abc", "/status/99", "/bytes/-1", f"/bytes/{64 * 1024 * 1024 + 1}", "/delay/x"):
@@ -162,6 +172,7 @@ async def test_bad_arguments_get_400_on_a_connection_that_stays_open() -> None:
         assert (await client.get("/ok")).status == 200
 
 
+@async_test
 async def test_delay_path_and_pod_delay_hold_the_response() -> None:
     loop = asyncio.get_running_loop()
     async with pod_and_client(delay=0.1) as (_, client):
@@ -170,6 +181,7 @@ async def test_delay_path_and_pod_delay_hold_the_response() -> None:
         assert loop.time() - start >= 0.2
 
 
+@async_test
 async def test_bytes_path_sends_the_pattern_and_waits_for_a_slow_reader() -> None:
     size = 16 * 1024 * 1024
     async with pod_and_client() as (pod, client):
@@ -185,6 +197,7 @@ async def test_bytes_path_sends_the_pattern_and_waits_for_a_slow_reader() -> Non
     assert int(resp.headers["content-length"]) == size and resp.body == pattern(size)
 
 
+@async_test
 async def test_chunked_path_sends_several_chunks() -> None:
     async with pod_and_client() as (_, client):
         resp = await client.get("/chunked/100000")
@@ -194,6 +207,7 @@ async def test_chunked_path_sends_several_chunks() -> None:
     assert empty.body == b"" and empty.chunks == 0
 
 
+@async_test
 async def test_close_path_answers_then_closes() -> None:
     async with pod_and_client() as (_, client):
         resp = await client.get("/close")
@@ -201,6 +215,7 @@ async def test_close_path_answers_then_closes() -> None:
         assert await client.at_eof()
 
 
+@async_test
 async def test_abort_path_sends_half_the_announced_body_then_closes() -> None:
     async with pod_and_client() as (_, client):
         await client.send(b"GET /abort/1000 HTTP/1.1\r\nHost: h\r\n\r\n")
@@ -210,6 +225,7 @@ async def test_abort_path_sends_half_the_announced_body_then_closes() -> None:
     assert rest == pattern(1000)
 
 
+@async_test
 async def test_head_gets_headers_only() -> None:
     async with pod_and_client() as (_, client):
         await client.send(b"HEAD /bytes/5000 HTTP/1.1\r\nHost: h\r\n\r\n")
@@ -218,6 +234,7 @@ async def test_head_gets_headers_only() -> None:
         assert (await client.get("/next")).json()["path"] == "/next"
 
 
+@async_test
 async def test_malformed_request_gets_400_and_close_after_earlier_answers() -> None:
     async with pod_and_client() as (pod, client):
         await client.send(b"GET /fine HTTP/1.1\r\nHost: h\r\n\r\nNOT HTTP AT ALL\r\n\r\n")
@@ -228,6 +245,7 @@ async def test_malformed_request_gets_400_and_close_after_earlier_answers() -> N
     assert pod.requests == 1
 
 
+@async_test
 async def test_close_drops_open_connections() -> None:
     pod = await start_echo("pod-z")
     reader, writer = await asyncio.open_connection(pod.host, pod.port)

@@ -35,7 +35,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 import httptools
 
@@ -196,8 +196,7 @@ class _EchoProtocol(asyncio.Protocol):
     # -- asyncio.Protocol -----------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
         self.echo.connections += 1
         self.echo._open.add(self)
         self.responder = asyncio.get_running_loop().create_task(self._respond_in_order())

@@ -1,0 +1,244 @@
+"""`pyngress demo`: a whole cluster's worth of load balancing in one process, in a few seconds.
+
+Theory of operation. `run_demo` starts N echo pods (`runtime.echo`) on 127.0.0.1, each on its own free port.
+It describes them the way a cluster would (a Service `demo`, one EndpointSlice per pod, an Ingress for `/`),
+as YAML text compiled by the same config package that file mode and the cluster use, so the demo exercises
+the real path from manifests to routes. Each pod needs its own slice because an EndpointSlice carries one
+port list for all of its endpoints, and our pods share an address but not a port.
+
+It then starts a `ProxyServer` with that Snapshot, sends the requests through it on one keep-alive
+connection (reconnecting if the proxy closes it), tallies the `X-Pod` header of each answer and prints how
+they spread. With `once` it drains and returns; otherwise it keeps serving until SIGINT/SIGTERM so the user
+can try it with curl. The small client here is deliberately naive: it is not the proxy's hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import signal
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from pyngress.config import CompileOptions, compile_snapshot, parse_manifest
+from pyngress.model import KubeObject, Problem, Snapshot
+from pyngress.runtime.echo import EchoServer, start_echo
+
+NAMESPACE = "default"
+REQUEST_TIMEOUT = 10.0  # per request: a demo that hangs is worse than one that says what failed
+DRAIN_GRACE = 5.0
+
+SERVICE_AND_INGRESS = """\
+apiVersion: v1
+kind: Service
+metadata: {name: demo, namespace: default}
+spec:
+  ports: [{name: http, port: 80}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: demo, namespace: default}
+spec:
+  ingressClassName: pyngress
+  rules:
+  - http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: demo, port: {name: http}}}}
+"""
+
+POD_SLICE = """\
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {pod}
+  namespace: default
+  labels: {{kubernetes.io/service-name: demo}}
+addressType: IPv4
+ports: [{{name: http, port: {port}}}]
+endpoints:
+- addresses: ["{address}"]
+  conditions: {{ready: true}}
+  targetRef: {{kind: Pod, name: {pod}}}
+"""
+
+
+def demo_manifests(pods: Sequence[EchoServer]) -> str:
+    slices = (POD_SLICE.format(pod=p.pod, port=p.port, address=p.host) for p in pods)
+    return SERVICE_AND_INGRESS + "".join(slices)
+
+
+def demo_snapshot(pods: Sequence[EchoServer]) -> Snapshot:
+    """Compile the demo manifests. They are ours, so any Problem is a bug: raise it."""
+    objects: list[KubeObject] = []
+    problems: list[Problem] = []
+    for doc in yaml.safe_load_all(demo_manifests(pods)):
+        obj, found = parse_manifest(doc, "demo")
+        problems.extend(found)
+        if obj is not None:
+            objects.append(obj)
+    snapshot = compile_snapshot(objects, CompileOptions(), problems=problems)
+    if snapshot.problems:
+        raise RuntimeError("demo manifests do not compile: " + "; ".join(map(str, snapshot.problems)))
+    return snapshot
+
+
+def run_demo(pods: int = 5, requests: int = 50, once: bool = False, http_port: int = 8080,
+             host: str = "127.0.0.1", console: Console | None = None) -> int:
+    """Run the demo on its own event loop (uvloop when installed); returns the exit code."""
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(_demo(pods, requests, once, http_port, host, console or Console()))
+
+
+async def _demo(pods: int, requests: int, once: bool, http_port: int, host: str, console: Console) -> int:
+    from pyngress.runtime.server import ProxyServer  # the data plane: imported only when used
+
+    echoes = [await start_echo(f"demo-pod-{i}") for i in range(1, pods + 1)]
+    try:
+        server = ProxyServer(demo_snapshot(echoes))
+        try:
+            port = await server.listen(host, http_port)
+        except OSError as exc:
+            console.print(_listen_error(host, http_port, exc), highlight=False)
+            return 2
+        try:
+            return await _show_and_serve(echoes, requests, once, _client_host(host), port, console)
+        finally:
+            await server.drain(grace=DRAIN_GRACE)
+    finally:
+        for echo in echoes:
+            await echo.close()
+
+
+def _listen_error(host: str, port: int, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return (f"[red]error:[/] port {port} on {host} is already in use; pick another with --http-port "
+                "(0 picks a free one)")
+    return f"[red]error:[/] cannot listen on {host}:{port}: {exc.strerror or exc}; try another --http-port"
+
+
+def _client_host(host: str) -> str:
+    """Where to connect to reach a listener on `host` (a wildcard address is reachable on loopback)."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+
+
+async def _show_and_serve(echoes: Sequence[EchoServer], requests: int, once: bool, host: str, port: int,
+                          console: Console) -> int:
+    counts, failed = await send_requests(host, port, requests)
+    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    console.print(spread_table(echoes, counts, failed, url))
+    if once:
+        return 1 if failed else 0
+    console.print(f"Serving on {url} — try: curl {url}/   (Ctrl-C to stop)", highlight=False)
+    await _until_stopped()
+    console.print("Stopping: draining connections.", highlight=False)
+    return 0
+
+
+async def _until_stopped() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def spread_table(echoes: Sequence[EchoServer], counts: Counter[str], failed: int, url: str) -> Table:
+    total = sum(counts.values()) + failed
+    table = Table(title=f"{total} requests, round robin over {len(echoes)} pods", caption=f"through {url}")
+    for name, justify in (("pod", "left"), ("address", "left"), ("requests", "right"), ("share", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for echo in echoes:
+        table.add_row(echo.pod, f"{echo.host}:{echo.port}", str(counts[echo.pod]), _share(counts[echo.pod], total))
+    if failed:
+        table.add_row("[red]failed[/]", "", str(failed), _share(failed, total))
+    table.add_section()
+    table.add_row("total", "", str(total), _share(total, total))
+    return table
+
+
+def _share(part: int, total: int) -> str:
+    return f"{100 * part / total:.0f}%" if total else "-"
+
+
+# -- a deliberately small HTTP/1.1 client ---------------------------------------------------------------
+
+
+async def send_requests(host: str, port: int, requests: int) -> tuple[Counter[str], int]:
+    """GET / `requests` times over keep-alive; returns (answers per X-Pod, failed requests)."""
+    counts: Counter[str] = Counter()
+    failed = 0
+    conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+    try:
+        for _ in range(requests):
+            pod, conn = await _one_request(host, port, conn)
+            if pod:
+                counts[pod] += 1
+            else:
+                failed += 1
+    finally:
+        if conn is not None:
+            conn[1].close()
+    return counts, failed
+
+
+Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def _one_request(host: str, port: int, conn: Conn | None) -> tuple[str, Conn | None]:
+    """(pod that answered, or "" on failure; the connection to reuse). Retries once on a fresh connection,
+    since a keep-alive connection may be closed by the proxy just as we reuse it."""
+    for attempt in range(2):
+        if conn is None or attempt:
+            if conn is not None:
+                conn[1].close()
+            conn = await asyncio.open_connection(host, port)
+        try:
+            status, headers = await asyncio.wait_for(_get(*conn), REQUEST_TIMEOUT)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
+            continue
+        keep = "close" not in headers.get("connection", "").lower()
+        if not keep:
+            conn[1].close()
+        return (headers.get("x-pod", "") if status == 200 else ""), (conn if keep else None)
+    if conn is not None:
+        conn[1].close()
+    return "", None
+
+
+async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> tuple[int, dict[str, str]]:
+    writer.write(b"GET / HTTP/1.1\r\nHost: demo.local\r\nUser-Agent: pyngress-demo\r\n\r\n")
+    await writer.drain()
+    lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    fields = (line.partition(":") for line in lines[1:])
+    headers = {name.strip().lower(): value.strip() for name, _, value in fields}
+    await _skip_body(reader, headers)
+    return status, headers
+
+
+async def _skip_body(reader: asyncio.StreamReader, headers: dict[str, Any]) -> None:
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+            await reader.readexactly(size + 2)
+        while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers end with an empty line
+            pass
+    elif "content-length" in headers:
+        await reader.readexactly(int(headers["content-length"]))
+    else:
+        await reader.read()  # delimited by close
