@@ -239,3 +239,15 @@ def test_signature_changes_when_a_file_is_replaced_by_rename(manifests: Path) ->
 ])
 def test_only_whole_file_load_problems_reject_a_config(problem: Problem, unreadable: bool) -> None:
     assert is_unreadable_input(problem) is unreadable
+
+
+def test_the_shipped_examples_load_without_problems() -> None:
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    snapshot = FileSource([examples], CompileOptions(), Recorder()).load_initial()
+    assert snapshot.problems == ()
+    assert sorted((r.host, r.path) for r in snapshot.routes) == [
+        ("*.preview.example.com", "/"), ("admin.example.com", "/"), ("shop.example.com", "/"),
+        ("shop.example.com", "/api"), ("shop.example.com", "/api/v1/health")]
+    assert snapshot.default_backend is not None and snapshot.default_backend.key == "shop/fallback:http"
+    assert [e.key for e in snapshot.backends["shop/api:http"].endpoints] == ["127.0.0.1:9002", "127.0.0.1:9003"]
+    assert snapshot.settings.proxy_read_timeout == 30.0 and snapshot.settings.keep_alive == 60.0
