@@ -4,9 +4,9 @@
   the test if it leaves tasks behind.
 - `EchoBackend`: a tiny HTTP/1.1 server that records every request exactly as the proxy sent it (raw head,
   parsed headers, body) and answers by path. Besides the echo it knows the fault paths the proxy must survive:
-  /status/<code>, /delay/<s>, /bytes/<n>, /chunked/<n>, /close, /abort/<n>, /garbage, /overflow/<n>, /stall,
-  /early-hints, /hop-response, /head-with-body. It also counts connections and raw bytes, so a test can
-  assert that a refused request never reached it.
+  /status/<code>, /delay/<s>, /bytes/<n>, /chunked/<n>, /close, /abort/<n>, /chunked-abort/<n>, /garbage,
+  /overflow/<n>, /stall, /early-hints, /hop-response, /head-with-body. It also counts connections and raw
+  bytes, so a test can assert that a refused request never reached it.
 - `service`, `route`, `snapshot`: a Snapshot built by hand from the model dataclasses.
 - `running_proxy`, `stack`: a ProxyServer listening on a free port, drained on exit.
 - `RawClient`: sends exact bytes, reads one response (head, de-chunked body, whether it was complete).
@@ -143,6 +143,8 @@ class EchoBackend:
         self._server.close()
         for writer in list(self._writers):
             writer.transport.abort()
+        for task in self._tasks:
+            task.cancel()  # handlers waiting on something else than their socket (/stall, /delay)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._server.wait_closed()
@@ -270,6 +272,12 @@ class EchoBackend:
         writer.transport.abort()
         return False
 
+    async def _path_chunked_abort(self, req: Received, writer: asyncio.StreamWriter, arg: str) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")  # n bytes, no last chunk
+        await self._send_body(writer, pattern(int(arg)), chunked=True)
+        writer.transport.abort()
+        return False
+
     async def _path_garbage(self, req: Received, writer: asyncio.StreamWriter, arg: str) -> bool:
         writer.write(b"HTTP/1.1 2x0 Nope\r\nContent-Length: 2\r\n\r\nno")
         await writer.drain()
@@ -282,7 +290,7 @@ class EchoBackend:
         return True
 
     async def _path_stall(self, req: Received, writer: asyncio.StreamWriter, arg: str) -> bool:
-        await asyncio.Event().wait()  # until close() aborts us or the proxy gives up (then the read fails)
+        await asyncio.Event().wait()  # until close() cancels us
         return False
 
     async def _path_early_hints(self, req: Received, writer: asyncio.StreamWriter, arg: str) -> bool:

@@ -1,0 +1,129 @@
+"""What the client sees when endpoints refuse, stall, die mid-body, or send broken responses."""
+
+from __future__ import annotations
+
+import time
+
+from harness import (
+    EchoBackend,
+    async_test,
+    refused_port,
+    route,
+    running_proxy,
+    service,
+    snapshot,
+    stack,
+)
+
+from pyngress.model import Endpoint, ProxySettings
+
+
+@async_test
+async def test_get_to_refusing_endpoint_is_retried_on_the_other_and_succeeds() -> None:
+    pod = await EchoBackend.start("alive")
+    try:
+        with refused_port() as dead:
+            svc = service("half", [Endpoint("127.0.0.1", dead, name="dead"), pod])
+            async with running_proxy(snapshot([route(svc)])) as proxy:
+                for i in range(4):  # round robin reaches the dead endpoint first at least once
+                    resp = await proxy.get(f"/try/{i}")
+                    assert resp.status == 200, resp
+                    assert resp.json()["pod"] == "alive"
+        assert len(pod.requests) == 4
+    finally:
+        await pod.close()
+
+
+@async_test
+async def test_post_to_refusing_endpoint_is_not_retried_and_gets_502() -> None:
+    pod = await EchoBackend.start("alive")
+    try:
+        with refused_port() as dead:
+            svc = service("half", [Endpoint("127.0.0.1", dead, name="dead"), pod])
+            async with running_proxy(snapshot([route(svc)])) as proxy:
+                statuses = []
+                for i in range(2):  # one of two consecutive POSTs goes to the dead endpoint
+                    async with await proxy.client() as c:
+                        statuses.append((await c.request("POST", f"/p/{i}", body=b"data")).status)
+        assert sorted(statuses) == [200, 502]
+        assert len(pod.requests) == 1
+    finally:
+        await pod.close()
+
+
+@async_test
+async def test_all_endpoints_refusing_gives_502() -> None:
+    with refused_port() as a, refused_port() as b:
+        svc = service("dead", [Endpoint("127.0.0.1", a), Endpoint("127.0.0.1", b)])
+        async with running_proxy(snapshot([route(svc)])) as proxy:
+            resp = await proxy.get("/")
+            assert resp.status == 502
+            assert resp.header("Server") == "pyngress"
+
+
+@async_test
+async def test_backend_that_never_answers_gives_504_after_read_timeout() -> None:
+    async with stack(settings=ProxySettings(proxy_read_timeout=0.3)) as s, await s.proxy.client() as c:
+        started = time.monotonic()
+        resp = await c.request("GET", "/stall")
+        assert resp.status == 504
+        assert 0.25 < time.monotonic() - started < 2.0
+
+
+@async_test
+async def test_backend_dying_mid_body_closes_client_connection_with_short_body() -> None:
+    async with stack() as s, await s.proxy.client() as c:
+        resp = await c.request("GET", "/abort/100000")
+        assert resp.status == 200
+        assert resp.header("Content-Length") == "200000"
+        assert not resp.complete
+        assert len(resp.body) < 200000
+        assert await c.at_eof()
+
+
+@async_test
+async def test_backend_dying_mid_chunked_body_never_sends_last_chunk() -> None:
+    async with stack() as s, await s.proxy.client() as c:
+        resp = await c.request("GET", "/chunked-abort/200000")
+        assert resp.status == 200 and resp.chunked
+        assert not resp.complete
+        assert await c.at_eof()
+
+
+@async_test
+async def test_malformed_response_head_gives_502() -> None:
+    async with stack() as s, await s.proxy.client() as c:
+        resp = await c.request("GET", "/garbage")
+        assert resp.status == 502
+        assert resp.header("Server") == "pyngress"
+
+
+@async_test
+async def test_backend_sending_more_than_content_length_gives_client_exactly_content_length() -> None:
+    async with stack() as s, await s.proxy.client() as c:
+        resp = await c.request("GET", "/overflow/1000")
+        assert resp.status == 200 and len(resp.body) == 1000
+        follow = await c.request("GET", "/after")  # the extra bytes never reach the client as a response
+        assert follow.json()["path"] == "/after"
+    assert s.backend.connections == 2  # the overflowing connection was not reused
+
+
+@async_test
+async def test_pooled_connection_closed_by_backend_is_retried_for_next_get() -> None:
+    # The backend answers one request per connection and drops the connection when a second one arrives:
+    # the keep-alive race, made deterministic.
+    async with stack(close_on_second_request=True) as s, await s.proxy.client() as c:
+        for i in range(3):
+            resp = await c.request("GET", f"/n/{i}")
+            assert resp.status == 200, resp
+        assert [r.path for r in s.backend.requests] == ["/n/0", "/n/1", "/n/2"]
+        assert s.backend.connections == 3
+
+
+@async_test
+async def test_pooled_connection_closed_by_backend_while_idle_is_not_a_502() -> None:
+    async with stack() as s, await s.proxy.client() as c:
+        for i in range(5):
+            resp = await c.request("GET", f"/close?{i}")  # the backend closes after each response
+            assert resp.status == 200
+            assert (await c.request("GET", f"/next?{i}")).status == 200
