@@ -178,6 +178,8 @@ class EchoBackend:
                     return
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             return
+        except asyncio.CancelledError:  # close() cancels handlers that wait on something else than the socket
+            return
         finally:
             self._writers.discard(writer)
             writer.close()

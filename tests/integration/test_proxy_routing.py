@@ -8,6 +8,9 @@ from email.utils import parsedate_to_datetime
 
 from harness import EchoBackend, Response, async_test, route, running_proxy, service, snapshot, stack
 
+from pyngress.model import Endpoint
+from pyngress.runtime.echo import start_echo
+
 
 @async_test
 async def test_fifty_requests_on_one_keepalive_connection_give_ten_to_each_of_five_pods() -> None:
@@ -23,6 +26,21 @@ async def test_fifty_requests_on_separate_connections_give_ten_to_each_of_five_p
     async with stack(pods=5) as s:
         pods = Counter([(await s.proxy.get(f"/spread/{i}")).json()["pod"] for i in range(50)])
         assert pods == {f"pod-{i}": 10 for i in range(5)}
+
+
+@async_test
+async def test_fifty_requests_over_five_runtime_echo_pods_give_ten_each() -> None:
+    # the same spread with the project's own echo pods (pyngress.runtime.echo) instead of the test backend
+    pods = [await start_echo(f"echo-{i}") for i in range(5)]
+    try:
+        svc = service("echo", [Endpoint("127.0.0.1", p.port, name=p.pod) for p in pods])
+        async with running_proxy(snapshot([route(svc)])) as proxy, await proxy.client() as c:
+            spread = Counter([(await c.request("GET", f"/e/{i}")).json()["pod"] for i in range(50)])
+        assert spread == {f"echo-{i}": 10 for i in range(5)}
+        assert [p.requests for p in pods] == [10] * 5
+    finally:
+        for p in pods:
+            await p.close()
 
 
 def _assert_generated(resp: Response, expected: int) -> None:
