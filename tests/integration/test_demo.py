@@ -16,13 +16,14 @@ import socket
 import subprocess
 import sys
 import threading
+from collections import Counter
 
 import pytest
 from rich.console import Console
 
 pytest.importorskip("pyngress.runtime.server", reason="the proxy server (runtime.server) is not written yet")
 
-from pyngress.runtime.demo import demo_snapshot, run_demo
+from pyngress.runtime.demo import demo_snapshot, run_demo, send_requests, spread_table
 from pyngress.runtime.echo import EchoServer
 
 TIMEOUT = 20.0
@@ -66,6 +67,18 @@ def test_demo_manifests_compile_to_one_route_over_every_pod() -> None:
     assert [(e.key, e.name) for e in route.backend.endpoints] == [
         ("127.0.0.1:9101", "demo-pod-1"), ("127.0.0.1:9102", "demo-pod-2"), ("127.0.0.1:9103", "demo-pod-3")]
     assert snapshot.problems == ()
+
+
+async def test_requests_to_a_dead_proxy_count_as_failed_and_show_in_the_table() -> None:
+    with socket.socket() as unused:  # bound but not listening: connections are refused
+        unused.bind(("127.0.0.1", 0))
+        counts, failed = await send_requests("127.0.0.1", unused.getsockname()[1], 3)
+    assert counts == Counter() and failed == 3
+    pod = EchoServer("demo-pod-1", 0.0)
+    console = output_console()
+    console.print(spread_table([pod], Counter({"demo-pod-1": 1}), 3, "http://x"))
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert re.search(r"failed\s*│\s*│\s*3\s*│\s*75%", text) and re.search(r"total\s*│\s*│\s*4\s*│", text), text
 
 
 def test_serving_demo_answers_curl_and_drains_on_sigterm() -> None:

@@ -204,11 +204,12 @@ async def _one_request(host: str, port: int, conn: Conn | None) -> tuple[str, Co
     """(pod that answered, or "" on failure; the connection to reuse). Retries once on a fresh connection,
     since a keep-alive connection may be closed by the proxy just as we reuse it."""
     for attempt in range(2):
-        if conn is None or attempt:
-            if conn is not None:
-                conn[1].close()
-            conn = await asyncio.open_connection(host, port)
         try:
+            if conn is None or attempt:
+                if conn is not None:
+                    conn[1].close()
+                conn = None
+                conn = await asyncio.wait_for(asyncio.open_connection(host, port), REQUEST_TIMEOUT)
             status, headers = await asyncio.wait_for(_get(*conn), REQUEST_TIMEOUT)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
             continue
