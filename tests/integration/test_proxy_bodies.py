@@ -121,3 +121,15 @@ async def test_pipelined_requests_are_answered_in_order_despite_backend_delays()
         await c.send(b"".join(build_request("GET", p) for p in paths))
         answered = [(await c.response()).json()["path"] for _ in paths]
         assert answered == paths
+
+
+@async_test
+async def test_pipelined_requests_followed_by_half_close_are_all_answered() -> None:
+    # `printf 'GET ...GET ...' | nc -N`: the client shuts down its sending side after the last request.
+    paths = ["/p/1", "/p/2", "/p/3"]
+    async with stack() as s, await s.proxy.client() as c:
+        await c.send(b"".join(build_request("GET", p) for p in paths))
+        c.writer.write_eof()
+        answered = [(await c.response()).json()["path"] for _ in paths]
+        assert answered == paths
+        assert await c.at_eof()
