@@ -56,6 +56,8 @@ class Downstream(asyncio.Protocol):
         self._head: request_head.HeadBuilder | None = None
         self._head_bytes = 0
         self._local_port = 0
+        self._ready: Exchange | None = None  # queued during this feed_data, to start once it returns
+        self._ready_serving: Serving | None = None
 
     # -- connection events -------------------------------------------------------------------------------
 
@@ -94,11 +96,22 @@ class Downstream(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             status = exc.__context__.status if isinstance(exc.__context__, http1.RequestError) else 400
             self.refuse(status)
-            return
-        if self.head_started >= 0:
-            self._head_bytes += len(data)
-            if self._head_bytes > self.server.dataplane.serving.settings.max_head_size:
-                self.refuse(431)
+        else:
+            if self.head_started >= 0:
+                self._check_partial_head(data)
+        # Forwarding starts only once llhttp has accepted everything it was given: it reports some errors
+        # (a bad Transfer-Encoding, for one) after the head callbacks, when a head would already be upstream.
+        ready, self._ready = self._ready, None
+        if ready is not None and self.queue and self.queue[0] is ready:
+            self.start(ready, self._ready_serving)
+
+    def _check_partial_head(self, data: bytes) -> None:
+        self._head_bytes += len(data)
+        if self._head_bytes > self.server.dataplane.serving.settings.max_head_size:
+            self.refuse(431)
+        elif b"\n" in data and self._head is not None and self._head.url and \
+                self._parser.get_http_version() == "0.0":
+            self.refuse(400)  # an HTTP/0.9 request line: llhttp would wait for a blank line
 
     def pause_writing(self) -> None:
         if self.queue and self.queue[0].upstream is not None:
@@ -151,7 +164,7 @@ class Downstream(asyncio.Protocol):
         queue = self.queue
         queue.append(ex)
         if len(queue) == 1:
-            self.start(ex, builder.serving)
+            self._ready, self._ready_serving = ex, builder.serving  # started when feed_data returns
         else:
             self.pause(PAUSE_PIPELINE)
 
@@ -234,7 +247,8 @@ class Downstream(asyncio.Protocol):
     def should_close(self, ex: Exchange) -> bool:
         """Decided when the response head is written, so that it can say `Connection: close`."""
         limit = self.server.dataplane.serving.settings.keep_alive_requests
-        return (ex.close_after or self.closing or not ex.keep_alive or not ex.request_done
+        last = self.closing and len(self.queue) == 1  # closing, and nothing queued behind this one
+        return (ex.close_after or last or not ex.keep_alive or not ex.request_done
                 or self.server.draining or self.requests + 1 >= limit)
 
     def finished(self, ex: Exchange) -> None:
@@ -263,7 +277,8 @@ class Downstream(asyncio.Protocol):
             if rx.upstream is not None:
                 rx.upstream.abandon()
             self.queue.remove(rx)
-        response = http1.generated_response(status, self.server.date, close=True)
+        response = http1.generated_response(status, self.server.date, close=True,
+                                            head_only=self._method_or_empty() == b"HEAD")
         if self.queue:  # earlier pipelined requests are answered first
             bad = Exchange(self, b"", b"", b"", b"", NO_BODY, False, False)
             bad.canned, bad.close_after = response, True
@@ -271,6 +286,12 @@ class Downstream(asyncio.Protocol):
         elif self.transport is not None:
             self.transport.write(response)
             self.transport.close()
+
+    def _method_or_empty(self) -> bytes:
+        try:
+            return self._parser.get_method()
+        except httptools.HttpParserError:
+            return b""
 
     def _upgrade_refused(self) -> None:
         # Upgrade (WebSocket) arrives in a later issue. The request is answered as a plain request (its

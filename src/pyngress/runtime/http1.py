@@ -69,9 +69,32 @@ class RequestError(Exception):
         self.status = status
 
 
+def transfer_codings(value: bytes) -> bytes | None:
+    """The request's transfer codings, normalised ("gzip, chunked"), or None when the framing is faulty.
+
+    llhttp rejects a Transfer-Encoding whose last coding is not chunked, but only after the head callbacks
+    have run, so we decide here, before anything is forwarded (RFC 9112 6.3: with any other final coding the
+    length is unknowable). Codings under chunked (gzip, deflate...) are kept: we re-chunk the body and tell
+    the upstream the same list, so what it decodes is what the client sent.
+    """
+    codings = [c.strip(b" \t").lower() for c in value.split(b",")]
+    if codings[-1] != b"chunked" or b"chunked" in codings[:-1] or b"" in codings:
+        return None
+    return b", ".join(codings)
+
+
 def connection_tokens(value: bytes) -> list[bytes]:
     """The comma-separated, lower-cased options of a Connection header."""
     return [t.strip().lower() for t in value.split(b",") if t.strip()]
+
+
+def without_fields(lines: list[bytes], names: set[bytes]) -> list[bytes]:
+    """`lines` holds fields as runs of 4 items (name, b": ", value, CRLF): drop those whose name is in `names`."""
+    kept: list[bytes] = []
+    for i in range(0, len(lines), 4):
+        if lines[i].lower() not in names:
+            kept += lines[i : i + 4]
+    return kept
 
 
 def status_line(status: int, reason: bytes) -> bytes:

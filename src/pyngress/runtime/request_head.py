@@ -94,6 +94,10 @@ class HeadBuilder:
         if http1.TRANSFER_ENCODING in special:
             if http10:
                 return 400  # RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 means faulty framing
+            codings = http1.transfer_codings(special[http1.TRANSFER_ENCODING])
+            if codings is None:
+                return 400
+            special[http1.TRANSFER_ENCODING] = codings
             framing = CHUNKED
         elif special.get(http1.CONTENT_LENGTH, b"0") != b"0":
             framing = LENGTH
@@ -108,7 +112,7 @@ class HeadBuilder:
         if http1.CONNECTION in special:
             self._drop_connection_options(special[http1.CONNECTION])
         serving = self.serving
-        trusted = serving.trust_all or (serving.trusted and serving.is_trusted(client_ip))
+        trusted = serving.trust_all or (bool(serving.trusted) and serving.is_trusted(client_ip))
         head = self._build(method, url, host, framing, client_ip, local_port, trusted, next_id)
         upgrade = http1.UPGRADE in special
         ex = Exchange(client, method, head, host, path, framing, keep_alive and not upgrade, http10)
@@ -135,7 +139,7 @@ class HeadBuilder:
                  b"\r\nX-Forwarded-Port: ", get(http1.FORWARDED_PORT) or b"%d" % port,
                  b"\r\nX-Forwarded-Proto: ", get(http1.FORWARDED_PROTO) or b"http", b"\r\n"]
         if framing == CHUNKED:
-            parts += (b"Transfer-Encoding: ", special[http1.TRANSFER_ENCODING], b"\r\n")
+            parts += (b"Transfer-Encoding: ", special[http1.TRANSFER_ENCODING], b"\r\n")  # body re-chunked
         elif framing == LENGTH:
             parts += (b"Content-Length: ", special[http1.CONTENT_LENGTH], b"\r\n")
         elif method in (b"POST", b"PUT", b"PATCH"):
@@ -146,13 +150,8 @@ class HeadBuilder:
     def _drop_connection_options(self, connection: bytes) -> None:
         # Headers named in Connection are hop-by-hop too (RFC 9110 7.6.1); rare, so done as a second pass.
         named = set(http1.connection_tokens(connection)) - {b"close", b"keep-alive", b"upgrade"}
-        if not named:
-            return
-        lines, kept = self.lines, []
-        for i in range(0, len(lines), 4):
-            if lines[i].lower() not in named:
-                kept += lines[i : i + 4]
-        self.lines = kept
+        if named:
+            self.lines = http1.without_fields(self.lines, named)
 
 
 _NONE: dict[int, bytes] = {}

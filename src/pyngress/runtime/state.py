@@ -59,6 +59,10 @@ class Serving:
         role = self.header_roles.get(lower)
         if role is None:
             role = http1.DROP if lower.startswith(b"proxy-") else http1.FORWARD
+        if b"_" in name and not self.settings.enable_underscores_in_headers:
+            # nginx's default (underscores_in_headers off): "Transfer_Encoding" may read as a framing header
+            # to a CGI-style backend that maps "-" and "_" alike, so such headers are dropped.
+            role = http1.DROP
         if len(self.header_roles) < ROLE_CACHE_LIMIT:
             self.header_roles[name] = role
         return role

@@ -38,7 +38,7 @@ UNTIL_CLOSE = 3
 MAX_RESPONSE_HEAD = 64 * 1024
 
 # Response header name, as the upstream spells it -> what we do with it. Learns each spelling once (bounded).
-_FORWARD, _DROP, _CONTENT_LENGTH, _TRANSFER_ENCODING = 0, 1, 2, 3
+_FORWARD, _DROP, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION = 0, 1, 2, 3, 4
 _RESPONSE_ROLES: dict[bytes, int] = {}
 
 
@@ -48,6 +48,8 @@ def _response_role(name: bytes) -> int:
         role = _CONTENT_LENGTH
     elif lower == b"transfer-encoding":
         role = _TRANSFER_ENCODING
+    elif lower == b"connection":
+        role = _CONNECTION
     else:
         role = _DROP if lower in http1.RESPONSE_HOP_BY_HOP or lower.startswith(b"proxy-") else _FORWARD
     if len(_RESPONSE_ROLES) < 4096:
@@ -76,6 +78,7 @@ class Upstream(asyncio.Protocol):
         self._status_line = b""
         self._content_length = -1
         self._te: bytes | None = None
+        self._connection: bytes | None = None
         self._remaining = 0
         self._out: list[bytes] = []
         self._message_done = False
@@ -202,6 +205,8 @@ class Upstream(asyncio.Protocol):
             self._lines += (name, b": ", value, b"\r\n")
         elif role == _TRANSFER_ENCODING:
             self._te = value
+        elif role == _CONNECTION:
+            self._connection = value if self._connection is None else self._connection + b"," + value
 
     def on_headers_complete(self) -> None:
         self._parser_clean = False
@@ -255,6 +260,8 @@ class Upstream(asyncio.Protocol):
         close = client.should_close(ex) or mode == UNTIL_CLOSE or (mode == CHUNKED and ex.http10)
         ex.close_after = close
         line = self._status_line
+        if self._connection is not None:
+            self._drop_connection_options(self._connection)
         head = [line if line.startswith(b"HTTP/1.1 ") else b"HTTP/1.1" + line[8:], *self._lines]
         if mode == CHUNKED and not ex.http10:
             head.append(b"Transfer-Encoding: chunked\r\n")
@@ -274,6 +281,12 @@ class Upstream(asyncio.Protocol):
         else:
             head.append(rest)
             client.write(b"".join(head))
+
+    def _drop_connection_options(self, connection: bytes) -> None:
+        # RFC 9110 7.6.1: the fields a Connection header names are hop-by-hop too
+        named = set(http1.connection_tokens(connection)) - {b"close", b"keep-alive"}
+        if named:
+            self._lines = http1.without_fields(self._lines, named)
 
     def _forward_counted(self, data: bytes) -> None:
         body = self._clip(data)
@@ -313,6 +326,7 @@ class Upstream(asyncio.Protocol):
     def _reset_head(self) -> None:
         self._lines = []
         self._te = None
+        self._connection = None
         self._content_length = -1
 
     def _complete(self, ex: Exchange) -> None:
