@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from harness import async_test, build_request, chunked, pattern, sha256, stack, wait_until
@@ -54,7 +55,10 @@ async def test_slow_reading_client_pauses_upstream_instead_of_buffering_the_body
             await c.send(build_request("GET", f"/bytes/{size}"))
             head = await asyncio.wait_for(c.reader.readuntil(b"\r\n\r\n"), 5)
             assert b"200 OK" in head
-            await wait_until(lambda: any(not u.transport.is_reading() for u in server.pool.busy if u.transport),
+            def upstreams() -> list[Any]:
+                return [d.queue[0].upstream for d in server.connections if d.queue and d.queue[0].upstream]
+
+            await wait_until(lambda: any(not u.transport.is_reading() for u in upstreams() if u.transport),
                              what="the proxy to pause reading the upstream")
             buffered = [d.transport.get_write_buffer_size() for d in server.connections if d.transport]
             assert max(buffered) < MB

@@ -55,7 +55,9 @@ class Downstream(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._head: request_head.HeadBuilder | None = None
         self._head_bytes = 0
-        self._local_port = 0
+        self.peer = request_head.Peer("", 0)
+        self._trust_for: Serving | None = None
+        self._trusted = False
         self._ready: Exchange | None = None  # queued during this feed_data, to start once it returns
         self._ready_serving: Serving | None = None
 
@@ -66,7 +68,7 @@ class Downstream(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if peer else ""
         sock = transport.get_extra_info("sockname")
-        self._local_port = sock[1] if sock else 0
+        self.peer = request_head.Peer(self.client_ip, sock[1] if sock else 0)
         self.server.connection_opened(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -155,9 +157,13 @@ class Downstream(asyncio.Protocol):
         builder, self._head = self._head, None
         self.head_started = -1.0
         assert builder is not None
+        serving = builder.serving
+        if serving is not self._trust_for:  # trust is decided once per connection and configuration
+            self._trust_for = serving
+            self._trusted = serving.trust_all or (bool(serving.trusted) and serving.is_trusted(self.client_ip))
         parser = self._parser
         ex = builder.finish(self, parser.get_method(), parser.get_http_version(), parser.should_keep_alive(),
-                            self.client_ip, self._local_port, self.server.request_ids)
+                            self.peer, self._trusted, self.server.request_ids)
         if isinstance(ex, int):
             raise http1.RequestError(ex)
         self.receiving = ex

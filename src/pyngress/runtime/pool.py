@@ -31,7 +31,6 @@ class UpstreamPool:
         self.settings: ProxySettings | None = None
         self._idle: dict[str, list[Upstream]] = {}
         self._idle_count = 0
-        self.busy: set[Upstream] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     def acquire(self, endpoint: Endpoint, ex: Exchange, settings: ProxySettings) -> None:
@@ -41,7 +40,6 @@ class UpstreamPool:
             conn = stack.pop()
             self._idle_count -= 1
             if conn.transport is not None and not conn.broken:
-                self.busy.add(conn)
                 conn.attach(ex)
                 return
         task = self.loop.create_task(self._connect(endpoint, ex, settings.proxy_connect_timeout))
@@ -61,26 +59,24 @@ class UpstreamPool:
         if ex.client.gone or ex.upstream is not None:
             self.release(conn)  # nobody waits for it any more: keep it for the next request
             return
-        self.busy.add(conn)
         conn.attach(ex)
 
     def release(self, conn: Upstream) -> None:
-        self.busy.discard(conn)
         settings = self.settings
-        if settings is None or conn.transport is None:
-            conn.close()
-            return
-        if (self._idle_count >= settings.upstream_keepalive_connections
+        if (settings is None or conn.transport is None
+                or self._idle_count >= settings.upstream_keepalive_connections
                 or conn.requests >= settings.upstream_keepalive_requests):
             conn.close()
             return
         conn.idle_since = self.clock.now
-        self._idle.setdefault(conn.key, []).append(conn)
+        stack = self._idle.get(conn.key)
+        if stack is None:
+            stack = self._idle[conn.key] = []
+        stack.append(conn)
         self._idle_count += 1
 
     def forget(self, conn: Upstream) -> None:
-        """A connection closed: drop it wherever it is."""
-        self.busy.discard(conn)
+        """A connection closed: drop it from the idle stacks if it is there."""
         stack = self._idle.get(conn.key)
         if stack and conn in stack:
             stack.remove(conn)

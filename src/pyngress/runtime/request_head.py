@@ -35,6 +35,25 @@ def request_id_source() -> Callable[[], bytes]:
     return lambda: b"%s%016x" % (prefix, next(counter))
 
 
+class Peer:
+    """What a client connection forwards in every request head, computed once per connection."""
+
+    __slots__ = ("address", "ip", "port", "untrusted_tail")
+
+    def __init__(self, ip: str, local_port: int) -> None:
+        self.ip = ip
+        self.address = ip.encode()
+        self.port = b"%d" % local_port
+        # the forwarded headers of an untrusted client: all ours, the same for each of its requests
+        self.untrusted_tail = (b"\r\nX-Real-IP: %s\r\nX-Forwarded-For: %s\r\nX-Forwarded-Port: %s"
+                               b"\r\nX-Forwarded-Proto: http\r\n" % (self.address, self.address, self.port))
+
+
+# The head is assembled in one list: slots for method, URL and host first, then the forwarded fields as they
+# are parsed, then ours; one join at the end.
+_METHOD, _URL, _HOST = 0, 2, 4
+
+
 class HeadBuilder:
     """Collects one request head. Rare headers go to `special` (role -> value), allocated only when seen."""
 
@@ -44,9 +63,9 @@ class HeadBuilder:
         self.serving = serving
         self.roles = serving.header_roles
         self.url = b""
-        self.lines: list[bytes] = []
+        self.lines: list[bytes] = [b"", b" ", b"", b" HTTP/1.1\r\nHost: ", b"", b"\r\n"]
         self.size = 0
-        self.host: bytes | None = None
+        self.host = b""
         self.hosts = 0
         self.special: dict[int, bytes] | None = None
 
@@ -79,17 +98,39 @@ class HeadBuilder:
             special[role] = value if old is None else old + b", " + value
         return 0
 
-    def finish(self, client: Downstream, method: bytes, version: str, keep_alive: bool, client_ip: str,
-               local_port: int, next_id: Callable[[], bytes]) -> Exchange | int:
+    def finish(self, client: Downstream, method: bytes, version: str, keep_alive: bool, peer: Peer,
+               trusted: bool, next_id: Callable[[], bytes]) -> Exchange | int:
         """Check what llhttp does not, and build the Exchange with its upstream head; or a status to refuse."""
         http10 = version == "1.0"
         if not http10 and version != "1.1":
             return 505 if version >= "2" else 400  # HTTP/0.9 and unknown versions
         if method == b"CONNECT":
             return 405
-        if self.hosts > 1 or (not self.hosts and not http10):
+        if self.hosts != 1 and (self.hosts or not http10):
             return 400  # RFC 9112 3.2: exactly one Host in HTTP/1.1
-        special = self.special or _NONE
+        url, host = self.url, self.host
+        if url[:1] != b"/" and url != b"*":
+            parsed = _absolute_form(url)
+            if parsed is None:
+                return 400
+            host, url = parsed
+        query = url.find(b"?")
+        path = url if query < 0 else url[:query]
+        lines = self.lines
+        lines[_METHOD], lines[_URL], lines[_HOST] = method, url, host
+        special = self.special
+        if special is None and not trusted:  # the common case: nothing to look at, all forwarded fields ours
+            lines += (b"X-Request-ID: ", next_id(), b"\r\nX-Forwarded-Host: ", host, peer.untrusted_tail)
+            if method in _EMPTY_BODY_METHODS:
+                lines.append(b"Content-Length: 0\r\n\r\n")
+            else:
+                lines.append(b"\r\n")
+            return Exchange(client, method, b"".join(lines), host, path, NO_BODY, keep_alive, http10)
+        return self._finish_special(client, method, host, path, keep_alive, http10, peer, trusted, next_id)
+
+    def _finish_special(self, client: Downstream, method: bytes, host: bytes, path: bytes, keep_alive: bool,
+                        http10: bool, peer: Peer, trusted: bool, next_id: Callable[[], bytes]) -> Exchange | int:
+        special = self.special or {}
         framing = NO_BODY
         if http1.TRANSFER_ENCODING in special:
             if http10:
@@ -101,59 +142,50 @@ class HeadBuilder:
             framing = CHUNKED
         elif special.get(http1.CONTENT_LENGTH, b"0") != b"0":
             framing = LENGTH
-        url, host = self.url, self.host or b""
-        if url[:1] != b"/" and url != b"*":
-            parsed = _absolute_form(url)
-            if parsed is None:
-                return 400
-            host, url = parsed
-        query = url.find(b"?")
-        path = url if query < 0 else url[:query]
         if http1.CONNECTION in special:
             self._drop_connection_options(special[http1.CONNECTION])
-        serving = self.serving
-        trusted = serving.trust_all or (bool(serving.trusted) and serving.is_trusted(client_ip))
-        head = self._build(method, url, host, framing, client_ip, local_port, trusted, next_id)
+        lines = self.lines
+        lines += (b"X-Request-ID: ", special.get(http1.REQUEST_ID) or next_id(), b"\r\nX-Forwarded-Host: ")
+        if trusted:
+            lines += self._trusted_fields(special, host, peer)
+        else:
+            lines += (host, peer.untrusted_tail)
+        if framing == CHUNKED:
+            lines += (b"Transfer-Encoding: ", special[http1.TRANSFER_ENCODING], b"\r\n")  # body re-chunked
+        elif framing == LENGTH:
+            lines += (b"Content-Length: ", special[http1.CONTENT_LENGTH], b"\r\n")
+        elif method in _EMPTY_BODY_METHODS:
+            lines.append(b"Content-Length: 0\r\n")
+        lines.append(b"\r\n")
         upgrade = http1.UPGRADE in special
-        ex = Exchange(client, method, head, host, path, framing, keep_alive and not upgrade, http10)
+        ex = Exchange(client, method, b"".join(lines), host, path, framing, keep_alive and not upgrade, http10)
         expect = special.get(http1.EXPECT)
         ex.expect_continue = expect is not None and expect.lower() == b"100-continue"
         return ex
 
-    def _build(self, method: bytes, url: bytes, host: bytes, framing: int, client_ip: str, port: int,
-               trusted: bool, next_id: Callable[[], bytes]) -> bytes:
-        special = self.special or _NONE
-        peer = client_ip.encode()
-        xff = special.get(http1.FORWARDED_FOR) if trusted else None
+    def _trusted_fields(self, special: dict[int, bytes], host: bytes, peer: Peer) -> tuple[bytes, ...]:
+        """A trusted proxy's X-Forwarded-* are kept; the peer joins the X-Forwarded-For chain."""
+        xff = special.get(http1.FORWARDED_FOR)
         if xff:
-            xff = xff + b", " + peer
+            xff = xff + b", " + peer.address
             real_ip = _rightmost_untrusted(xff, self.serving)
         else:
-            xff = real_ip = peer
-        get = special.get if trusted else _NONE.get
-        parts = [method, b" ", url, b" HTTP/1.1\r\nHost: ", host, b"\r\n", *self.lines,
-                 b"X-Request-ID: ", special.get(http1.REQUEST_ID) or next_id(),
-                 b"\r\nX-Real-IP: ", real_ip,
-                 b"\r\nX-Forwarded-For: ", xff,
-                 b"\r\nX-Forwarded-Host: ", get(http1.FORWARDED_HOST) or host,
-                 b"\r\nX-Forwarded-Port: ", get(http1.FORWARDED_PORT) or b"%d" % port,
-                 b"\r\nX-Forwarded-Proto: ", get(http1.FORWARDED_PROTO) or b"http", b"\r\n"]
-        if framing == CHUNKED:
-            parts += (b"Transfer-Encoding: ", special[http1.TRANSFER_ENCODING], b"\r\n")  # body re-chunked
-        elif framing == LENGTH:
-            parts += (b"Content-Length: ", special[http1.CONTENT_LENGTH], b"\r\n")
-        elif method in (b"POST", b"PUT", b"PATCH"):
-            parts.append(b"Content-Length: 0\r\n")
-        parts.append(b"\r\n")
-        return b"".join(parts)
+            xff = real_ip = peer.address
+        return (special.get(http1.FORWARDED_HOST) or host,
+                b"\r\nX-Real-IP: ", real_ip, b"\r\nX-Forwarded-For: ", xff,
+                b"\r\nX-Forwarded-Port: ", special.get(http1.FORWARDED_PORT) or peer.port,
+                b"\r\nX-Forwarded-Proto: ", special.get(http1.FORWARDED_PROTO) or b"http", b"\r\n")
 
     def _drop_connection_options(self, connection: bytes) -> None:
         # Headers named in Connection are hop-by-hop too (RFC 9110 7.6.1); rare, so done as a second pass.
         named = set(http1.connection_tokens(connection)) - {b"close", b"keep-alive", b"upgrade"}
         if named:
-            self.lines = http1.without_fields(self.lines, named)
+            head, fields = self.lines[:6], self.lines[6:]
+            self.lines = head + http1.without_fields(fields, named)
 
 
+# Methods whose requests carry a body by definition: without one they get an explicit Content-Length: 0.
+_EMPTY_BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
 _NONE: dict[int, bytes] = {}
 
 

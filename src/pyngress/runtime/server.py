@@ -120,8 +120,9 @@ class ProxyServer:
         slack = self.tick  # stamps are up to one tick old: never fire early
         for conn in list(self.connections):
             _check_client(conn, now - slack, settings)
-        for upstream in list(self.pool.busy):
-            upstream.check_timeouts(now - slack, settings.proxy_read_timeout, settings.proxy_send_timeout)
+            upstream = conn.queue[0].upstream if conn.queue else None
+            if upstream is not None:  # only the first exchange of a connection talks to an upstream
+                upstream.check_timeouts(now - slack, settings.proxy_read_timeout, settings.proxy_send_timeout)
         self.pool.expire(now)
         self._schedule_tick()
 

@@ -40,6 +40,7 @@ MAX_RESPONSE_HEAD = 64 * 1024
 # Response header name, as the upstream spells it -> what we do with it. Learns each spelling once (bounded).
 _FORWARD, _DROP, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION = 0, 1, 2, 3, 4
 _RESPONSE_ROLES: dict[bytes, int] = {}
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})  # Connection values that name no other field
 
 
 def _response_role(name: bytes) -> int:
@@ -74,7 +75,7 @@ class Upstream(asyncio.Protocol):
         self._mode = HEAD
         self._head_buf = b""
         self._received = False  # any byte of the current response has arrived
-        self._lines: list[bytes] = []
+        self._lines: list[bytes] = [b""]  # [0] is the status line, then the forwarded fields
         self._status_line = b""
         self._content_length = -1
         self._te: bytes | None = None
@@ -259,22 +260,28 @@ class Upstream(asyncio.Protocol):
         mode = self._mode
         close = client.should_close(ex) or mode == UNTIL_CLOSE or (mode == CHUNKED and ex.http10)
         ex.close_after = close
+        connection = self._connection
+        if connection is not None and connection.lower() not in _PLAIN_CONNECTION:
+            self._drop_connection_options(connection)
+        head = self._lines
         line = self._status_line
-        if self._connection is not None:
-            self._drop_connection_options(self._connection)
-        head = [line if line.startswith(b"HTTP/1.1 ") else b"HTTP/1.1" + line[8:], *self._lines]
+        head[0] = line if line.startswith(b"HTTP/1.1 ") else b"HTTP/1.1" + line[8:]
         if mode == CHUNKED and not ex.http10:
             head.append(b"Transfer-Encoding: chunked\r\n")
         if close:
             head.append(b"Connection: close\r\n\r\n")
         else:
             head.append(b"Connection: keep-alive\r\n\r\n" if ex.http10 else b"\r\n")
-        self._reset_head()
+        self._lines, self._te, self._connection, self._content_length = [b""], None, None, -1
         if mode == LENGTH:
-            body = self._clip(rest)
-            head.append(body)
+            remaining = self._remaining
+            if len(rest) > remaining:
+                rest = self._clip(rest)
+            head.append(rest)
             client.write(b"".join(head))
-            self._counted(len(body))
+            self._remaining = remaining = remaining - len(rest)
+            if not remaining:
+                self._complete(ex)
         elif mode == CHUNKED:
             client.write(b"".join(head))
             self._feed_chunked(rest)
@@ -285,8 +292,8 @@ class Upstream(asyncio.Protocol):
     def _drop_connection_options(self, connection: bytes) -> None:
         # RFC 9110 7.6.1: the fields a Connection header names are hop-by-hop too
         named = set(http1.connection_tokens(connection)) - {b"close", b"keep-alive"}
-        if named:
-            self._lines = http1.without_fields(self._lines, named)
+        if named:  # _lines[0] is the status line's slot
+            self._lines = [self._lines[0], *http1.without_fields(self._lines[1:], named)]
 
     def _forward_counted(self, data: bytes) -> None:
         body = self._clip(data)
@@ -324,7 +331,7 @@ class Upstream(asyncio.Protocol):
             self._complete(ex)
 
     def _reset_head(self) -> None:
-        self._lines = []
+        self._lines = [b""]
         self._te = None
         self._connection = None
         self._content_length = -1
