@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import http.client
 import os
@@ -341,6 +342,8 @@ class WrkResult:
     elapsed_s: float
     non_2xx: int  # wrk's "Non-2xx or 3xx responses"
     socket_errors: int  # connect + read + write + timeout
+    user_us: float = 0.0  # the proxy's user-space CPU per request (all its processes), in microseconds
+    sys_us: float = 0.0  # the proxy's kernel CPU per request
 
     @property
     def clean(self) -> bool:
@@ -385,14 +388,36 @@ def wrk_argv(args: argparse.Namespace, port: int, duration: int) -> list[str]:
             f"http://127.0.0.1:{port}/"]
 
 
-def run_wrk(args: argparse.Namespace, port: int, duration: int, cpus: str | None) -> WrkResult:
+def group_cpu_ticks(pgid: int) -> tuple[int, int]:
+    """(user, system) clock ticks used so far by every live process of a process group (/proc/PID/stat)."""
+    user = system = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid:  # fields after "(comm)": state ppid pgrp ... utime(11) stime(12)
+            user += int(fields[11])
+            system += int(fields[12])
+    return user, system
+
+
+def run_wrk(args: argparse.Namespace, port: int, duration: int, cpus: str | None,
+            server: Server | None = None) -> WrkResult:
+    """One wrk run; with `server`, also the CPU its process group spent per request (user/sys split)."""
     argv = pinned(wrk_argv(args, port, duration), cpus)
+    before = group_cpu_ticks(server.proc.pid) if server else (0, 0)
     done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=False)
+    after = group_cpu_ticks(server.proc.pid) if server else (0, 0)
     if done.returncode != 0:
         raise BenchError(f"{shlex.join(argv)} failed with code {done.returncode}:\n{done.stdout}{done.stderr}")
     result = parse_wrk(done.stdout)
     if result.elapsed_s < 0.9 * duration:  # wrk exits 0 with partial results when interrupted
         raise BenchError(f"wrk stopped after {result.elapsed_s:.1f} s of {duration} s")
+    if server and result.requests:
+        per_request = 1e6 / os.sysconf("SC_CLK_TCK") / result.requests
+        result = dataclasses.replace(result, user_us=(after[0] - before[0]) * per_request,
+                                     sys_us=(after[1] - before[1]) * per_request)
     return result
 
 
@@ -406,6 +431,8 @@ class Summary:
     rps: dict[str, float]
     p50: dict[str, float]
     p99: dict[str, float]
+    user: dict[str, float]
+    system: dict[str, float]
 
     @property
     def rps_ratio(self) -> float:
@@ -422,6 +449,8 @@ def summarize(rounds: Sequence[Round]) -> Summary:
         rps={n: statistics.median(r[n].rps for r in rounds) for n in names},
         p50={n: statistics.median(r[n].p50_ms for r in rounds) for n in names},
         p99={n: statistics.median(r[n].p99_ms for r in rounds) for n in names},
+        user={n: statistics.median(r[n].user_us for r in rounds) for n in names},
+        system={n: statistics.median(r[n].sys_us for r in rounds) for n in names},
     )
 
 
@@ -430,11 +459,13 @@ def verdict(ok: bool) -> str:
 
 
 def round_rows(number: int, rnd: Round) -> list[list[str]]:
-    return [[str(number), name, f"{r.rps:,.0f}", f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", str(r.non_2xx),
-             str(r.socket_errors), "" if r.clean else "ERRORS"] for name, r in rnd.items()]
+    return [[str(number), name, f"{r.rps:,.0f}", f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", f"{r.user_us:.1f}",
+             f"{r.sys_us:.1f}", str(r.non_2xx), str(r.socket_errors), "" if r.clean else "ERRORS"]
+            for name, r in rnd.items()]
 
 
-ROUND_HEADER = ["round", "proxy", "req/s", "p50 ms", "p99 ms", "non-2xx/3xx", "socket errors", "flag"]
+ROUND_HEADER = ["round", "proxy", "req/s", "p50 ms", "p99 ms", "user µs/req", "sys µs/req", "non-2xx/3xx",
+                "socket errors", "flag"]
 SUMMARY_HEADER = ["", "nginx", "pyngress", "pyngress/nginx", "target", "result"]
 
 
@@ -446,6 +477,11 @@ def summary_rows(s: Summary) -> list[list[str]]:
          f"{s.p50[PYNGRESS] / s.p50[NGINX_PROXY]:.2f}" if s.p50[NGINX_PROXY] else "-", "", ""],
         ["median p99 ms", f"{s.p99[NGINX_PROXY]:.2f}", f"{s.p99[PYNGRESS]:.2f}", f"{s.p99_ratio:.2f}",
          f"<= {P99_TARGET}", verdict(s.p99_ratio <= P99_TARGET)],
+        # where the time goes: the proxy's own CPU per request, user space and kernel
+        ["median user µs/req", f"{s.user[NGINX_PROXY]:.1f}", f"{s.user[PYNGRESS]:.1f}",
+         f"{s.user[PYNGRESS] / s.user[NGINX_PROXY]:.2f}" if s.user[NGINX_PROXY] else "-", "", ""],
+        ["median sys µs/req", f"{s.system[NGINX_PROXY]:.1f}", f"{s.system[PYNGRESS]:.1f}",
+         f"{s.system[PYNGRESS] / s.system[NGINX_PROXY]:.2f}" if s.system[NGINX_PROXY] else "-", "", ""],
     ]
 
 
@@ -562,7 +598,7 @@ def measure(args: argparse.Namespace, servers: dict[str, Server], pin: Pinning) 
         rnd: Round = {}
         for name in order:
             print(f"round {i + 1}/{args.rounds}: {name} ({args.duration} s)", flush=True)
-            rnd[name] = run_wrk(args, servers[name].port, args.duration, pin.load)
+            rnd[name] = run_wrk(args, servers[name].port, args.duration, pin.load, servers[name])
         rnd = {name: rnd[name] for name in (NGINX_PROXY, PYNGRESS)}
         print(text_table(ROUND_HEADER, round_rows(i + 1, rnd)) + "\n", flush=True)
         rounds.append(rnd)
