@@ -41,12 +41,13 @@ class Endpoint:
     port: int
     weight: int = 1
     name: str = ""  # the EndpointSlice targetRef name (a Pod), when known
+    # Identity across snapshots: live state (health, counters, pools) keys on it. Computed once: the hot path
+    # reads it on every request.
+    key: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        """Identity across snapshots: live state (health, counters, pools) keys on it."""
+    def __post_init__(self) -> None:
         host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"{host}:{self.port}"
+        object.__setattr__(self, "key", f"{host}:{self.port}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,9 +30,9 @@ if TYPE_CHECKING:
 
 
 def request_id_source() -> Callable[[], bytes]:
-    prefix = os.urandom(8).hex().encode()
-    counter = count(1)
-    return lambda: b"%s%016x" % (prefix, next(counter))
+    """32 hex digits: 64 random bits per worker, then a 64-bit counter (one format operation per id)."""
+    counter = count((int.from_bytes(os.urandom(8), "big") << 64) + 1)
+    return lambda: b"%032x" % next(counter)
 
 
 class Peer:
