@@ -256,6 +256,13 @@ class EchoBackend:
         await writer.drain()
         return True
 
+    async def _path_trailers(self, req: Received, writer: asyncio.StreamWriter, arg: str) -> bool:
+        """A chunked response whose last chunk carries trailer fields (X-Checksum)."""
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n"
+                     b"5\r\nhello\r\n0\r\nX-Checksum: abc\r\n\r\n")
+        await writer.drain()
+        return True
+
     async def _send_body(self, writer: asyncio.StreamWriter, data: bytes, *, chunked: bool) -> None:
         for i in range(0, len(data), self.chunk_size):
             piece = data[i : i + self.chunk_size]

@@ -81,3 +81,11 @@ async def test_client_half_close_after_request_still_gets_response() -> None:
         resp = await c.response()
         assert resp.status == 200
         assert await c.at_eof()
+
+
+@async_test
+async def test_keep_alive_zero_answers_one_request_per_connection() -> None:
+    async with stack(settings=ProxySettings(keep_alive=0)) as s, await s.proxy.client() as c:
+        resp = await c.request("GET", "/")
+        assert resp.header("Connection") == "close"
+        assert await c.read_to_eof() == b""

@@ -42,13 +42,44 @@ async def test_untrusted_client_cannot_set_forwarded_headers() -> None:
 
 @async_test
 async def test_trusted_proxy_forwarded_for_is_extended_and_gives_real_ip() -> None:
-    settings = ProxySettings(trusted_proxies=("127.0.0.0/8",))
+    settings = ProxySettings(use_forwarded_headers=True, trusted_proxies=("127.0.0.0/8",))
     async with stack(settings=settings) as s, await s.proxy.client() as c:
         await c.request("GET", "/", [("X-Forwarded-For", "1.2.3.4"), ("X-Forwarded-Proto", "https")])
         got = s.backend.requests[0]
         assert got.header("X-Forwarded-For") == "1.2.3.4, 127.0.0.1"
         assert got.header("X-Real-IP") == "1.2.3.4"
         assert got.header("X-Forwarded-Proto") == "https"
+
+
+@async_test
+async def test_real_ip_is_the_rightmost_address_that_is_not_a_trusted_proxy() -> None:
+    settings = ProxySettings(use_forwarded_headers=True, trusted_proxies=("127.0.0.0/8", "10.0.0.0/8"))
+    async with stack(settings=settings) as s, await s.proxy.client() as c:
+        await c.request("GET", "/", [("X-Forwarded-For", "6.6.6.6, 1.2.3.4, 10.1.1.1")])
+        got = s.backend.requests[0]
+        assert got.header("X-Forwarded-For") == "6.6.6.6, 1.2.3.4, 10.1.1.1, 127.0.0.1"
+        assert got.header("X-Real-IP") == "1.2.3.4"
+
+
+@async_test
+async def test_trusted_cidr_alone_does_not_trust_forwarded_headers() -> None:
+    # as ingress-nginx: proxy-real-ip-cidr only counts together with use-forwarded-headers
+    settings = ProxySettings(trusted_proxies=("127.0.0.0/8",))
+    async with stack(settings=settings) as s, await s.proxy.client() as c:
+        await c.request("GET", "/", [("X-Forwarded-For", "1.2.3.4"), ("X-Forwarded-Proto", "https")])
+        got = s.backend.requests[0]
+        assert got.header("X-Forwarded-For") == "127.0.0.1"
+        assert got.header("X-Forwarded-Proto") == "http"
+
+
+@async_test
+async def test_peer_outside_trusted_cidrs_is_not_trusted() -> None:
+    settings = ProxySettings(use_forwarded_headers=True, trusted_proxies=("10.0.0.0/8",))
+    async with stack(settings=settings) as s, await s.proxy.client() as c:
+        await c.request("GET", "/", [("X-Forwarded-For", "1.2.3.4")])
+        got = s.backend.requests[0]
+        assert got.header("X-Forwarded-For") == "127.0.0.1"
+        assert got.header("X-Real-IP") == "127.0.0.1"
 
 
 @async_test
@@ -93,3 +124,25 @@ async def test_response_header_named_in_backend_connection_header_is_not_passed_
     async with stack() as s, await s.proxy.client() as c:
         resp = await c.request("GET", "/hop-response")
         assert resp.header("X-Hop") is None
+
+
+@async_test
+async def test_request_id_is_not_generated_when_generate_request_id_is_false() -> None:
+    async with stack(settings=ProxySettings(generate_request_id=False)) as s, await s.proxy.client() as c:
+        await c.request("GET", "/none")
+        await c.request("GET", "/given", [("X-Request-ID", "abc-123")])
+        assert s.backend.requests[0].header("X-Request-ID") is None
+        assert s.backend.requests[1].header("X-Request-ID") == "abc-123"
+
+
+@async_test
+async def test_response_trailers_are_dropped_and_never_reach_the_next_response() -> None:
+    # the trailer fields of a chunked response must not be kept for the next response on the pooled
+    # upstream connection (which may belong to another client)
+    async with stack() as s, await s.proxy.client() as c:
+        first = await c.request("GET", "/trailers")
+        assert first.status == 200 and first.body == b"hello"
+        second = await c.request("GET", "/next")
+        assert first.header("X-Checksum") is None
+        assert second.header("X-Checksum") is None
+        assert s.backend.connections == 1  # both went over the same pooled connection

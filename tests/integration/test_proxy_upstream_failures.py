@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import time
+from collections.abc import Iterator
 
 from harness import (
     EchoBackend,
@@ -127,3 +130,45 @@ async def test_pooled_connection_closed_by_backend_while_idle_is_not_a_502() -> 
             resp = await c.request("GET", f"/close?{i}")  # the backend closes after each response
             assert resp.status == 200
             assert (await c.request("GET", f"/next?{i}")).status == 200
+
+
+@async_test
+async def test_pooled_connection_closed_by_backend_is_not_resent_for_a_post() -> None:
+    # The backend may have acted on a POST before closing: it is not sent again (502), unlike a GET.
+    async with stack(close_on_second_request=True) as s, await s.proxy.client() as c:
+        assert (await c.request("GET", "/warm")).status == 200
+        resp = await c.request("POST", "/order", body=b"")
+        assert resp.status == 502
+        assert [r.target for r in s.backend.requests] == ["/warm"]
+
+
+@contextlib.contextmanager
+def unanswered_port() -> Iterator[int]:
+    """A listener whose accept queue is full: Linux drops further SYNs, so a connect hangs until timeout."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(4):  # backlog 0 still queues a connection or two; fill it
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+            fillers.append(filler)
+        yield port
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+@async_test
+async def test_connect_timeout_with_no_other_endpoint_is_504() -> None:
+    with unanswered_port() as port:
+        only = service("slow", [Endpoint("127.0.0.1", port)])
+        snap = snapshot([route(only)], settings=ProxySettings(proxy_connect_timeout=0.3))
+        async with running_proxy(snap) as proxy, await proxy.client() as c:
+            resp = await c.request("GET", "/")
+            assert resp.status == 504

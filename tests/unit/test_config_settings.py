@@ -53,7 +53,18 @@ def test_every_supported_key_sets_its_field() -> None:
 
 @pytest.mark.parametrize(("text", "value"), [("true", True), ("False", False), ("1", True), ("f", False)])
 def test_booleans_as_go_parses_them(text: str, value: bool) -> None:
-    assert settings(**{"use-forwarded-headers": text}).use_forwarded_headers is value
+    assert settings(**{"generate-request-id": text}).generate_request_id is value
+
+
+def test_forwarded_headers_trusted_from_everyone_is_a_warning() -> None:
+    parsed, problems = parse_settings(cm(**{"use-forwarded-headers": "true"}))
+    assert parsed.use_forwarded_headers is True
+    assert [(p.field, p.severity) for p in problems] == [("data.use-forwarded-headers", "warning")]
+    assert "proxy-real-ip-cidr" in problems[0].message
+
+
+def test_forwarded_headers_with_trusted_cidrs_is_no_problem() -> None:
+    assert settings(**{"use-forwarded-headers": "true", "proxy-real-ip-cidr": "10.0.0.0/8"}).trusted_proxies
 
 
 def test_cidr_host_bits_are_cleared() -> None:

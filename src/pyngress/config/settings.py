@@ -136,7 +136,14 @@ def parse_settings(cm: ConfigMap | None) -> tuple[ProxySettings, list[Problem]]:
             problems.append(
                 Problem("ConfigMap", cm.meta.namespace, cm.meta.name, f"data.{key}", message, cm.meta.source)
             )
-    return replace(defaults, **values), problems
+    settings = replace(defaults, **values)
+    if settings.use_forwarded_headers and not settings.trusted_proxies:
+        problems.append(Problem(
+            "ConfigMap", cm.meta.namespace, cm.meta.name, "data.use-forwarded-headers",
+            "X-Forwarded-* headers are trusted from every client (as ingress-nginx does); list your load "
+            "balancers in proxy-real-ip-cidr so clients cannot choose their own address", cm.meta.source,
+            severity="warning"))
+    return settings, problems
 
 
 def _describe_default(key: str, defaults: ProxySettings) -> str:

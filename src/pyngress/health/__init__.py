@@ -1,1 +1,1 @@
-"""Reserved for later issues; see DEVELOPERS.md."""
+"""Health state machines: active checks, passive ejection (issue 7). Pure."""

@@ -14,15 +14,15 @@ class ProxySettings:
     proxy_connect_timeout: float = 5.0  # proxy-connect-timeout
     proxy_read_timeout: float = 60.0  # proxy-read-timeout: between two reads from the upstream
     proxy_send_timeout: float = 60.0  # proxy-send-timeout: between two writes to the upstream
-    keep_alive: float = 75.0  # keep-alive: idle client connection timeout (0 disables keep-alive)
+    keep_alive: float = 75.0  # keep-alive: idle client connection timeout (0: one request per connection)
     keep_alive_requests: int = 1000  # keep-alive-requests: requests per client connection
     client_header_timeout: float = 60.0  # client-header-timeout: to receive a whole request head
     client_body_timeout: float = 60.0  # client-body-timeout: between two reads of the request body
     upstream_keepalive_connections: int = 320  # upstream-keepalive-connections: idle pooled, per worker
     upstream_keepalive_timeout: float = 60.0  # upstream-keepalive-timeout
     upstream_keepalive_requests: int = 10000  # upstream-keepalive-requests
-    # Forwarded headers are trusted only from peers in `trusted_proxies` (proxy-real-ip-cidr). With
-    # use-forwarded-headers: "true" and no proxy-real-ip-cidr, every peer is trusted (ingress-nginx's behaviour).
+    # As ingress-nginx: forwarded headers are trusted only with use-forwarded-headers: "true", and then only
+    # from peers in `trusted_proxies` (proxy-real-ip-cidr); with no proxy-real-ip-cidr, from every peer.
     use_forwarded_headers: bool = False  # use-forwarded-headers
     trusted_proxies: tuple[str, ...] = ()  # proxy-real-ip-cidr, as CIDR strings
     forwarded_for_header: str = "X-Forwarded-For"  # forwarded-for-header

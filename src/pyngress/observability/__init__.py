@@ -1,1 +1,1 @@
-"""Reserved for later issues; see DEVELOPERS.md."""
+"""Metrics, access log, admin API, dashboard (issue 8)."""

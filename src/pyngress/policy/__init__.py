@@ -1,1 +1,1 @@
-"""Reserved for later issues; see DEVELOPERS.md."""
+"""Rate limits, access lists, redirects, header rules (issue 5). Pure: `now` is passed in."""

@@ -206,12 +206,14 @@ class Downstream(asyncio.Protocol):
             return
         self.dispatch(ex, serving, backend.key)
 
-    def dispatch(self, ex: Exchange, serving: Serving, backend_key: str) -> None:
+    def dispatch(self, ex: Exchange, serving: Serving, backend_key: str, failed: int = 503) -> None:
+        """Pick an endpoint and send; `failed` is the answer when there is none (503: no endpoints at all;
+        on a retry, the status of the attempt that failed)."""
         balancer = serving.balancers.get(backend_key)
         ctx = PickContext(self.client_ip, ex.tried) if ex.tried else self.server.no_context
         endpoint = balancer.pick(ctx) if balancer is not None else None
         if endpoint is None:
-            self.answer_status(ex, 503 if not ex.tried else 502)
+            self.answer_status(ex, failed)
             return
         ex.endpoint = endpoint
         ex.attempts += 1
@@ -233,11 +235,11 @@ class Downstream(asyncio.Protocol):
         if backend is None:
             self.answer_status(ex, status)
             return
-        self.dispatch(ex, serving, backend.key)
+        self.dispatch(ex, serving, backend.key, failed=status)
 
     def answer_status(self, ex: Exchange, status: int) -> None:
         # A body we have not read may still be on its way: then we cannot reuse the connection.
-        close = not ex.keep_alive or not ex.request_done or self.server.draining
+        close = self.should_close(ex)
         ex.close_after = close
         self.answer(ex, http1.generated_response(
             status, self.server.date, close=close, head_only=ex.method == b"HEAD"))
@@ -252,10 +254,10 @@ class Downstream(asyncio.Protocol):
 
     def should_close(self, ex: Exchange) -> bool:
         """Decided when the response head is written, so that it can say `Connection: close`."""
-        limit = self.server.dataplane.serving.settings.keep_alive_requests
+        settings = self.server.dataplane.serving.settings
         last = self.closing and len(self.queue) == 1  # closing, and nothing queued behind this one
-        return (ex.close_after or last or not ex.keep_alive or not ex.request_done
-                or self.server.draining or self.requests + 1 >= limit)
+        return (ex.close_after or last or not ex.keep_alive or not ex.request_done or self.server.draining
+                or self.requests + 1 >= settings.keep_alive_requests or settings.keep_alive <= 0)
 
     def finished(self, ex: Exchange) -> None:
         """The response to `ex` is complete on our side."""

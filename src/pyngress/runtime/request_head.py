@@ -119,7 +119,8 @@ class HeadBuilder:
         lines = self.lines
         lines[_METHOD], lines[_URL], lines[_HOST] = method, url, host
         special = self.special
-        if special is None and not trusted:  # the common case: nothing to look at, all forwarded fields ours
+        if special is None and not trusted and self.serving.settings.generate_request_id:
+            # the common case: nothing to look at, all forwarded fields ours
             lines += (b"X-Request-ID: ", next_id(), b"\r\nX-Forwarded-Host: ", host, peer.untrusted_tail)
             if method in _EMPTY_BODY_METHODS:
                 lines.append(b"Content-Length: 0\r\n\r\n")
@@ -145,7 +146,12 @@ class HeadBuilder:
         if http1.CONNECTION in special:
             self._drop_connection_options(special[http1.CONNECTION])
         lines = self.lines
-        lines += (b"X-Request-ID: ", special.get(http1.REQUEST_ID) or next_id(), b"\r\nX-Forwarded-Host: ")
+        request_id = special.get(http1.REQUEST_ID)
+        if request_id is None and self.serving.settings.generate_request_id:
+            request_id = next_id()
+        if request_id is not None:  # generate-request-id: "false" passes the client's only
+            lines += (b"X-Request-ID: ", request_id, b"\r\n")
+        lines.append(b"X-Forwarded-Host: ")
         if trusted:
             lines += self._trusted_fields(special, host, peer)
         else:

@@ -40,7 +40,7 @@ class Serving:
     # forwarded-for-header mapped in) and learns each new spelling once, so the hot path does one dict lookup
     # per header and no lower(). Bounded: past ROLE_CACHE_LIMIT names we classify without remembering.
     header_roles: dict[bytes, int]
-    trusted: tuple[Network, ...]
+    trusted: tuple[Network, ...]  # proxy-real-ip-cidr, consulted only with use-forwarded-headers
     trust_all: bool  # use-forwarded-headers without proxy-real-ip-cidr: every peer is trusted
 
     def is_trusted(self, address: str) -> bool:
@@ -107,7 +107,8 @@ class Dataplane:
             balancers=MappingProxyType(balancers),
             settings=settings,
             header_roles=_header_roles(settings),
-            trusted=tuple(ipaddress.ip_network(c, strict=False) for c in settings.trusted_proxies),
+            trusted=tuple(ipaddress.ip_network(c, strict=False) for c in settings.trusted_proxies)
+            if settings.use_forwarded_headers else (),
             trust_all=settings.use_forwarded_headers and not settings.trusted_proxies,
         )
 

@@ -106,8 +106,9 @@ class Upstream(asyncio.Protocol):
             self._complete(ex)
         elif ex.response_started:
             client.close()  # mid-body: the client sees a truncated response, never a complete one
-        elif self.requests and not self._received and ex.replayable:
+        elif self.requests and not self._received and ex.replayable and ex.idempotent:
             # A pooled connection the upstream had closed (keep-alive race): send again on a fresh one.
+            # Not for POST and the like: the upstream may have acted on it before closing.
             client.dispatch_again(ex)
         else:
             client.retry(ex, 502)
@@ -196,6 +197,8 @@ class Upstream(asyncio.Protocol):
         self._start_response(buf)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._mode != HEAD:  # trailer fields of a chunked body: not forwarded, never kept
+            return
         role = _RESPONSE_ROLES.get(name)
         if role is None:
             role = _response_role(name)
