@@ -29,6 +29,7 @@ from pyngress.runtime import http1, request_head
 from pyngress.runtime.exchange import NO_BODY, Exchange
 
 if TYPE_CHECKING:
+    from pyngress.model import Backend
     from pyngress.runtime.server import ProxyServer
     from pyngress.runtime.state import Serving
 
@@ -199,8 +200,7 @@ class Downstream(asyncio.Protocol):
             return
         if serving is None:
             serving = self.server.dataplane.serving
-        route = serving.table.match(ex.host, normalize_path(ex.path))
-        backend = route.backend if route is not None else serving.snapshot.default_backend
+        backend = _backend_for(ex, serving)
         if backend is None:
             self.answer_status(ex, 404)
             return
@@ -229,9 +229,8 @@ class Downstream(asyncio.Protocol):
         if ex.attempts >= 2 or not ex.idempotent or not ex.replayable or self.gone:
             self.answer_status(ex, status)
             return
-        serving = self.server.dataplane.serving
-        route = serving.table.match(ex.host, normalize_path(ex.path))
-        backend = route.backend if route is not None else serving.snapshot.default_backend
+        serving = self.server.dataplane.serving  # the current config: it may have changed since the first try
+        backend = _backend_for(ex, serving)
         if backend is None:
             self.answer_status(ex, status)
             return
@@ -331,3 +330,9 @@ class Downstream(asyncio.Protocol):
         self.closing = True
         if self.transport is not None:
             self.transport.abort()
+
+
+def _backend_for(ex: Exchange, serving: Serving) -> Backend | None:
+    """The rule's backend, else the default backend, else None (404)."""
+    route = serving.table.match(ex.host, normalize_path(ex.path))
+    return route.backend if route is not None else serving.snapshot.default_backend

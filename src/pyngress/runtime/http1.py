@@ -97,11 +97,6 @@ def without_fields(lines: list[bytes], names: set[bytes]) -> list[bytes]:
     return kept
 
 
-def status_line(status: int, reason: bytes) -> bytes:
-    """Our status line. We always speak HTTP/1.1 to clients, as nginx does."""
-    return b"HTTP/1.1 %d %s\r\n" % (status, reason or reason_phrase(status))
-
-
 def reason_phrase(status: int) -> bytes:
     try:
         return HTTPStatus(status).phrase.encode()

@@ -103,6 +103,3 @@ class UpstreamPool:
             for conn in list(stack):
                 conn.close()
 
-    @property
-    def idle_count(self) -> int:
-        return self._idle_count

@@ -48,7 +48,7 @@ class ProxyServer:
         self.ports: list[int] = []
         self._servers: list[asyncio.base_events.Server] = []
         self._ticker: asyncio.TimerHandle | None = None
-        self._idle_connections_closed = asyncio.Event()
+        self._all_closed = asyncio.Event()
 
     @property
     def snapshot(self) -> Snapshot:
@@ -81,7 +81,7 @@ class ProxyServer:
     def connection_closed(self, conn: Downstream) -> None:
         self.connections.discard(conn)
         if self.draining and not self.connections:
-            self._idle_connections_closed.set()
+            self._all_closed.set()
 
     async def drain(self, grace: float = 30.0) -> None:
         """Stop accepting, finish in-flight requests for up to `grace` seconds, then close everything."""
@@ -93,7 +93,7 @@ class ProxyServer:
                 conn.close()
         if self.connections:
             try:
-                await asyncio.wait_for(self._idle_connections_closed.wait(), grace)
+                await asyncio.wait_for(self._all_closed.wait(), grace)
             except TimeoutError:
                 for conn in list(self.connections):
                     conn.abort()

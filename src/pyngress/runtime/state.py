@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from pyngress.balancing import Balancer, RoundRobin
-from pyngress.model import Backend, Endpoint, ProxySettings, Snapshot
+from pyngress.model import Backend, ProxySettings, Snapshot
 from pyngress.routing import RouteTable
 from pyngress.runtime import http1
 
@@ -122,6 +122,3 @@ def _header_roles(settings: ProxySettings) -> dict[bytes, int]:
         roles[b"x-forwarded-for"] = http1.DROP
     return roles
 
-
-def endpoints_of(snapshot: Snapshot) -> dict[str, Endpoint]:
-    return {e.key: e for b in snapshot.backends.values() for e in b.endpoints}
