@@ -19,10 +19,14 @@ class PickContext:
     """What a balancer may use to choose. Every field is optional: algorithms ignore what they do not need.
 
     `exclude` holds the keys of endpoints already tried for this request (a retry must go elsewhere).
+    `hash_key` is the consistent-hashing key of the request (upstream-hash-by), when the route has one.
+    `now` is the caller's clock (seconds, monotonic), for algorithms that age what they measure.
     """
 
     client_address: str = ""
     exclude: Collection[str] = ()
+    hash_key: bytes | None = None
+    now: float = 0.0
 
 
 NO_CONTEXT = PickContext()
