@@ -21,14 +21,14 @@ def test_empty_snapshot() -> None:
 def test_table_columns_and_no_host_star() -> None:
     snap = Snapshot(1, routes=(Route("", "/", PathType.PREFIX, backend(2), "ns/site"),))
     assert format_check(snap).splitlines()[:2] == [
-        "HOST  PATH  TYPE    BACKEND   ENDPOINTS                     INGRESS",
-        "*     /     Prefix  web:http  10.0.0.1:8080, 10.0.0.2:8080  ns/site",
+        "HOST  PATH  TYPE    BACKEND   ENDPOINTS               BALANCE      INGRESS",
+        "*     /     Prefix  web:http  10.0.0.1:8080, +1 more  round_robin  ns/site",
     ]
 
 
 def test_long_endpoint_lists_are_cut() -> None:
     snap = Snapshot(1, default_backend=backend(5))
-    assert "default backend: ns/web:http -> 10.0.0.1:8080, 10.0.0.2:8080, +3 more" in format_check(
+    assert "default backend: ns/web:http -> 10.0.0.1:8080, +4 more" in format_check(
         snap
     )
 

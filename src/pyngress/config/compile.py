@@ -36,13 +36,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from pyngress.config.annotations import balance_spec
 from pyngress.config.endpoints import backend_key, resolve_backend
 from pyngress.config.ingress import is_rejected
 from pyngress.config.loader import load_paths
 from pyngress.config.selection import CompileOptions, served_ingresses
 from pyngress.config.settings import parse_settings
 from pyngress.model import (
+    DEFAULT_BALANCE,
     Backend,
+    BalanceSpec,
     ConfigMap,
     EndpointSlice,
     Ingress,
@@ -74,17 +77,18 @@ def compile_snapshot(
     objects: Iterable[KubeObject], options: CompileOptions, *, version: int = 1, problems: Iterable[Problem] = ()
 ) -> Snapshot:
     index = _index(objects)
-    builder = _Builder(index)
+    settings, setting_problems = parse_settings(select_configmap(index.configmaps, options.configmap))
+    builder = _Builder(index, settings.load_balance)
     served = served_ingresses(index.ingresses, index.classes, options)
     for ingress in sorted(served, key=_age):
         builder.add(ingress)
-    settings, setting_problems = parse_settings(select_configmap(index.configmaps, options.configmap))
     others = {i.meta.key for i in index.ingresses} - {i.meta.key for i in served}
     found = [*_not_about(others, problems), *index.problems, *builder.problems, *setting_problems]
     return Snapshot(
         version=version,
         routes=tuple(sorted(builder.routes.values(), key=_route_order)),
         default_backend=builder.default[0] if builder.default else None,
+        default_balance=builder.default[2] if builder.default else DEFAULT_BALANCE,
         backends=MappingProxyType(dict(sorted(builder.backends.items()))),
         settings=settings,
         problems=tuple(sorted(dict.fromkeys(found), key=problem_order)),
@@ -140,18 +144,21 @@ def _add(index: _Index, obj: KubeObject) -> None:
 class _Builder:
     """Accumulates routes, backends and problems over the served Ingresses, oldest first."""
 
-    def __init__(self, index: _Index) -> None:
+    def __init__(self, index: _Index, default_algorithm: str) -> None:
         self._index = index
+        self._default_algorithm = default_algorithm
         self.routes: dict[tuple[str, str, PathType], Route] = {}
         self.backends: dict[str, Backend] = {}
-        self.default: tuple[Backend, str] | None = None
+        self.default: tuple[Backend, str, BalanceSpec] | None = None
         self.problems: list[Problem] = []
         self._resolved: dict[str, tuple[Backend, str]] = {}
         self._reported: set[tuple[str, str]] = set()  # (ingress, backend key) already given a problem
 
     def add(self, ingress: Ingress) -> None:
+        spec, problems = balance_spec(ingress, self._default_algorithm)
+        self.problems += problems
         if ingress.default_backend is not None:
-            self._add_default(ingress, ingress.default_backend)
+            self._add_default(ingress, ingress.default_backend, spec)
         for i, rule in enumerate(ingress.rules):
             host = rule.host.lower()
             for j, path in enumerate(rule.paths):
@@ -169,16 +176,17 @@ class _Builder:
                     continue
                 backend = self._backend(ingress, path.backend, f"{at}.backend")
                 if backend is not None:
-                    self.routes[route_key] = Route(host, path.path, path.path_type, backend, ingress.meta.key)
+                    self.routes[route_key] = Route(host, path.path, path.path_type, backend, ingress.meta.key,
+                                                   spec)
 
-    def _add_default(self, ingress: Ingress, ref: IngressBackend) -> None:
+    def _add_default(self, ingress: Ingress, ref: IngressBackend, spec: BalanceSpec) -> None:
         if self.default is not None:
             message = f"ignored: the older Ingress {self.default[1]} already sets the default backend"
             self.problems.append(_problem(ingress, "spec.defaultBackend", message, "warning"))
             return
         backend = self._backend(ingress, ref, "spec.defaultBackend")
         if backend is not None:
-            self.default = (backend, ingress.meta.key)
+            self.default = (backend, ingress.meta.key, spec)
 
     def _backend(self, ingress: Ingress, ref: IngressBackend, at: str) -> Backend | None:
         if ref.service is None:

@@ -3,9 +3,9 @@
 Plain text, no colour, no terminal width detection: it is piped into files, CI logs and diffs (the golden tests
 compare it byte for byte). Layout:
 
-    HOST      PATH  TYPE    BACKEND   ENDPOINTS                     INGRESS
-    foo.com   /api  Prefix  api:http  10.0.0.1:8080, 10.0.0.2:8080  default/web
-    *         /     Prefix  web:80    (none: no ready endpoints)    default/web
+    HOST      PATH  TYPE    BACKEND   ENDPOINTS                     BALANCE      INGRESS
+    foo.com   /api  Prefix  api:http  10.0.0.1:8080, 10.0.0.2:8080  round_robin  default/web
+    *         /     Prefix  web:80    (none: no ready endpoints)    least_conn   default/web
 
     default backend: default/fallback:80 -> 10.0.0.9:8080
 
@@ -14,7 +14,7 @@ compare it byte for byte). Layout:
       warning: ...
 
 Rows are in Snapshot order (hosts sorted, the no-host "*" rules last, as they are what requests fall through
-to). Columns are as wide as their widest cell; an endpoint list longer than two is cut to "+N more" so that
+to). Columns are as wide as their widest cell; an endpoint list longer than one is cut to "+N more" so that
 one big Deployment does not push a row past 120 columns. Problems: errors first, each as str(problem), which
 names the file, the object and the field.
 """
@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from pyngress.model import Backend, Problem, Snapshot
 
-HEADER = ("HOST", "PATH", "TYPE", "BACKEND", "ENDPOINTS", "INGRESS")
-MAX_ENDPOINTS_SHOWN = 2
+HEADER = ("HOST", "PATH", "TYPE", "BACKEND", "ENDPOINTS", "BALANCE", "INGRESS")
+MAX_ENDPOINTS_SHOWN = 1  # with the BALANCE column, two would push ordinary rows past 120
 NO_ENDPOINTS = "no ready endpoints"
 
 
@@ -45,6 +45,7 @@ def _route_table(snapshot: Snapshot) -> list[str]:
             r.path_type.value,
             f"{r.backend.service}:{r.backend.port}",
             format_endpoints(r.backend),
+            r.balance.label,
             r.ingress,
         )
         for r in snapshot.routes
@@ -54,7 +55,7 @@ def _route_table(snapshot: Snapshot) -> list[str]:
 
 
 def format_endpoints(backend: Backend) -> str:
-    """ "10.0.0.1:80, 10.0.0.2:80", cut after two, or "(none: <why>)"."""
+    """ "10.0.0.1:80, +1 more", cut after one, or "(none: <why>)"."""
     if not backend.endpoints:
         return f"(none: {backend.problem or NO_ENDPOINTS})"
     shown = [e.key for e in backend.endpoints[:MAX_ENDPOINTS_SHOWN]]

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from pyngress.model import ConfigMap, Problem, ProxySettings
+from pyngress.model import ALGORITHMS, ConfigMap, Problem, ProxySettings
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -64,6 +64,13 @@ def parse_cidrs(text: str) -> tuple[str, ...]:
         except ValueError:
             raise ValueError(f"{item!r} is not an IPv4 or IPv6 address or CIDR network") from None
     return tuple(out)
+
+
+def parse_algorithm(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ALGORITHMS:
+        raise ValueError(f"{text!r} is not one of {', '.join(ALGORITHMS)}")
+    return value
 
 
 def parse_header_name(text: str) -> str:
@@ -116,6 +123,7 @@ _KEYS: dict[str, Callable[[str], dict[str, Any]]] = {
     "generate-request-id": _one("generate_request_id", parse_bool),
     "enable-underscores-in-headers": _one("enable_underscores_in_headers", parse_bool),
     "large-client-header-buffers": _buffers,
+    "load-balance": _one("load_balance", parse_algorithm),
 }
 
 

@@ -27,6 +27,7 @@ class ProxySettings:
     trusted_proxies: tuple[str, ...] = ()  # proxy-real-ip-cidr, as CIDR strings
     forwarded_for_header: str = "X-Forwarded-For"  # forwarded-for-header
     generate_request_id: bool = True  # generate-request-id
+    load_balance: str = "round_robin"  # load-balance: the default algorithm of every route
     enable_underscores_in_headers: bool = False  # enable-underscores-in-headers: else such headers are dropped
     # large-client-header-buffers "4 8k": a request line longer than one buffer gets 414, a head larger than
     # all of them (or one header line longer than one buffer) gets 431.

@@ -62,6 +62,31 @@ class Backend:
     problem: str = ""  # why it has no endpoints, when that is a configuration problem (shown by check)
 
 
+ALGORITHMS = ("round_robin", "random", "least_conn", "p2c", "ewma")
+HASH_ALGORITHMS = ("ring", "maglev")
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceSpec:
+    """How a route spreads its requests (annotations load-balance, upstream-hash-by...; see config)."""
+
+    algorithm: str = "round_robin"  # one of ALGORITHMS; ignored when hash_by is set
+    hash_by: str = ""  # upstream-hash-by template ("$remote_addr", "$http_x_user"...); "" = no hashing
+    hash_algorithm: str = "ring"  # one of HASH_ALGORITHMS
+    subset_size: int = 0  # upstream-hash-by-subset: hash to a subset of this size, then pick at random in it
+
+    @property
+    def label(self) -> str:
+        """How `pyngress check` shows it."""
+        if not self.hash_by:
+            return self.algorithm
+        subset = f", subsets of {self.subset_size}" if self.subset_size else ""
+        return f"hash {self.hash_by} ({self.hash_algorithm}{subset})"
+
+
+DEFAULT_BALANCE = BalanceSpec()
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     host: str  # lower case; "" matches every host; "*.foo.com" matches exactly one label
@@ -69,6 +94,15 @@ class Route:
     path_type: PathType
     backend: Backend
     ingress: str  # "namespace/name" of the Ingress the rule came from
+    balance: BalanceSpec = DEFAULT_BALANCE
+    # Which live balancer serves this route: one per backend and way of balancing, so two Ingresses that
+    # balance one Service differently do not share a cursor. Plain round robin keeps the backend key.
+    balancer_key: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        spec = self.balance
+        key = self.backend.key if spec == DEFAULT_BALANCE else f"{self.backend.key}#{spec.label}"
+        object.__setattr__(self, "balancer_key", key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +110,7 @@ class Snapshot:
     version: int
     routes: tuple[Route, ...] = ()
     default_backend: Backend | None = None  # used when no rule matches; absent means 404
+    default_balance: BalanceSpec = DEFAULT_BALANCE  # how the default backend is balanced
     backends: Mapping[str, Backend] = field(default_factory=lambda: MappingProxyType({}))
     settings: ProxySettings = field(default_factory=ProxySettings)
     problems: tuple[Problem, ...] = ()
