@@ -23,10 +23,9 @@ sequence from zero reaches.
 exactly as if no reload happened. Otherwise endpoints that remain (by key) keep their standing (`current`, centred
 on 0 and clamped into (-W, W) of the new total), new ones start at 0, weight-0 endpoints take no part. So an
 endpoint that was due is still picked soon, and (checked over 60,000 random changes, with and without
-exclusions before them, and by a property test) in
-the first W picks after the change each endpoint gets its new weight give or take 1, and from the next cycle on
-every W consecutive picks are exact again. Without the clamp, a standing earned under larger weights skewed up
-to four picks and took up to three cycles to settle.
+exclusions before them, and by a property test) in the first W picks after the change each endpoint gets its
+new weight give or take 1, and from the next cycle on every W consecutive picks are exact again. Without the
+clamp, a standing earned under larger weights skewed up to four picks and took up to three cycles to settle.
 
 Retries: endpoints in `ctx.exclude` sit the pick out (no gain), the winner gives back the total of those that
 took part (as nginx skips tried peers), so the others' standing is unchanged; None when all are excluded.
