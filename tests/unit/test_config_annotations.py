@@ -54,7 +54,8 @@ def test_load_balance_under_either_prefix(prefix: str) -> None:
 
 
 def test_ours_wins_over_nginx_and_the_other_is_a_warning() -> None:
-    snap = compiled(ingress({"pyngress.io/load-balance": "p2c", "nginx.ingress.kubernetes.io/load-balance": "ewma"}))
+    snap = compiled(ingress({"pyngress.io/load-balance": "p2c",
+                             "nginx.ingress.kubernetes.io/load-balance": "ewma"}))
     assert snap.routes[0].balance.algorithm == "p2c"
     [problem] = snap.problems
     assert problem.severity == "warning"

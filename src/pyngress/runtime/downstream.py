@@ -26,10 +26,10 @@ import httptools
 from pyngress.balancing import PickContext
 from pyngress.routing import normalize_path
 from pyngress.runtime import http1, request_head
-from pyngress.runtime.exchange import NO_BODY, Exchange
+from pyngress.runtime.exchange import NO_BODY, Exchange, ExchangeView
 
 if TYPE_CHECKING:
-    from pyngress.model import Backend
+    from pyngress.model import Route
     from pyngress.runtime.server import ProxyServer
     from pyngress.runtime.state import Serving
 
@@ -76,6 +76,7 @@ class Downstream(asyncio.Protocol):
         self.closing = self.gone = True
         self.server.connection_closed(self)
         for ex in self.queue:
+            self.end_attempt(ex, ok=False)
             if ex.upstream is not None:
                 ex.upstream.abandon()
         self.queue.clear()
@@ -200,41 +201,59 @@ class Downstream(asyncio.Protocol):
             return
         if serving is None:
             serving = self.server.dataplane.serving
-        backend = _backend_for(ex, serving)
-        if backend is None:
+        route = _route_for(ex, serving)
+        if route is None:
             self.answer_status(ex, 404)
             return
-        self.dispatch(ex, serving, backend.key)
+        self.dispatch(ex, serving, route)
 
-    def dispatch(self, ex: Exchange, serving: Serving, backend_key: str, failed: int = 503) -> None:
+    def dispatch(self, ex: Exchange, serving: Serving, route: Route, failed: int = 503) -> None:
         """Pick an endpoint and send; `failed` is the answer when there is none (503: no endpoints at all;
         on a retry, the status of the attempt that failed)."""
-        balancer = serving.balancers.get(backend_key)
-        ctx = PickContext(self.client_ip, ex.tried) if ex.tried else self.server.no_context
+        key = route.balancer_key
+        balancer = serving.balancers.get(key)
+        contextual = ex.tried or key in serving.contextual
+        ctx = self._context(ex, serving, key) if contextual else self.server.no_context
         endpoint = balancer.pick(ctx) if balancer is not None else None
         if endpoint is None:
             self.answer_status(ex, failed)
             return
         ex.endpoint = endpoint
         ex.attempts += 1
+        if key in serving.tracked:  # a load-aware balancer: it counts this request until it ends
+            serving.stats.started(endpoint.key)
+            ex.tracked_at = self.server.loop.time()
         if ex.expect_continue and not ex.request_done and ex.attempts == 1 and self.transport is not None:
             self.transport.write(http1.CONTINUE_100)
         self.server.pool.acquire(endpoint, ex, serving.settings)
 
+    def _context(self, ex: Exchange, serving: Serving, key: str) -> PickContext:
+        hash_key = serving.hash_keys.get(key)
+        value = hash_key(ExchangeView(ex)) if hash_key is not None else None
+        return PickContext(self.client_ip, ex.tried, value, self.server.loop.time())
+
+    def end_attempt(self, ex: Exchange, ok: bool) -> None:
+        """Tell the stats registry that the attempt in flight ended (a response, or a failure)."""
+        if ex.tracked_at >= 0 and ex.endpoint is not None:
+            now = self.server.loop.time()
+            self.server.dataplane.stats.finished(ex.endpoint.key, now - ex.tracked_at if ok else None, now)
+            ex.tracked_at = -1.0
+
     def retry(self, ex: Exchange, status: int) -> None:
         """The attempt failed before any response byte: try another endpoint once, else answer `status`."""
         assert ex.endpoint is not None
+        self.end_attempt(ex, ok=False)
         ex.upstream = None
         ex.tried = (*ex.tried, ex.endpoint.key)
         if ex.attempts >= 2 or not ex.idempotent or not ex.replayable or self.gone:
             self.answer_status(ex, status)
             return
         serving = self.server.dataplane.serving  # the current config: it may have changed since the first try
-        backend = _backend_for(ex, serving)
-        if backend is None:
+        route = _route_for(ex, serving)
+        if route is None:
             self.answer_status(ex, status)
             return
-        self.dispatch(ex, serving, backend.key, failed=status)
+        self.dispatch(ex, serving, route, failed=status)
 
     def answer_status(self, ex: Exchange, status: int) -> None:
         # A body we have not read may still be on its way: then we cannot reuse the connection.
@@ -260,6 +279,7 @@ class Downstream(asyncio.Protocol):
 
     def finished(self, ex: Exchange) -> None:
         """The response to `ex` is complete on our side."""
+        self.end_attempt(ex, ok=ex.response_started)
         self.queue.popleft()
         self.requests += 1
         if ex.close_after:
@@ -332,7 +352,7 @@ class Downstream(asyncio.Protocol):
             self.transport.abort()
 
 
-def _backend_for(ex: Exchange, serving: Serving) -> Backend | None:
-    """The rule's backend, else the default backend, else None (404)."""
+def _route_for(ex: Exchange, serving: Serving) -> Route | None:
+    """The matching rule, else the default backend's route, else None (404)."""
     route = serving.table.match(ex.host, normalize_path(ex.path))
-    return route.backend if route is not None else serving.snapshot.default_backend
+    return route if route is not None else serving.default_route

@@ -8,8 +8,10 @@ waiting behind a pipelined request, retrying), kept in `pending`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from pyngress.routing import canonical_host, normalize_path
 from pyngress.runtime import http1
 
 if TYPE_CHECKING:
@@ -31,6 +33,7 @@ class Exchange:
         "close_after",
         "endpoint",
         "expect_continue",
+        "fields",
         "framing",
         "head",
         "host",
@@ -42,17 +45,22 @@ class Exchange:
         "pending_size",
         "request_done",
         "response_started",
+        "target",
+        "tracked_at",
         "tried",
         "upstream",
     )
 
     def __init__(self, client: Downstream, method: bytes, head: bytes, host: bytes, path: bytes,
-                 framing: int, keep_alive: bool, http10: bool) -> None:
+                 framing: int, keep_alive: bool, http10: bool, target: bytes = b"",
+                 fields: Sequence[bytes] = ()) -> None:
         self.client = client
         self.method = method
         self.head = head  # the complete upstream request head, built once
         self.host = host
         self.path = path
+        self.target = target  # the request-target as received
+        self.fields = fields  # the client's forwarded header fields, 4 items each: name, ": ", value, CRLF
         self.framing = framing
         self.keep_alive = keep_alive
         self.http10 = http10
@@ -68,6 +76,7 @@ class Exchange:
         self.response_started = False
         self.close_after = False
         self.canned: bytes | None = None  # a generated response, when the proxy answers itself
+        self.tracked_at = -1.0  # loop time the current attempt was reported to the stats registry, or -1
 
     @property
     def idempotent(self) -> bool:
@@ -108,3 +117,38 @@ class Exchange:
         self.pending = []
         self.pending_size = 0
         return pending
+
+
+class ExchangeView:
+    """The request as a hash key template reads it (balancing.hash_key.RequestView); made only for routes
+    with upstream-hash-by. `$http_<name>` sees the fields forwarded to the backend (and Host)."""
+
+    __slots__ = ("_ex",)
+
+    def __init__(self, ex: Exchange) -> None:
+        self._ex = ex
+
+    @property
+    def path(self) -> bytes:  # normalised, no query: computed only when the template reads $uri
+        return normalize_path(self._ex.path)
+
+    @property
+    def client_address(self) -> str:
+        return self._ex.client.client_ip
+
+    @property
+    def host(self) -> bytes:
+        return canonical_host(self._ex.host)
+
+    @property
+    def target(self) -> bytes:
+        return self._ex.target
+
+    def header(self, name_lower: bytes) -> bytes | None:
+        if name_lower == b"host":
+            return self._ex.host
+        fields = self._ex.fields
+        values = [fields[i + 2] for i in range(0, len(fields) - 3, 4) if fields[i].lower() == name_lower]
+        if not values:
+            return None
+        return (b"; " if name_lower == b"cookie" else b", ").join(values)

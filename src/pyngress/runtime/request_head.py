@@ -51,7 +51,7 @@ class Peer:
 
 # The head is assembled in one list: slots for method, URL and host first, then the forwarded fields as they
 # are parsed, then ours; one join at the end.
-_METHOD, _URL, _HOST = 0, 2, 4
+_METHOD, _URL, _HOST, _FIELDS = 0, 2, 4, 6
 
 
 class HeadBuilder:
@@ -121,16 +121,18 @@ class HeadBuilder:
         special = self.special
         if special is None and not trusted and self.serving.settings.generate_request_id:
             # the common case: nothing to look at, all forwarded fields ours
+            fields = lines[_FIELDS:]
             lines += (b"X-Request-ID: ", next_id(), b"\r\nX-Forwarded-Host: ", host, peer.untrusted_tail)
             if method in _EMPTY_BODY_METHODS:
                 lines.append(b"Content-Length: 0\r\n\r\n")
             else:
                 lines.append(b"\r\n")
-            return Exchange(client, method, b"".join(lines), host, path, NO_BODY, keep_alive, http10)
-        return self._finish_special(client, method, host, path, keep_alive, http10, peer, trusted, next_id)
+            return Exchange(client, method, b"".join(lines), host, path, NO_BODY, keep_alive, http10, url, fields)
+        return self._finish_special(client, method, url, host, path, keep_alive, http10, peer, trusted, next_id)
 
-    def _finish_special(self, client: Downstream, method: bytes, host: bytes, path: bytes, keep_alive: bool,
-                        http10: bool, peer: Peer, trusted: bool, next_id: Callable[[], bytes]) -> Exchange | int:
+    def _finish_special(self, client: Downstream, method: bytes, url: bytes, host: bytes, path: bytes,
+                        keep_alive: bool, http10: bool, peer: Peer, trusted: bool,
+                        next_id: Callable[[], bytes]) -> Exchange | int:
         special = self.special or {}
         framing = NO_BODY
         if http1.TRANSFER_ENCODING in special:
@@ -146,6 +148,7 @@ class HeadBuilder:
         if http1.CONNECTION in special:
             self._drop_connection_options(special[http1.CONNECTION])
         lines = self.lines
+        fields = lines[_FIELDS:]
         request_id = special.get(http1.REQUEST_ID)
         if request_id is None and self.serving.settings.generate_request_id:
             request_id = next_id()
@@ -164,7 +167,8 @@ class HeadBuilder:
             lines.append(b"Content-Length: 0\r\n")
         lines.append(b"\r\n")
         upgrade = http1.UPGRADE in special
-        ex = Exchange(client, method, b"".join(lines), host, path, framing, keep_alive and not upgrade, http10)
+        ex = Exchange(client, method, b"".join(lines), host, path, framing, keep_alive and not upgrade, http10,
+                      url, fields)
         expect = special.get(http1.EXPECT)
         ex.expect_continue = expect is not None and expect.lower() == b"100-continue"
         return ex

@@ -4,37 +4,43 @@
 and swaps it in with a single attribute assignment; a request reads `dataplane.serving` once and uses that
 object to the end, so a reload never shows a request half of one config and half of another.
 
-Balancers are live state: they are kept by Backend key across swaps and told the new endpoints with `update`,
-so round-robin cursors (and, later, counters) survive reloads.
+Balancers are live state: they are kept by `Route.balancer_key` (backend + way of balancing) across swaps and
+told the new endpoints with `update`, so cursors, rings and tables survive reloads. In-flight counts and
+latencies live in one `EndpointStatsRegistry` per worker, keyed by endpoint, shared by the load-aware
+balancers and kept across reloads too. The default backend is served through a route of its own
+(`Serving.default_route`), balanced as the Ingress that named it asks.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from pyngress.balancing import Balancer, RoundRobin
-from pyngress.model import Backend, ProxySettings, Snapshot
+from pyngress.balancing import Balancer
+from pyngress.balancing.factory import make_balancer, needs_context, uses_stats
+from pyngress.balancing.hash_key import HashKey, compile_hash_key
+from pyngress.balancing.stats import EndpointStatsRegistry
+from pyngress.model import PathType, ProxySettings, Route, Snapshot
 from pyngress.routing import RouteTable
 from pyngress.runtime import http1
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 ROLE_CACHE_LIMIT = 4096
-BalancerFactory = Callable[[Backend, random.Random], Balancer]
-
-
-def round_robin(backend: Backend, rng: random.Random) -> Balancer:
-    return RoundRobin(backend.endpoints, rng)
 
 
 @dataclass(frozen=True, slots=True)
 class Serving:
     snapshot: Snapshot
     table: RouteTable
-    balancers: Mapping[str, Balancer]
+    default_route: Route | None  # the default backend as a route: used when no rule matches
+    balancers: Mapping[str, Balancer]  # by Route.balancer_key
+    hash_keys: Mapping[str, HashKey]  # balancer key -> compiled upstream-hash-by template
+    tracked: frozenset[str]  # balancer keys whose balancer reads in-flight counts and latencies
+    contextual: frozenset[str]  # balancer keys whose pick needs the request or the clock
+    stats: EndpointStatsRegistry
     settings: ProxySettings
     # Raw header name (as the client spelled it) -> role. Starts as http1.REQUEST_HEADER_ROLE (with
     # forwarded-for-header mapped in) and learns each new spelling once, so the hot path does one dict lookup
@@ -74,11 +80,10 @@ class Serving:
 class Dataplane:
     """Holds the current `Serving`; `install` is the only writer, called on the event loop thread."""
 
-    def __init__(self, snapshot: Snapshot, *, rng: random.Random | None = None,
-                 factory: BalancerFactory = round_robin) -> None:
+    def __init__(self, snapshot: Snapshot, *, rng: random.Random | None = None) -> None:
         self._rng = rng or random.Random()
-        self._factory = factory
         self._balancers: dict[str, Balancer] = {}
+        self.stats = EndpointStatsRegistry()
         self.serving = self._build(snapshot)
 
     def install(self, snapshot: Snapshot) -> Serving:
@@ -86,25 +91,43 @@ class Dataplane:
         return serving
 
     def _build(self, snapshot: Snapshot) -> Serving:
-        backends = dict(snapshot.backends)
+        routes = list(snapshot.routes)
+        default_route = None
         if snapshot.default_backend is not None:
-            backends.setdefault(snapshot.default_backend.key, snapshot.default_backend)
-        for route in snapshot.routes:
-            backends.setdefault(route.backend.key, route.backend)
+            default_route = Route("", "/", PathType.PREFIX, snapshot.default_backend, "(default backend)",
+                                  snapshot.default_balance)
+            routes.append(default_route)
         balancers: dict[str, Balancer] = {}
-        for key, backend in backends.items():
+        hash_keys: dict[str, HashKey] = {}
+        tracked, contextual = set(), set()
+        for route in routes:
+            key, spec, endpoints = route.balancer_key, route.balance, route.backend.endpoints
+            if key in balancers:
+                continue
             balancer = self._balancers.get(key)
             if balancer is None:
-                balancer = self._factory(backend, self._rng)
+                balancer = make_balancer(spec, endpoints, self._rng, self.stats)
             else:
-                balancer.update(backend.endpoints)
+                balancer.update(endpoints)
             balancers[key] = balancer
+            if spec.hash_by:
+                hash_keys[key] = compile_hash_key(spec.hash_by)  # validated by config: does not raise here
+            if uses_stats(spec):
+                tracked.add(key)
+            if needs_context(spec):
+                contextual.add(key)
         self._balancers = balancers
+        self.stats.retain({e.key for r in routes for e in r.backend.endpoints})
         settings = snapshot.settings
         return Serving(
             snapshot=snapshot,
             table=RouteTable(snapshot.routes),
+            default_route=default_route,
             balancers=MappingProxyType(balancers),
+            hash_keys=MappingProxyType(hash_keys),
+            tracked=frozenset(tracked),
+            contextual=frozenset(contextual),
+            stats=self.stats,
             settings=settings,
             header_roles=_header_roles(settings),
             trusted=tuple(ipaddress.ip_network(c, strict=False) for c in settings.trusted_proxies)
