@@ -21,12 +21,14 @@ class PickContext:
     `exclude` holds the keys of endpoints already tried for this request (a retry must go elsewhere).
     `hash_key` is the consistent-hashing key of the request (upstream-hash-by), when the route has one.
     `now` is the caller's clock (seconds, monotonic), for algorithms that age what they measure.
+    `affinity` is the request's session cookie value, for cookie affinity.
     """
 
     client_address: str = ""
     exclude: Collection[str] = ()
     hash_key: bytes | None = None
     now: float = 0.0
+    affinity: bytes | None = None
 
 
 NO_CONTEXT = PickContext()

@@ -11,19 +11,30 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+from pyngress.balancing.affinity import ClientIPAffinity, CookieAffinity
 from pyngress.balancing.base import Balancer
 from pyngress.balancing.hashing import HashSubset, Maglev, RingHash
 from pyngress.balancing.load import LeastConn, PeakEwma, PowerOfTwo
 from pyngress.balancing.random_pick import RandomPick
 from pyngress.balancing.stats import EndpointStatsRegistry
 from pyngress.balancing.weighted import SmoothWeightedRoundRobin
-from pyngress.model import BalanceSpec, Endpoint
+from pyngress.model import AffinitySpec, BalanceSpec, Endpoint
 
 LOAD_AWARE = frozenset({"least_conn", "p2c", "ewma"})
 
 
-def make_balancer(spec: BalanceSpec, endpoints: Sequence[Endpoint], rng: random.Random,
-                  stats: EndpointStatsRegistry) -> Balancer:
+def make_balancer(spec: BalanceSpec, affinity: AffinitySpec, endpoints: Sequence[Endpoint],
+                  rng: random.Random, stats: EndpointStatsRegistry) -> Balancer:
+    inner = _algorithm(spec, endpoints, rng, stats)
+    if affinity.kind == "cookie":
+        return CookieAffinity(inner, endpoints, salt=affinity.salt.encode(), mode=affinity.mode, rng=rng)
+    if affinity.kind == "client-ip":
+        return ClientIPAffinity(inner, endpoints, timeout=affinity.timeout, table_size=affinity.table_size)
+    return inner
+
+
+def _algorithm(spec: BalanceSpec, endpoints: Sequence[Endpoint], rng: random.Random,
+               stats: EndpointStatsRegistry) -> Balancer:
     if spec.hash_by:
         if spec.subset_size:
             return HashSubset(endpoints, rng, spec.subset_size, spec.hash_algorithm)
@@ -45,6 +56,6 @@ def uses_stats(spec: BalanceSpec) -> bool:
     return not spec.hash_by and spec.algorithm in LOAD_AWARE
 
 
-def needs_context(spec: BalanceSpec) -> bool:
-    """Does `pick` read the request (hash key) or the clock, beyond what a retry needs?"""
-    return bool(spec.hash_by) or spec.algorithm == "ewma"
+def needs_context(spec: BalanceSpec, affinity: AffinitySpec) -> bool:
+    """Does `pick` read the request (hash key, cookie, address) or the clock, beyond what a retry needs?"""
+    return bool(spec.hash_by) or spec.algorithm == "ewma" or bool(affinity.kind)

@@ -88,6 +88,37 @@ DEFAULT_BALANCE = BalanceSpec()
 
 
 @dataclass(frozen=True, slots=True)
+class AffinitySpec:
+    """Session affinity of a route (annotations affinity, session-cookie-*; a Service's sessionAffinity)."""
+
+    kind: str = ""  # "" (none), "cookie" or "client-ip"
+    mode: str = "persistent"  # cookie: "persistent" (the cookie names the endpoint) or "balanced"
+    cookie_name: str = "INGRESSCOOKIE"
+    cookie_path: str = ""  # "" means the route's path
+    cookie_domain: str = ""
+    samesite: str = ""  # "", "None", "Lax" or "Strict"
+    conditional_samesite_none: bool = False  # leave SameSite=None out for clients known to mishandle it
+    expires: int = 0  # seconds from now; 0: no Expires
+    max_age: int = 0  # 0: no Max-Age
+    secure: bool = False
+    change_on_failure: bool = False  # a retried request gets a cookie for the endpoint that answered
+    salt: str = ""  # keys the persistent token; replicas that must agree share it (ConfigMap)
+    timeout: float = 10800.0  # client-ip: seconds idle before the address is balanced again
+    table_size: int = 65536  # client-ip: addresses remembered per route (LRU)
+
+    @property
+    def label(self) -> str:
+        if self.kind == "cookie":
+            return f"cookie {self.cookie_name} ({self.mode})"
+        if self.kind == "client-ip":
+            return f"client-ip {self.timeout:g}s"
+        return ""
+
+
+NO_AFFINITY = AffinitySpec()
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     host: str  # lower case; "" matches every host; "*.foo.com" matches exactly one label
     path: str
@@ -95,13 +126,17 @@ class Route:
     backend: Backend
     ingress: str  # "namespace/name" of the Ingress the rule came from
     balance: BalanceSpec = DEFAULT_BALANCE
+    affinity: AffinitySpec = NO_AFFINITY
     # Which live balancer serves this route: one per backend and way of balancing, so two Ingresses that
     # balance one Service differently do not share a cursor. Plain round robin keeps the backend key.
     balancer_key: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        spec = self.balance
-        key = self.backend.key if spec == DEFAULT_BALANCE else f"{self.backend.key}#{spec.label}"
+        key = self.backend.key
+        if self.balance != DEFAULT_BALANCE:
+            key += f"#{self.balance.label}"
+        if self.affinity != NO_AFFINITY:
+            key += f"#{self.affinity.label}#{hash(self.affinity):x}"  # cookie settings differ: own table
         object.__setattr__(self, "balancer_key", key)
 
 
@@ -111,6 +146,7 @@ class Snapshot:
     routes: tuple[Route, ...] = ()
     default_backend: Backend | None = None  # used when no rule matches; absent means 404
     default_balance: BalanceSpec = DEFAULT_BALANCE  # how the default backend is balanced
+    default_affinity: AffinitySpec = NO_AFFINITY
     backends: Mapping[str, Backend] = field(default_factory=lambda: MappingProxyType({}))
     settings: ProxySettings = field(default_factory=ProxySettings)
     problems: tuple[Problem, ...] = ()

@@ -18,18 +18,20 @@ ours is full the upstream stops reading (see `pause_writing`).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from pyngress.balancing import PickContext
+from pyngress.balancing import Balancer, PickContext
+from pyngress.balancing.affinity import CookieAffinity
 from pyngress.routing import normalize_path
-from pyngress.runtime import http1, request_head
+from pyngress.runtime import cookies, http1, request_head
 from pyngress.runtime.exchange import NO_BODY, Exchange, ExchangeView
 
 if TYPE_CHECKING:
-    from pyngress.model import Route
+    from pyngress.model import AffinitySpec, Endpoint, Route
     from pyngress.runtime.server import ProxyServer
     from pyngress.runtime.state import Serving
 
@@ -220,6 +222,8 @@ class Downstream(asyncio.Protocol):
             return
         ex.endpoint = endpoint
         ex.attempts += 1
+        if key in serving.cookies and balancer is not None:
+            self._affinity_cookie(ex, serving.cookies[key], balancer, endpoint, route, ctx.affinity)
         if key in serving.tracked:  # a load-aware balancer: it counts this request until it ends
             serving.stats.started(endpoint.key)
             ex.tracked_at = self.server.loop.time()
@@ -230,7 +234,22 @@ class Downstream(asyncio.Protocol):
     def _context(self, ex: Exchange, serving: Serving, key: str) -> PickContext:
         hash_key = serving.hash_keys.get(key)
         value = hash_key(ExchangeView(ex)) if hash_key is not None else None
-        return PickContext(self.client_ip, ex.tried, value, self.server.loop.time())
+        affinity = serving.cookies.get(key)
+        token = None
+        if affinity is not None:
+            token = cookies.cookie_value(ExchangeView(ex).header(b"cookie"), affinity.cookie_name.encode())
+        return PickContext(self.client_ip, ex.tried, value, self.server.loop.time(), token)
+
+    def _affinity_cookie(self, ex: Exchange, spec: AffinitySpec, balancer: Balancer, endpoint: Endpoint,
+                         route: Route, current: bytes | None) -> None:
+        """After a pick on a cookie-affinity route: the Set-Cookie the response must carry, if any."""
+        if ex.attempts > 1 and not spec.change_on_failure:
+            return  # ingress-nginx: a retried request keeps the cookie it came with, unless change-on-failure
+        assert isinstance(balancer, CookieAffinity)
+        token = balancer.token(endpoint, current)
+        if token is not None:
+            agent = ExchangeView(ex).header(b"user-agent") if spec.conditional_samesite_none else None
+            ex.set_cookie = cookies.set_cookie(spec, token, route.path, time.time(), agent)
 
     def end_attempt(self, ex: Exchange, ok: bool) -> None:
         """Tell the stats registry that the attempt in flight ended (a response, or a failure)."""

@@ -45,6 +45,7 @@ class Exchange:
         "pending_size",
         "request_done",
         "response_started",
+        "set_cookie",
         "target",
         "tracked_at",
         "tried",
@@ -77,6 +78,7 @@ class Exchange:
         self.close_after = False
         self.canned: bytes | None = None  # a generated response, when the proxy answers itself
         self.tracked_at = -1.0  # loop time the current attempt was reported to the stats registry, or -1
+        self.set_cookie: bytes | None = None  # a Set-Cookie line the response must carry (session affinity)
 
     @property
     def idempotent(self) -> bool:

@@ -23,7 +23,7 @@ from pyngress.balancing import Balancer
 from pyngress.balancing.factory import make_balancer, needs_context, uses_stats
 from pyngress.balancing.hash_key import HashKey, compile_hash_key
 from pyngress.balancing.stats import EndpointStatsRegistry
-from pyngress.model import PathType, ProxySettings, Route, Snapshot
+from pyngress.model import AffinitySpec, PathType, ProxySettings, Route, Snapshot
 from pyngress.routing import RouteTable
 from pyngress.runtime import http1
 
@@ -38,6 +38,7 @@ class Serving:
     default_route: Route | None  # the default backend as a route: used when no rule matches
     balancers: Mapping[str, Balancer]  # by Route.balancer_key
     hash_keys: Mapping[str, HashKey]  # balancer key -> compiled upstream-hash-by template
+    cookies: Mapping[str, AffinitySpec]  # balancer key -> its cookie affinity (the balancer is a CookieAffinity)
     tracked: frozenset[str]  # balancer keys whose balancer reads in-flight counts and latencies
     contextual: frozenset[str]  # balancer keys whose pick needs the request or the clock
     stats: EndpointStatsRegistry
@@ -95,10 +96,11 @@ class Dataplane:
         default_route = None
         if snapshot.default_backend is not None:
             default_route = Route("", "/", PathType.PREFIX, snapshot.default_backend, "(default backend)",
-                                  snapshot.default_balance)
+                                  snapshot.default_balance, snapshot.default_affinity)
             routes.append(default_route)
         balancers: dict[str, Balancer] = {}
         hash_keys: dict[str, HashKey] = {}
+        cookies: dict[str, AffinitySpec] = {}
         tracked, contextual = set(), set()
         for route in routes:
             key, spec, endpoints = route.balancer_key, route.balance, route.backend.endpoints
@@ -106,7 +108,7 @@ class Dataplane:
                 continue
             balancer = self._balancers.get(key)
             if balancer is None:
-                balancer = make_balancer(spec, endpoints, self._rng, self.stats)
+                balancer = make_balancer(spec, route.affinity, endpoints, self._rng, self.stats)
             else:
                 balancer.update(endpoints)
             balancers[key] = balancer
@@ -114,8 +116,10 @@ class Dataplane:
                 hash_keys[key] = compile_hash_key(spec.hash_by)  # validated by config: does not raise here
             if uses_stats(spec):
                 tracked.add(key)
-            if needs_context(spec):
+            if needs_context(spec, route.affinity):
                 contextual.add(key)
+            if route.affinity.kind == "cookie":
+                cookies[key] = route.affinity
         self._balancers = balancers
         self.stats.retain({e.key for r in routes for e in r.backend.endpoints})
         settings = snapshot.settings
@@ -125,6 +129,7 @@ class Dataplane:
             default_route=default_route,
             balancers=MappingProxyType(balancers),
             hash_keys=MappingProxyType(hash_keys),
+            cookies=MappingProxyType(cookies),
             tracked=frozenset(tracked),
             contextual=frozenset(contextual),
             stats=self.stats,

@@ -269,6 +269,8 @@ class Upstream(asyncio.Protocol):
         head = self._lines
         line = self._status_line
         head[0] = line if line.startswith(b"HTTP/1.1 ") else b"HTTP/1.1" + line[8:]
+        if ex.set_cookie is not None:
+            head.append(ex.set_cookie)
         if mode == CHUNKED and not ex.http10:
             head.append(b"Transfer-Encoding: chunked\r\n")
         if close:
