@@ -118,3 +118,55 @@ def test_same_backend_balanced_two_ways_gets_two_balancer_keys() -> None:
     b = compiled(ingress({"pyngress.io/load-balance": "random"})).routes[0]
     assert a.backend == b.backend
     assert a.balancer_key != b.balancer_key
+
+
+def test_cookie_affinity_from_nginx_annotations() -> None:
+    n = "nginx.ingress.kubernetes.io/"
+    snap = compiled(ingress({
+        n + "affinity": "cookie", n + "session-cookie-name": "route", n + "session-cookie-samesite": "lax",
+        n + "session-cookie-max-age": "172800", n + "session-cookie-secure": "true",
+        n + "session-cookie-change-on-failure": "true",
+    }), configmap({"session-cookie-salt": "shared-secret"}))
+    affinity = snap.routes[0].affinity
+    assert (affinity.kind, affinity.mode, affinity.cookie_name, affinity.samesite, affinity.max_age) == (
+        "cookie", "persistent", "route", "Lax", 172800)
+    assert affinity.secure and affinity.change_on_failure and affinity.salt == "shared-secret"
+    assert snap.problems == ()
+    assert "cookie route (persistent)" in format_check(snap)
+
+
+def test_cookie_affinity_without_a_salt_warns() -> None:
+    snap = compiled(ingress({"pyngress.io/affinity": "cookie"}))
+    assert snap.routes[0].affinity.salt == "pyngress:shop/site"
+    [problem] = snap.problems
+    assert problem.severity == "warning" and "session-cookie-salt" in problem.message
+
+
+@pytest.mark.parametrize(("name", "value"), [("session-cookie-samesite", "Sometimes"),
+                                             ("session-cookie-name", "bad name"),
+                                             ("session-cookie-path", "relative"),
+                                             ("session-cookie-max-age", "-5"),
+                                             ("affinity-mode", "sticky")])
+def test_bad_cookie_settings_are_errors(name: str, value: str) -> None:
+    snap = compiled(ingress({"pyngress.io/affinity": "cookie", "pyngress.io/" + name: value}),
+                    configmap({"session-cookie-salt": "s"}))
+    errors = [p.field for p in snap.problems if p.severity == "error"]
+    assert errors == [f"metadata.annotations[pyngress.io/{name}]"]
+    assert snap.routes[0].affinity.kind == "cookie"
+
+
+def test_service_client_ip_affinity_applies_to_its_routes() -> None:
+    service = {**SERVICE, "spec": {"ports": [{"port": 80}], "sessionAffinity": "ClientIP",
+                                   "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 600}}}}
+    objects = []
+    for manifest in (service, ingress({})):
+        obj, _ = parse_manifest(manifest, "test.yaml")
+        assert obj is not None
+        objects.append(obj)
+    snap = compile_snapshot(objects, CompileOptions())
+    assert (snap.routes[0].affinity.kind, snap.routes[0].affinity.timeout) == ("client-ip", 600.0)
+
+
+def test_client_ip_affinity_annotation_with_timeout() -> None:
+    snap = compiled(ingress({"pyngress.io/affinity": "client-ip", "pyngress.io/client-ip-timeout": "30"}))
+    assert (snap.routes[0].affinity.kind, snap.routes[0].affinity.timeout) == ("client-ip", 30.0)

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from pyngress.config.annotations import balance_spec
+from pyngress.config.annotations import affinity_spec, balance_spec
 from pyngress.config.endpoints import backend_key, resolve_backend
 from pyngress.config.ingress import is_rejected
 from pyngress.config.loader import load_paths
@@ -44,6 +44,8 @@ from pyngress.config.selection import CompileOptions, served_ingresses
 from pyngress.config.settings import parse_settings
 from pyngress.model import (
     DEFAULT_BALANCE,
+    NO_AFFINITY,
+    AffinitySpec,
     Backend,
     BalanceSpec,
     ConfigMap,
@@ -54,6 +56,7 @@ from pyngress.model import (
     KubeObject,
     PathType,
     Problem,
+    ProxySettings,
     Route,
     Service,
     Snapshot,
@@ -78,7 +81,7 @@ def compile_snapshot(
 ) -> Snapshot:
     index = _index(objects)
     settings, setting_problems = parse_settings(select_configmap(index.configmaps, options.configmap))
-    builder = _Builder(index, settings.load_balance)
+    builder = _Builder(index, settings)
     served = served_ingresses(index.ingresses, index.classes, options)
     for ingress in sorted(served, key=_age):
         builder.add(ingress)
@@ -89,6 +92,7 @@ def compile_snapshot(
         routes=tuple(sorted(builder.routes.values(), key=_route_order)),
         default_backend=builder.default[0] if builder.default else None,
         default_balance=builder.default[2] if builder.default else DEFAULT_BALANCE,
+        default_affinity=builder.default[3] if builder.default else NO_AFFINITY,
         backends=MappingProxyType(dict(sorted(builder.backends.items()))),
         settings=settings,
         problems=tuple(sorted(dict.fromkeys(found), key=problem_order)),
@@ -144,21 +148,23 @@ def _add(index: _Index, obj: KubeObject) -> None:
 class _Builder:
     """Accumulates routes, backends and problems over the served Ingresses, oldest first."""
 
-    def __init__(self, index: _Index, default_algorithm: str) -> None:
+    def __init__(self, index: _Index, settings: ProxySettings) -> None:
         self._index = index
-        self._default_algorithm = default_algorithm
+        self._settings = settings
         self.routes: dict[tuple[str, str, PathType], Route] = {}
         self.backends: dict[str, Backend] = {}
-        self.default: tuple[Backend, str, BalanceSpec] | None = None
+        self.default: tuple[Backend, str, BalanceSpec, AffinitySpec] | None = None
         self.problems: list[Problem] = []
         self._resolved: dict[str, tuple[Backend, str]] = {}
         self._reported: set[tuple[str, str]] = set()  # (ingress, backend key) already given a problem
 
     def add(self, ingress: Ingress) -> None:
-        spec, problems = balance_spec(ingress, self._default_algorithm)
-        self.problems += problems
+        spec, problems = balance_spec(ingress, self._settings.load_balance)
+        affinity, affinity_problems = affinity_spec(ingress, self._settings)
+        self.problems += problems + affinity_problems
         if ingress.default_backend is not None:
-            self._add_default(ingress, ingress.default_backend, spec)
+            self._add_default(ingress, ingress.default_backend, spec,
+                              self._affinity(ingress, ingress.default_backend, affinity))
         for i, rule in enumerate(ingress.rules):
             host = rule.host.lower()
             for j, path in enumerate(rule.paths):
@@ -177,16 +183,27 @@ class _Builder:
                 backend = self._backend(ingress, path.backend, f"{at}.backend")
                 if backend is not None:
                     self.routes[route_key] = Route(host, path.path, path.path_type, backend, ingress.meta.key,
-                                                   spec)
+                                                   spec, self._affinity(ingress, path.backend, affinity))
 
-    def _add_default(self, ingress: Ingress, ref: IngressBackend, spec: BalanceSpec) -> None:
+    def _affinity(self, ingress: Ingress, ref: IngressBackend, asked: AffinitySpec) -> AffinitySpec:
+        """The Ingress's own affinity, else the Service's `sessionAffinity: ClientIP` (as kube-proxy)."""
+        if asked.kind or ref.service is None:
+            return asked
+        svc = self._index.services.get((ingress.meta.namespace, ref.service.name))
+        if svc is None or svc.session_affinity != "ClientIP":
+            return asked
+        return AffinitySpec(kind="client-ip", timeout=float(svc.session_affinity_timeout),
+                            table_size=self._settings.affinity_table_size)
+
+    def _add_default(self, ingress: Ingress, ref: IngressBackend, spec: BalanceSpec,
+                     affinity: AffinitySpec) -> None:
         if self.default is not None:
             message = f"ignored: the older Ingress {self.default[1]} already sets the default backend"
             self.problems.append(_problem(ingress, "spec.defaultBackend", message, "warning"))
             return
         backend = self._backend(ingress, ref, "spec.defaultBackend")
         if backend is not None:
-            self.default = (backend, ingress.meta.key, spec)
+            self.default = (backend, ingress.meta.key, spec, affinity)
 
     def _backend(self, ingress: Ingress, ref: IngressBackend, at: str) -> Backend | None:
         if ref.service is None:

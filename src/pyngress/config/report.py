@@ -45,7 +45,7 @@ def _route_table(snapshot: Snapshot) -> list[str]:
             r.path_type.value,
             f"{r.backend.service}:{r.backend.port}",
             format_endpoints(r.backend),
-            r.balance.label,
+            f"{r.balance.label}, {r.affinity.label}" if r.affinity.kind else r.balance.label,
             r.ingress,
         )
         for r in snapshot.routes

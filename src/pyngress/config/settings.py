@@ -124,6 +124,8 @@ _KEYS: dict[str, Callable[[str], dict[str, Any]]] = {
     "enable-underscores-in-headers": _one("enable_underscores_in_headers", parse_bool),
     "large-client-header-buffers": _buffers,
     "load-balance": _one("load_balance", parse_algorithm),
+    "session-cookie-salt": _one("session_cookie_salt", str.strip),
+    "affinity-table-size": _one("affinity_table_size", parse_count),
 }
 
 

@@ -28,6 +28,8 @@ class ProxySettings:
     forwarded_for_header: str = "X-Forwarded-For"  # forwarded-for-header
     generate_request_id: bool = True  # generate-request-id
     load_balance: str = "round_robin"  # load-balance: the default algorithm of every route
+    session_cookie_salt: str = ""  # session-cookie-salt: keys persistent affinity cookies (share it)
+    affinity_table_size: int = 65536  # affinity-table-size: client-ip affinity addresses per route
     enable_underscores_in_headers: bool = False  # enable-underscores-in-headers: else such headers are dropped
     # large-client-header-buffers "4 8k": a request line longer than one buffer gets 414, a head larger than
     # all of them (or one header line longer than one buffer) gets 431.
