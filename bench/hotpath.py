@@ -1,4 +1,4 @@
-"""The proxy's own CPU per request, without sockets: `python bench/hotpath.py`.
+"""The proxy's own CPU per request, without sockets, per way of balancing: `python bench/hotpath.py`.
 
 One client connection and one pooled upstream connection are wired to in-memory transports; the loop feeds a
 wrk-like request to the client side and an nginx-like response to the upstream side, so what is timed is
@@ -6,17 +6,33 @@ exactly the Python (and httptools) work pyngress adds per request: parsing both 
 rewriting headers, pool hand-over. No syscalls, no event-loop turns. The result is the floor that the `user`
 column of `bench/run.py` sits on (that one also counts uvloop's own work per read and write).
 
-Best of several repeats, since this machine's other core is busy with whatever else runs.
+Each balancing variant (round robin, p2c, ewma, ring hash, cookie affinity) runs the same loop over three
+endpoints; its extra µs against round robin, divided by the whole per-request CPU that `bench/run.py` measured
+for round robin (user + kernel), is its cost in throughput. Best of several repeats, since this machine's
+other core is busy with whatever else runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from types import MappingProxyType
 from typing import Any
 
-from pyngress.model import Backend, Endpoint, PathType, ProxySettings, Route, Snapshot
+from pyngress.balancing import RoundRobin
+from pyngress.balancing.affinity import CookieAffinity
+from pyngress.model import (
+    NO_AFFINITY,
+    AffinitySpec,
+    Backend,
+    BalanceSpec,
+    Endpoint,
+    PathType,
+    ProxySettings,
+    Route,
+    Snapshot,
+)
 from pyngress.runtime.downstream import Downstream
 from pyngress.runtime.server import ProxyServer
 from pyngress.runtime.upstream import Upstream
@@ -26,7 +42,8 @@ RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sun, 29 Nov 2026 
             b"Content-Type: text/plain\r\nContent-Length: 19\r\nConnection: keep-alive\r\n\r\n"
             b"hello from backend\n")
 REQUESTS = 100_000
-REPEATS = 7
+REPEATS = 5
+PER_REQUEST_CPU_US = 20.7  # user + sys per request of pyngress, round robin, bench/run.py on 2026-11-29
 
 
 class MemoryTransport:
@@ -49,36 +66,55 @@ class MemoryTransport:
     def close(self) -> None: ...
 
 
-def snapshot() -> Snapshot:
-    backend = Backend("default/web:80", "default", "web", "80", (Endpoint("127.0.0.1", 9000),))
+ENDPOINTS = tuple(Endpoint("127.0.0.1", 9000 + i) for i in range(3))
+COOKIE = AffinitySpec(kind="cookie", salt="bench")
+
+# name -> how the route balances, and the request a returning client sends
+VARIANTS: dict[str, tuple[BalanceSpec, AffinitySpec, bytes]] = {
+    "round_robin": (BalanceSpec(), NO_AFFINITY, REQUEST),
+    "p2c": (BalanceSpec(algorithm="p2c"), NO_AFFINITY, REQUEST),
+    "ewma": (BalanceSpec(algorithm="ewma"), NO_AFFINITY, REQUEST),
+    "ring hash $remote_addr": (BalanceSpec(hash_by="$remote_addr"), NO_AFFINITY, REQUEST),
+    "cookie affinity": (BalanceSpec(), COOKIE, b""),  # the request (with its cookie) is made below
+}
+
+
+def snapshot(spec: BalanceSpec, affinity: AffinitySpec) -> Snapshot:
+    backend = Backend("default/web:80", "default", "web", "80", ENDPOINTS)
     unlimited = ProxySettings(keep_alive_requests=10**9, upstream_keepalive_requests=10**9)
-    return Snapshot(1, routes=(Route("", "/", PathType.PREFIX, backend, "default/web"),),
-                    backends=MappingProxyType({backend.key: backend}), settings=unlimited)
+    route = Route("", "/", PathType.PREFIX, backend, "default/web", spec, affinity)
+    return Snapshot(1, routes=(route,), backends=MappingProxyType({backend.key: backend}), settings=unlimited)
 
 
-async def measure() -> tuple[float, float]:
-    snap = snapshot()
+def cookie_request(route: Route) -> bytes:
+    token = CookieAffinity(RoundRobin(ENDPOINTS, random.Random(0)), ENDPOINTS, salt=b"bench").token(
+        ENDPOINTS[1], None)
+    assert token is not None
+    return REQUEST[:-2] + b"Cookie: INGRESSCOOKIE=" + token + b"\r\n\r\n"
+
+
+async def measure(spec: BalanceSpec, affinity: AffinitySpec, request: bytes) -> float:
+    snap = snapshot(spec, affinity)
+    request = request or cookie_request(snap.routes[0])
     server = ProxyServer(snap)
     client, client_transport = Downstream(server), MemoryTransport()
     client.connection_made(client_transport)  # type: ignore[arg-type]
-    upstream = Upstream(server.pool, snap.routes[0].backend.endpoints[0])
-    upstream.connection_made(MemoryTransport())  # type: ignore[arg-type]
     server.pool.settings = snap.settings
-    server.pool.release(upstream)
-    best_total = best_request = float("inf")
+    upstreams = {}
+    for endpoint in ENDPOINTS:
+        upstream = upstreams[endpoint.key] = Upstream(server.pool, endpoint)
+        upstream.connection_made(MemoryTransport())  # type: ignore[arg-type]
+        server.pool.release(upstream)
+    best = float("inf")
     clock = time.perf_counter
     for _ in range(REPEATS):
-        request_side = 0.0
         start = clock()
         for _ in range(REQUESTS):
-            t0 = clock()
-            client.data_received(REQUEST)
-            request_side += clock() - t0
-            upstream.data_received(RESPONSE)
-        best_total = min(best_total, clock() - start)
-        best_request = min(best_request, request_side)
+            client.data_received(request)
+            upstreams[client.queue[0].endpoint.key].data_received(RESPONSE)  # type: ignore[union-attr]
+        best = min(best, clock() - start)
     assert client_transport.last.endswith(b"hello from backend\n"), "the response did not reach the client"
-    return best_total / REQUESTS * 1e6, best_request / REQUESTS * 1e6
+    return best / REQUESTS * 1e6
 
 
 def main() -> None:
@@ -88,9 +124,15 @@ def main() -> None:
         run = uvloop.run
     except ImportError:
         run = asyncio.run
-    total, request_side = run(measure())
-    print(f"pyngress hot path: {total:.2f} µs per request (request side ~{request_side:.2f} µs incl. timer "
-          f"overhead), best of {REPEATS} x {REQUESTS:,}")
+    results = {name: run(measure(*variant)) for name, variant in VARIANTS.items()}
+    base = results["round_robin"]
+    print(f"pyngress hot path, µs of Python per request (best of {REPEATS} x {REQUESTS:,}, 3 endpoints):")
+    for name, us in results.items():
+        # throughput cost against round robin, with the whole per-request CPU (user + kernel) that
+        # bench/run.py measured for round robin (PER_REQUEST_CPU_US): each extra µs is that share of it
+        extra = us - base
+        share = extra / PER_REQUEST_CPU_US * 100
+        print(f"  {name:24} {us:6.2f} µs  {extra:+5.2f} µs  ~{share:+4.1f} % throughput")
 
 
 if __name__ == "__main__":

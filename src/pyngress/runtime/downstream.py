@@ -60,6 +60,7 @@ class Downstream(asyncio.Protocol):
         self._head_bytes = 0
         self.peer = request_head.Peer("", 0)
         self._trust_for: Serving | None = None
+        self._pick_context = PickContext()
         self._trusted = False
         self._ready: Exchange | None = None  # queued during this feed_data, to start once it returns
         self._ready_serving: Serving | None = None
@@ -72,6 +73,7 @@ class Downstream(asyncio.Protocol):
         self.client_ip = peer[0] if peer else ""
         sock = transport.get_extra_info("sockname")
         self.peer = request_head.Peer(self.client_ip, sock[1] if sock else 0)
+        self._pick_context = PickContext(self.client_ip)
         self.server.connection_opened(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -225,20 +227,23 @@ class Downstream(asyncio.Protocol):
         if key in serving.cookies and balancer is not None:
             self._affinity_cookie(ex, serving.cookies[key], balancer, endpoint, route, ctx.affinity)
         if key in serving.tracked:  # a load-aware balancer: it counts this request until it ends
-            serving.stats.started(endpoint.key)
+            entry = ex.tracked = serving.stats.get(endpoint.key)
+            entry.start()
             ex.tracked_at = self.server.loop.time()
         if ex.expect_continue and not ex.request_done and ex.attempts == 1 and self.transport is not None:
             self.transport.write(http1.CONTINUE_100)
         self.server.pool.acquire(endpoint, ex, serving.settings)
 
     def _context(self, ex: Exchange, serving: Serving, key: str) -> PickContext:
+        """The connection's PickContext, filled for this pick (balancers never keep it: one object serves)."""
+        ctx = self._pick_context
         hash_key = serving.hash_keys.get(key)
-        value = hash_key(ExchangeView(ex)) if hash_key is not None else None
+        ctx.hash_key = hash_key(ExchangeView(ex)) if hash_key is not None else None
         affinity = serving.cookies.get(key)
-        token = None
-        if affinity is not None:
-            token = cookies.cookie_value(ExchangeView(ex).header(b"cookie"), affinity.cookie_name.encode())
-        return PickContext(self.client_ip, ex.tried, value, self.server.loop.time(), token)
+        ctx.affinity = cookies.cookie_value(ex.cookie, affinity.cookie_name.encode()) if affinity else None
+        ctx.exclude = ex.tried
+        ctx.now = self.server.now  # coarse (one tick): ages EWMAs and client-IP entries, both in seconds
+        return ctx
 
     def _affinity_cookie(self, ex: Exchange, spec: AffinitySpec, balancer: Balancer, endpoint: Endpoint,
                          route: Route, current: bytes | None) -> None:
@@ -253,10 +258,11 @@ class Downstream(asyncio.Protocol):
 
     def end_attempt(self, ex: Exchange, ok: bool) -> None:
         """Tell the stats registry that the attempt in flight ended (a response, or a failure)."""
-        if ex.tracked_at >= 0 and ex.endpoint is not None:
+        entry = ex.tracked
+        if entry is not None:
             now = self.server.loop.time()
-            self.server.dataplane.stats.finished(ex.endpoint.key, now - ex.tracked_at if ok else None, now)
-            ex.tracked_at = -1.0
+            entry.finish(now - ex.tracked_at if ok else None, now)
+            ex.tracked = None
 
     def retry(self, ex: Exchange, status: int) -> None:
         """The attempt failed before any response byte: try another endpoint once, else answer `status`."""

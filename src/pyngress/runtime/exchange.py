@@ -15,6 +15,7 @@ from pyngress.routing import canonical_host, normalize_path
 from pyngress.runtime import http1
 
 if TYPE_CHECKING:
+    from pyngress.balancing.stats import EndpointStats
     from pyngress.model import Endpoint
     from pyngress.runtime.downstream import Downstream
     from pyngress.runtime.upstream import Upstream
@@ -31,6 +32,7 @@ class Exchange:
         "canned",
         "client",
         "close_after",
+        "cookie",
         "endpoint",
         "expect_continue",
         "fields",
@@ -47,6 +49,7 @@ class Exchange:
         "response_started",
         "set_cookie",
         "target",
+        "tracked",
         "tracked_at",
         "tried",
         "upstream",
@@ -77,8 +80,10 @@ class Exchange:
         self.response_started = False
         self.close_after = False
         self.canned: bytes | None = None  # a generated response, when the proxy answers itself
-        self.tracked_at = -1.0  # loop time the current attempt was reported to the stats registry, or -1
+        self.tracked: EndpointStats | None = None  # the load-aware stats entry of the attempt in flight
+        self.tracked_at = 0.0  # loop time that attempt started
         self.set_cookie: bytes | None = None  # a Set-Cookie line the response must carry (session affinity)
+        self.cookie: bytes | None = None  # the request's Cookie field(s)
 
     @property
     def idempotent(self) -> bool:

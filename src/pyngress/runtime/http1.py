@@ -28,6 +28,7 @@ FORWARDED_PROTO: Final = 9
 FORWARDED_HOST: Final = 10
 FORWARDED_PORT: Final = 11
 UPGRADE: Final = 12
+COOKIE: Final = 13  # forwarded as is, and kept aside for cookie affinity
 
 REQUEST_HEADER_ROLE: Final[dict[bytes, int]] = {
     b"host": HOST,
@@ -48,6 +49,7 @@ REQUEST_HEADER_ROLE: Final[dict[bytes, int]] = {
     b"x-forwarded-proto": FORWARDED_PROTO,
     b"x-forwarded-host": FORWARDED_HOST,
     b"x-forwarded-port": FORWARDED_PORT,
+    b"cookie": COOKIE,
 }
 
 # Response headers the proxy drops: it decides the framing and the connection's fate towards the client.

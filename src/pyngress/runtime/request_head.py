@@ -57,7 +57,7 @@ _METHOD, _URL, _HOST, _FIELDS = 0, 2, 4, 6
 class HeadBuilder:
     """Collects one request head. Rare headers go to `special` (role -> value), allocated only when seen."""
 
-    __slots__ = ("host", "hosts", "lines", "roles", "serving", "size", "special", "url")
+    __slots__ = ("cookie", "host", "hosts", "lines", "roles", "serving", "size", "special", "url")
 
     def __init__(self, serving: Serving) -> None:
         self.serving = serving
@@ -68,6 +68,7 @@ class HeadBuilder:
         self.host = b""
         self.hosts = 0
         self.special: dict[int, bytes] | None = None
+        self.cookie: bytes | None = None  # the Cookie field(s), joined: read by cookie affinity
 
     def add_url(self, url: bytes) -> None:
         self.url += url
@@ -89,6 +90,9 @@ class HeadBuilder:
         elif role == http1.HOST:
             self.host = value
             self.hosts += 1
+        elif role == http1.COOKIE:
+            self.lines += (name, b": ", value, b"\r\n")
+            self.cookie = value if self.cookie is None else self.cookie + b"; " + value
         elif role != http1.DROP:
             special = self.special
             if special is None:
@@ -127,7 +131,9 @@ class HeadBuilder:
                 lines.append(b"Content-Length: 0\r\n\r\n")
             else:
                 lines.append(b"\r\n")
-            return Exchange(client, method, b"".join(lines), host, path, NO_BODY, keep_alive, http10, url, fields)
+            ex = Exchange(client, method, b"".join(lines), host, path, NO_BODY, keep_alive, http10, url, fields)
+            ex.cookie = self.cookie
+            return ex
         return self._finish_special(client, method, url, host, path, keep_alive, http10, peer, trusted, next_id)
 
     def _finish_special(self, client: Downstream, method: bytes, url: bytes, host: bytes, path: bytes,
@@ -171,6 +177,7 @@ class HeadBuilder:
                       url, fields)
         expect = special.get(http1.EXPECT)
         ex.expect_continue = expect is not None and expect.lower() == b"100-continue"
+        ex.cookie = self.cookie
         return ex
 
     def _trusted_fields(self, special: dict[int, bytes], host: bytes, peer: Peer) -> tuple[bytes, ...]:
