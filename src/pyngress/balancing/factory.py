@@ -57,5 +57,6 @@ def uses_stats(spec: BalanceSpec) -> bool:
 
 
 def needs_context(spec: BalanceSpec, affinity: AffinitySpec) -> bool:
-    """Does `pick` read the request (hash key, cookie, address) or the clock, beyond what a retry needs?"""
-    return bool(spec.hash_by) or spec.algorithm == "ewma" or bool(affinity.kind)
+    """Does `pick` read the request (hash key, cookie, address), beyond what a retry needs? (The clock comes
+    for free: the runtime's shared context carries a `now` its ticker refreshes.)"""
+    return bool(spec.hash_by) or bool(affinity.kind)

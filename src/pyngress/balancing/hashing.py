@@ -105,13 +105,19 @@ def members(endpoints: Sequence[Endpoint]) -> list[tuple[str, int]]:
     return [(e.key, e.weight // divisor) for e in endpoints]
 
 
+HASH_MEMO_LIMIT = 4096  # keys whose hash is remembered per balancer; past it the memo starts over
+
+
 class _ConsistentHash:
-    __slots__ = ("_endpoints", "_signature", "_table")
+    __slots__ = ("_endpoints", "_memo", "_signature", "_table")
     _table_type: type[RingTable] | type[MaglevTable]
 
     def __init__(self, endpoints: Sequence[Endpoint], rng: random.Random | None = None) -> None:
         # rng is accepted for a uniform factory signature; hashing draws nothing
         self._signature: tuple[tuple[str, int], ...] | None = None
+        # key -> hash64(key): a client's key repeats on every request of its connection (and $remote_addr
+        # across its connections), and BLAKE2b is most of a pick's cost. Bounded by HASH_MEMO_LIMIT.
+        self._memo: dict[bytes, int] = {}
         self.update(endpoints)
 
     def update(self, endpoints: Sequence[Endpoint]) -> None:
@@ -126,7 +132,14 @@ class _ConsistentHash:
         if not table.owners:
             return None
         key = ctx.hash_key
-        slot = table.slot(hash64(key if key is not None else ctx.client_address.encode()))
+        if key is None:
+            key = ctx.client_address.encode()
+        hashed = self._memo.get(key)
+        if hashed is None:
+            if len(self._memo) >= HASH_MEMO_LIMIT:
+                self._memo.clear()
+            hashed = self._memo[key] = hash64(key)
+        slot = table.slot(hashed)
         chosen = self._endpoints[table.owners[slot]]
         if ctx.exclude and chosen.key in ctx.exclude:
             return self._walk(slot, ctx.exclude)

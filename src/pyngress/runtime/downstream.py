@@ -224,8 +224,9 @@ class Downstream(asyncio.Protocol):
             return
         ex.endpoint = endpoint
         ex.attempts += 1
-        if key in serving.cookies and balancer is not None:
-            self._affinity_cookie(ex, serving.cookies[key], balancer, endpoint, route, ctx.affinity)
+        cookie = serving.cookies.get(key) if contextual else None
+        if cookie is not None and balancer is not None:
+            self._affinity_cookie(ex, cookie[0], balancer, endpoint, route, ctx.affinity)
         if key in serving.tracked:  # a load-aware balancer: it counts this request until it ends
             entry = ex.tracked = serving.stats.get(endpoint.key)
             entry.start()
@@ -239,8 +240,8 @@ class Downstream(asyncio.Protocol):
         ctx = self._pick_context
         hash_key = serving.hash_keys.get(key)
         ctx.hash_key = hash_key(ExchangeView(ex)) if hash_key is not None else None
-        affinity = serving.cookies.get(key)
-        ctx.affinity = cookies.cookie_value(ex.cookie, affinity.cookie_name.encode()) if affinity else None
+        cookie = serving.cookies.get(key)
+        ctx.affinity = cookies.cookie_value(ex.cookie, cookie[1]) if cookie is not None else None
         ctx.exclude = ex.tried
         ctx.now = self.server.now  # coarse (one tick): ages EWMAs and client-IP entries, both in seconds
         return ctx

@@ -44,7 +44,7 @@ class ProxyServer:
         self.draining = False
         self.date = http_date()
         self.request_ids = request_id_source()
-        self.no_context = PickContext()
+        self.no_context = PickContext(now=self.now)
         self.ports: list[int] = []
         self._servers: list[asyncio.base_events.Server] = []
         self._ticker: asyncio.TimerHandle | None = None
@@ -115,6 +115,7 @@ class ProxyServer:
 
     def _tick(self) -> None:
         self.now = now = self.loop.time()
+        self.no_context.now = now  # the shared context of context-free picks: ewma ages by it
         self.date = http_date()
         settings = self.dataplane.serving.settings
         slack = self.tick  # stamps are up to one tick old: never fire early

@@ -38,7 +38,8 @@ class Serving:
     default_route: Route | None  # the default backend as a route: used when no rule matches
     balancers: Mapping[str, Balancer]  # by Route.balancer_key
     hash_keys: Mapping[str, HashKey]  # balancer key -> compiled upstream-hash-by template
-    cookies: Mapping[str, AffinitySpec]  # balancer key -> its cookie affinity (the balancer is a CookieAffinity)
+    # balancer key -> (its cookie affinity, the cookie name as bytes); the balancer is then a CookieAffinity
+    cookies: Mapping[str, tuple[AffinitySpec, bytes]]
     tracked: frozenset[str]  # balancer keys whose balancer reads in-flight counts and latencies
     contextual: frozenset[str]  # balancer keys whose pick needs the request or the clock
     stats: EndpointStatsRegistry
@@ -100,7 +101,7 @@ class Dataplane:
             routes.append(default_route)
         balancers: dict[str, Balancer] = {}
         hash_keys: dict[str, HashKey] = {}
-        cookies: dict[str, AffinitySpec] = {}
+        cookies: dict[str, tuple[AffinitySpec, bytes]] = {}
         tracked, contextual = set(), set()
         for route in routes:
             key, spec, endpoints = route.balancer_key, route.balance, route.backend.endpoints
@@ -119,7 +120,7 @@ class Dataplane:
             if needs_context(spec, route.affinity):
                 contextual.add(key)
             if route.affinity.kind == "cookie":
-                cookies[key] = route.affinity
+                cookies[key] = (route.affinity, route.affinity.cookie_name.encode())
         self._balancers = balancers
         self.stats.retain({e.key for r in routes for e in r.backend.endpoints})
         settings = snapshot.settings
