@@ -77,17 +77,32 @@ def check(paths: tuple[str, ...], ingress_class: str, watch_without_class: bool,
     sys.exit(1 if any(p.severity == "error" for p in snapshot.problems) else 0)
 
 
+def _cpus(ctx: click.Context, param: click.Parameter, value: str | None) -> list[float] | None:
+    from pyngress.runtime.demo import parse_cpus
+
+    try:
+        cpus = None if value is None else parse_cpus(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if cpus is not None and len(cpus) > 100:
+        raise click.BadParameter(f"{len(cpus)} pods: at most 100")
+    return cpus
+
+
 @main.command()
 @click.option("--pods", default=5, show_default=True, type=click.IntRange(1, 100))
 @click.option("--requests", default=50, show_default=True, type=click.IntRange(1, 100000))
+@click.option("--cpus", callback=_cpus, metavar="N,N,...",
+              help="Cores each pod requests, e.g. 1,1,2,4 (decimals allowed): one pod per value (overrides "
+                   "--pods), weighted by CPU. With --requests 80, 1,1,2,4 get exactly 10/10/20/40.")
 @click.option("--once", is_flag=True, help="Print the table and exit instead of serving.")
 @click.option("--http-port", default=8080, show_default=True, type=click.IntRange(0, 65535))
-def demo(pods: int, requests: int, once: bool, http_port: int) -> None:
+def demo(pods: int, requests: int, cpus: list[float] | None, once: bool, http_port: int) -> None:
     """Start demo pods behind the balancer, send requests through it, show how they spread."""
     from pyngress.runtime.demo import run_demo
 
     logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    sys.exit(run_demo(pods=pods, requests=requests, once=once, http_port=http_port))
+    sys.exit(run_demo(pods=pods, requests=requests, once=once, http_port=http_port, cpus=cpus))
 
 
 if __name__ == "__main__":

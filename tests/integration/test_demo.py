@@ -23,7 +23,7 @@ from rich.console import Console
 
 pytest.importorskip("pyngress.runtime.server", reason="the proxy server (runtime.server) is not written yet")
 
-from pyngress.runtime.demo import demo_snapshot, run_demo, send_requests, spread_table
+from pyngress.runtime.demo import demo_snapshot, parse_cpus, run_demo, send_requests, spread_table
 from pyngress.runtime.echo import EchoServer
 
 TIMEOUT = 20.0
@@ -41,6 +41,52 @@ def test_fifty_requests_over_five_pods_give_ten_each() -> None:
     assert rows == [(f"demo-pod-{i}", "10", "20") for i in range(1, 6)], text
     assert re.search(r"total\s*│\s*│\s*50\s*│\s*100%", text), text
     assert "Serving on" not in text
+
+
+def test_cpus_1_1_2_4_get_80_requests_as_10_10_20_40() -> None:
+    console = output_console()
+    assert run_demo(cpus=[1, 1, 2, 4], requests=80, once=True, http_port=0, console=console) == 0
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    rows = re.findall(r"(demo-pod-\d+)\s*│\s*127\.0\.0\.1:\d+\s*│\s*([\d.]+)\s*│\s*(\d+)\s*│\s*([\d.]+)%", text)
+    assert rows == [("demo-pod-1", "1", "10", "12.5"), ("demo-pod-2", "1", "10", "12.5"),
+                    ("demo-pod-3", "2", "20", "25"), ("demo-pod-4", "4", "40", "50")], text
+    assert "80 requests, round robin weighted by CPU over 4 pods" in text
+    assert re.search(r"total\s*│\s*│\s*8\s*│\s*80\s*│\s*100%", text), text
+
+
+def test_demo_pods_with_cpus_are_weighted_by_their_requests() -> None:
+    pods = []
+    for i in range(1, 4):
+        pod = EchoServer(f"demo-pod-{i}", 0.0)
+        pod.host, pod.port = "127.0.0.1", 9100 + i
+        pods.append(pod)
+    snapshot = demo_snapshot(pods, [0.5, 1, 1.5])
+    (route,) = snapshot.routes
+    assert [(e.name, e.weight) for e in route.backend.endpoints] == [
+        ("demo-pod-1", 1), ("demo-pod-2", 2), ("demo-pod-3", 3)]
+    assert snapshot.problems == ()
+
+
+def test_cpus_are_checked() -> None:
+    assert parse_cpus("1, 0.5,2") == [1.0, 0.5, 2.0]
+    for bad in ("1,,2", "x", "0", "-1", "nan", "inf", "0.0001"):
+        with pytest.raises(ValueError):
+            parse_cpus(bad)
+    with pytest.raises(ValueError):
+        run_demo(cpus=[], once=True, http_port=0, console=output_console())
+
+
+def test_the_cpus_option_overrides_pods_and_rejects_bad_values() -> None:
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "COLUMNS": "120"}
+    command = [sys.executable, "-m", "pyngress", "demo", "--once", "--http-port", "0", "--pods", "9"]
+    done = subprocess.run([*command, "--cpus", "1,3", "--requests", "8"], capture_output=True, text=True,
+                          encoding="utf-8", env=env, timeout=TIMEOUT, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "8 requests, round robin weighted by CPU over 2 pods" in done.stdout
+    assert re.search(r"demo-pod-2\s*│[^│]*│\s*3\s*│\s*6\s*│\s*75%", done.stdout), done.stdout
+    bad = subprocess.run([*command, "--cpus", "1,two"], capture_output=True, text=True, encoding="utf-8", env=env,
+                         timeout=TIMEOUT, check=False)
+    assert bad.returncode == 2 and "Invalid value for '--cpus': 'two' is not a number of cores" in bad.stderr
 
 
 def test_port_in_use_is_a_clear_error_with_exit_code_2() -> None:

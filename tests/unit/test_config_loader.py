@@ -52,13 +52,13 @@ def test_multi_document_yaml_and_empty_documents(tmp_path: Path) -> None:
 
 def test_list_documents_contribute_their_items(tmp_path: Path) -> None:
     items = [{"apiVersion": "v1", "kind": "Service", "metadata": {"name": n}} for n in ("x", "y")]
-    doc = {"apiVersion": "v1", "kind": "List", "items": [*items, {"kind": "Pod", "metadata": {"name": "p"}}]}
+    doc = {"apiVersion": "v1", "kind": "List", "items": [*items, {"kind": "Namespace", "metadata": {"name": "p"}}]}
     objects, problems = load_paths([write(tmp_path / "list.json", json.dumps(doc))])
     assert problems == [] and names(objects) == ["x", "y"]
 
 
 def test_unknown_kinds_are_ignored_silently(tmp_path: Path) -> None:
-    text = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n---\napiVersion: apps/v1\nkind: Deployment\n"
+    text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: p}\n---\napiVersion: apps/v1\nkind: Deployment\n"
     assert load_paths([write(tmp_path / "pods.yaml", text)]) == ([], [])
 
 

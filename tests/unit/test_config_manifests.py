@@ -142,7 +142,7 @@ def test_service_port_out_of_range_is_a_problem() -> None:
 
 
 def test_unknown_kind_returns_nothing() -> None:
-    assert parse("apiVersion: v1\nkind: Pod\nmetadata: {name: p}") == (None, [])
+    assert parse("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: p}") == (None, [])
 
 
 def test_wrong_api_version_of_a_known_kind_is_a_problem() -> None:

@@ -55,6 +55,7 @@ from pyngress.model import (
     IngressClass,
     KubeObject,
     PathType,
+    Pod,
     Problem,
     ProxySettings,
     Route,
@@ -73,6 +74,7 @@ class _Index:
     slices: defaultdict[tuple[str, str], list[EndpointSlice]] = field(default_factory=lambda: defaultdict(list))
     classes: dict[str, IngressClass] = field(default_factory=dict)
     configmaps: list[ConfigMap] = field(default_factory=list)
+    pods: dict[tuple[str, str], Pod] = field(default_factory=dict)  # for weight-by: cpu (`weights`)
     problems: list[Problem] = field(default_factory=list)
 
 
@@ -141,6 +143,8 @@ def _add(index: _Index, obj: KubeObject) -> None:
             index.classes[obj.meta.name] = obj
         case ConfigMap():
             index.configmaps.append(obj)
+        case Pod():
+            index.pods[(obj.meta.namespace, obj.meta.name)] = obj
         case _:
             pass  # Secrets: for TLS, later
 
@@ -155,7 +159,7 @@ class _Builder:
         self.backends: dict[str, Backend] = {}
         self.default: tuple[Backend, str, BalanceSpec, AffinitySpec] | None = None
         self.problems: list[Problem] = []
-        self._resolved: dict[str, tuple[Backend, str]] = {}
+        self._resolved: dict[str, tuple[Backend, str, list[Problem]]] = {}
         self._reported: set[tuple[str, str]] = set()  # (ingress, backend key) already given a problem
 
     def add(self, ingress: Ingress) -> None:
@@ -214,8 +218,10 @@ class _Builder:
         key = backend_key(ingress.meta.namespace, ref.service)
         if key not in self._resolved:
             namespace, index = ingress.meta.namespace, self._index
-            self._resolved[key] = resolve_backend(namespace, ref.service, index.services, index.slices)
-        backend, bad_field = self._resolved[key]
+            self._resolved[key] = resolve_backend(namespace, ref.service, index.services, index.slices,
+                                                  index.pods)
+            self.problems += self._resolved[key][2]  # the Service's weights: once per backend
+        backend, bad_field, _ = self._resolved[key]
         self.backends[key] = backend
         if backend.problem and (ingress.meta.key, backend.key) not in self._reported:
             self._reported.add((ingress.meta.key, backend.key))

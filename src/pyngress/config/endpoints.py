@@ -13,6 +13,8 @@ Resolution, for an Ingress in namespace N naming service S and port P (by name o
    new requests, as kube-proxy does without ProxyTerminatingEndpoints). Every address of a ready endpoint is one
    `Endpoint(address, port, weight=1, name=<targetRef name>)`; the same address:port in two slices counts once
    (slices of one Service may overlap while the EndpointSlice controller moves endpoints between them).
+5. weights: the Service's `pyngress.io/endpoint-weights` and `pyngress.io/weight-by` annotations, read with
+   the Pods of its namespace (`weights`); their Problems are on the Service.
 
 Endpoints are sorted by key so that equal inputs give equal Backends, whatever the slice order.
 """
@@ -21,7 +23,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from pyngress.model import Backend, Endpoint, EndpointSlice, Service, ServiceBackendRef, ServicePort
+from pyngress.config.weights import PodIndex, weigh_endpoints
+from pyngress.model import Backend, Endpoint, EndpointSlice, Problem, Service, ServiceBackendRef, ServicePort
 
 EXTERNAL_NAME_UNSUPPORTED = "ExternalName services are not supported yet"
 
@@ -35,13 +38,14 @@ def resolve_backend(
     ref: ServiceBackendRef,
     services: Mapping[tuple[str, str], Service],
     slices: Mapping[tuple[str, str], list[EndpointSlice]],
-) -> tuple[Backend, str]:
-    """The Backend for `ref` used from an Ingress in `namespace`, and the field of `ref` at fault ("name" or
-    "port") when it cannot work; then `Backend.problem` says why."""
+    pods: PodIndex | None = None,
+) -> tuple[Backend, str, list[Problem]]:
+    """The Backend for `ref` used from an Ingress in `namespace`, the field of `ref` at fault ("name" or
+    "port") when it cannot work (then `Backend.problem` says why), and the Problems of the Service's weights."""
     key = backend_key(namespace, ref)
 
-    def broken(problem: str, field: str = "name") -> tuple[Backend, str]:
-        return Backend(key, namespace, ref.name, ref.port_text, (), problem), field
+    def broken(problem: str, field: str = "name") -> tuple[Backend, str, list[Problem]]:
+        return Backend(key, namespace, ref.name, ref.port_text, (), problem), field, []
 
     service = services.get((namespace, ref.name))
     if service is None:
@@ -52,8 +56,9 @@ def resolve_backend(
     if port is None:
         wanted = f"named {ref.port_name!r}" if ref.port_name is not None else str(ref.port_number)
         return broken(f"Service {namespace}/{ref.name} has no port {wanted}", "port")
-    endpoints = ready_endpoints(port, slices.get((namespace, ref.name), ()))
-    return Backend(key, namespace, ref.name, ref.port_text, endpoints), ""
+    ready = ready_endpoints(port, slices.get((namespace, ref.name), ()))
+    endpoints, problems = weigh_endpoints(service, ready, pods or {})
+    return Backend(key, namespace, ref.name, ref.port_text, endpoints), "", problems
 
 
 def find_service_port(service: Service, ref: ServiceBackendRef) -> ServicePort | None:

@@ -4,16 +4,20 @@
 from the API server) and returns the model object plus the Problems found in it:
 
 - Known kinds: Ingress (networking.k8s.io/v1), Service (v1), EndpointSlice (discovery.k8s.io/v1),
-  IngressClass (networking.k8s.io/v1), Secret (v1), ConfigMap (v1). Another apiVersion of a known kind is a
-  Problem "unsupported apiVersion": it is almost always an old manifest (extensions/v1beta1 Ingress) whose
-  fields differ, and guessing would route traffic wrongly.
-- Unknown kinds (Pod, Deployment, ...) return (None, []): a directory of manifests holds many of them.
+  IngressClass (networking.k8s.io/v1), Secret (v1), ConfigMap (v1), Pod (v1: only its CPU request).
+  Another apiVersion of a known kind is a Problem "unsupported apiVersion": it is almost always an old
+  manifest (extensions/v1beta1 Ingress) whose fields differ, and guessing would route traffic wrongly.
+- Unknown kinds (Deployment, ReplicaSet, ...) return (None, []): a directory of manifests holds many of them.
 - A malformed object of a known kind is dropped with one Problem naming the field, except for Ingress, which
   is validated per rule and per path (see `ingress`), because one bad path must not take down a whole site.
 
 Defaults follow the API: namespace "default" for namespaced kinds ("" for the cluster-scoped IngressClass);
 EndpointSlice conditions.ready absent = true, serving absent = ready, terminating absent = false; Secret `data`
 is base64 and `stringData` (plain text, UTF-8) overrides it key by key, as the API server merges them.
+A Pod's CPU request is the sum of `spec.containers[].resources.requests.cpu` (init containers, sidecars
+included, are left out: they do not serve the traffic); a container that sets only `limits.cpu` requests its
+limit, as the API server defaults it. Quantities are parsed strictly (`weights.cpu_millicores`): a bad one
+drops the Pod with a Problem naming the field, and its endpoints are weighed as Pods without a request.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 from pyngress.config import _fields as f
 from pyngress.config._fields import ManifestError
 from pyngress.config.ingress import parse_ingress
+from pyngress.config.weights import cpu_millicores
 from pyngress.model import (
     ConfigMap,
     EndpointPort,
@@ -34,6 +39,7 @@ from pyngress.model import (
     IngressClass,
     KubeObject,
     Meta,
+    Pod,
     Problem,
     Secret,
     Service,
@@ -203,6 +209,25 @@ def _config_map(doc: Mapping[str, Any], meta: Meta) -> tuple[KubeObject | None, 
     return ConfigMap(meta, f.string_map(doc.get("data"), "data")), []
 
 
+def _pod(doc: Mapping[str, Any], meta: Meta) -> tuple[KubeObject | None, list[Problem]]:
+    spec = f.mapping(doc.get("spec"), "spec")
+    containers = f.sequence(spec.get("containers"), "spec.containers")
+    millis = sum(_container_cpu(c, f"spec.containers[{i}]") for i, c in enumerate(containers))
+    return Pod(meta, millis), []
+
+
+def _container_cpu(value: Any, field: str) -> int:
+    resources = f.mapping(f.mapping(value, field).get("resources"), f"{field}.resources")
+    for kind in ("requests", "limits"):  # requests.cpu defaults to limits.cpu (API server defaulting)
+        values = f.mapping(resources.get(kind), f"{field}.resources.{kind}")
+        if values.get("cpu") is not None:
+            try:
+                return cpu_millicores(values["cpu"])
+            except ValueError as exc:
+                raise ManifestError(f"{field}.resources.{kind}.cpu", str(exc)) from None
+    return 0
+
+
 _PARSERS: dict[str, tuple[str, bool, Parser]] = {
     "Ingress": ("networking.k8s.io/v1", True, _ingress),
     "Service": ("v1", True, _service),
@@ -210,4 +235,5 @@ _PARSERS: dict[str, tuple[str, bool, Parser]] = {
     "IngressClass": ("networking.k8s.io/v1", False, _ingress_class),
     "Secret": ("v1", True, _secret),
     "ConfigMap": ("v1", True, _config_map),
+    "Pod": ("v1", True, _pod),
 }

@@ -15,17 +15,19 @@ compare it byte for byte). Layout:
 
 Rows are in Snapshot order (hosts sorted, the no-host "*" rules last, as they are what requests fall through
 to). Columns are as wide as their widest cell; an endpoint list longer than one is cut to "+N more" so that
-one big Deployment does not push a row past 120 columns. Problems: errors first, each as str(problem), which
-names the file, the object and the field.
+one big Deployment does not push a row past 120 columns. An endpoint's weight, when not 1, follows its address
+after WEIGHT_SIGN, the multiplication sign: "10.0.0.1:8080", the sign, "4" (and "0" for a drained endpoint).
+Problems: errors first, each as str(problem), which names the file, the object and the field.
 """
 
 from __future__ import annotations
 
-from pyngress.model import Backend, Problem, Snapshot
+from pyngress.model import Backend, Endpoint, Problem, Snapshot
 
 HEADER = ("HOST", "PATH", "TYPE", "BACKEND", "ENDPOINTS", "BALANCE", "INGRESS")
 MAX_ENDPOINTS_SHOWN = 1  # with the BALANCE column, two would push ordinary rows past 120
 NO_ENDPOINTS = "no ready endpoints"
+WEIGHT_SIGN = "\u00d7"  # the multiplication sign: "10.0.0.1:8080" + WEIGHT_SIGN + "4" reads "4 times"
 
 
 def format_check(snapshot: Snapshot) -> str:
@@ -55,12 +57,16 @@ def _route_table(snapshot: Snapshot) -> list[str]:
 
 
 def format_endpoints(backend: Backend) -> str:
-    """ "10.0.0.1:80, +1 more", cut after one, or "(none: <why>)"."""
+    """ "10.0.0.1:80, +1 more", cut after one, or "(none: <why>)". A weight other than 1 follows WEIGHT_SIGN."""
     if not backend.endpoints:
         return f"(none: {backend.problem or NO_ENDPOINTS})"
-    shown = [e.key for e in backend.endpoints[:MAX_ENDPOINTS_SHOWN]]
+    shown = [_endpoint(e) for e in backend.endpoints[:MAX_ENDPOINTS_SHOWN]]
     hidden = len(backend.endpoints) - len(shown)
     return ", ".join(shown) + (f", +{hidden} more" if hidden else "")
+
+
+def _endpoint(endpoint: Endpoint) -> str:
+    return endpoint.key if endpoint.weight == 1 else f"{endpoint.key}{WEIGHT_SIGN}{endpoint.weight}"
 
 
 def _default_line(backend: Backend | None) -> str:

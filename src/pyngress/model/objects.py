@@ -161,4 +161,13 @@ class ConfigMap:
     kind = "ConfigMap"
 
 
-KubeObject = Ingress | Service | EndpointSlice | IngressClass | Secret | ConfigMap
+@dataclass(frozen=True, slots=True)
+class Pod:
+    """Only what capacity weights need (`config.weights`): the Pod's CPU request."""
+
+    meta: Meta
+    cpu_millis: int = 0  # spec.containers[].resources.requests.cpu summed, in millicores; 0 = none requested
+    kind = "Pod"
+
+
+KubeObject = Ingress | Service | EndpointSlice | IngressClass | Secret | ConfigMap | Pod

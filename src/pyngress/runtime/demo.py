@@ -6,6 +6,10 @@ as YAML text compiled by the same config package that file mode and the cluster 
 the real path from manifests to routes. Each pod needs its own slice because an EndpointSlice carries one
 port list for all of its endpoints, and our pods share an address but not a port.
 
+With `cpus` (`pyngress demo --cpus 1,1,2,4`) each pod also gets a Pod manifest requesting that many cores,
+and the Service asks `pyngress.io/weight-by: cpu` (`config.weights`): the pods' weights follow their CPU
+requests, so with smooth weighted round robin 80 requests over 1,1,2,4 cores are exactly 10/10/20/40.
+
 It then starts a `ProxyServer` with that Snapshot, sends the requests through it on one keep-alive
 connection (reconnecting if the proxy closes it), tallies the `X-Pod` header of each answer and prints how
 they spread. With `once` it drains and returns; otherwise it keeps serving until SIGINT/SIGTERM so the user
@@ -34,22 +38,35 @@ NAMESPACE = "default"
 REQUEST_TIMEOUT = 10.0  # per request: a demo that hangs is worse than one that says what failed
 DRAIN_GRACE = 5.0
 
+MAX_CPUS = 1000.0  # cores per demo pod; the least is 1m (0.001), the Kubernetes CPU precision
+
 SERVICE_AND_INGRESS = """\
 apiVersion: v1
 kind: Service
-metadata: {name: demo, namespace: default}
+metadata: {{name: demo, namespace: default, annotations: {annotations}}}
 spec:
-  ports: [{name: http, port: 80}]
+  ports: [{{name: http, port: 80}}]
 ---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
-metadata: {name: demo, namespace: default}
+metadata: {{name: demo, namespace: default}}
 spec:
   ingressClassName: pyngress
   rules:
   - http:
       paths:
-      - {path: /, pathType: Prefix, backend: {service: {name: demo, port: {name: http}}}}
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: demo, port: {{name: http}}}}}}}}
+"""
+WEIGHT_BY_CPU = "{pyngress.io/weight-by: cpu}"
+
+POD = """\
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: {pod}, namespace: default}}
+spec:
+  containers:
+  - {{name: echo, image: pyngress/echo, resources: {{requests: {{cpu: {millis}m}}}}}}
 """
 
 POD_SLICE = """\
@@ -69,16 +86,38 @@ endpoints:
 """
 
 
-def demo_manifests(pods: Sequence[EchoServer]) -> str:
-    slices = (POD_SLICE.format(pod=p.pod, port=p.port, address=p.host) for p in pods)
-    return SERVICE_AND_INGRESS + "".join(slices)
+def demo_manifests(pods: Sequence[EchoServer], cpus: Sequence[float] | None = None) -> str:
+    """The Service, Ingress and slices; with `cpus` (one per pod), Pods requesting them and weight-by: cpu."""
+    text = SERVICE_AND_INGRESS.format(annotations=WEIGHT_BY_CPU if cpus is not None else "{}")
+    text += "".join(POD_SLICE.format(pod=p.pod, port=p.port, address=p.host) for p in pods)
+    if cpus is not None:
+        text += "".join(POD.format(pod=p.pod, millis=millicores(c)) for p, c in zip(pods, cpus, strict=True))
+    return text
 
 
-def demo_snapshot(pods: Sequence[EchoServer]) -> Snapshot:
+def millicores(cores: float) -> int:
+    return round(cores * 1000)
+
+
+def parse_cpus(text: str) -> list[float]:
+    """ "1,1,2,4" -> [1.0, 1.0, 2.0, 4.0]: cores per demo pod. ValueError saying what is wrong."""
+    cpus = []
+    for item in text.split(","):
+        try:
+            cores = float(item.strip())
+        except ValueError:
+            raise ValueError(f"{item.strip()!r} is not a number of cores") from None
+        if not 0.001 <= cores <= MAX_CPUS:  # also refuses nan and inf
+            raise ValueError(f"{item.strip()!r}: each pod needs from 0.001 to {MAX_CPUS:g} cores")
+        cpus.append(cores)
+    return cpus
+
+
+def demo_snapshot(pods: Sequence[EchoServer], cpus: Sequence[float] | None = None) -> Snapshot:
     """Compile the demo manifests. They are ours, so any Problem is a bug: raise it."""
     objects: list[KubeObject] = []
     problems: list[Problem] = []
-    for doc in yaml.safe_load_all(demo_manifests(pods)):
+    for doc in yaml.safe_load_all(demo_manifests(pods, cpus)):
         obj, found = parse_manifest(doc, "demo")
         problems.extend(found)
         if obj is not None:
@@ -90,30 +129,36 @@ def demo_snapshot(pods: Sequence[EchoServer]) -> Snapshot:
 
 
 def run_demo(pods: int = 5, requests: int = 50, once: bool = False, http_port: int = 8080,
-             host: str = "127.0.0.1", console: Console | None = None) -> int:
-    """Run the demo on its own event loop (uvloop when installed); returns the exit code."""
+             host: str = "127.0.0.1", console: Console | None = None, cpus: Sequence[float] | None = None) -> int:
+    """Run the demo on its own event loop (uvloop when installed); returns the exit code. `cpus`, when given,
+    sets the number of pods (overriding `pods`) and the cores each one requests (see the module docstring)."""
+    if cpus is not None:
+        pods = len(cpus)
+        if not pods or any(millicores(c) < 1 for c in cpus):
+            raise ValueError(f"cpus must be at least one positive number of cores, not {list(cpus)}")
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     with contextlib.suppress(ImportError):
         import uvloop
 
         loop_factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(_demo(pods, requests, once, http_port, host, console or Console()))
+        return runner.run(_demo(pods, requests, once, http_port, host, console or Console(), cpus))
 
 
-async def _demo(pods: int, requests: int, once: bool, http_port: int, host: str, console: Console) -> int:
+async def _demo(pods: int, requests: int, once: bool, http_port: int, host: str, console: Console,
+                cpus: Sequence[float] | None) -> int:
     from pyngress.runtime.server import ProxyServer  # the data plane: imported only when used
 
     echoes = [await start_echo(f"demo-pod-{i}") for i in range(1, pods + 1)]
     try:
-        server = ProxyServer(demo_snapshot(echoes))
+        server = ProxyServer(demo_snapshot(echoes, cpus))
         try:
             port = await server.listen(host, http_port)
         except OSError as exc:
             console.print(_listen_error(host, http_port, exc), highlight=False)
             return 2
         try:
-            return await _show_and_serve(echoes, requests, once, _client_host(host), port, console)
+            return await _show_and_serve(echoes, requests, once, _client_host(host), port, console, cpus)
         finally:
             await server.drain(grace=DRAIN_GRACE)
     finally:
@@ -134,10 +179,10 @@ def _client_host(host: str) -> str:
 
 
 async def _show_and_serve(echoes: Sequence[EchoServer], requests: int, once: bool, host: str, port: int,
-                          console: Console) -> int:
+                          console: Console, cpus: Sequence[float] | None) -> int:
     counts, failed = await send_requests(host, port, requests)
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-    console.print(spread_table(echoes, counts, failed, url))
+    console.print(spread_table(echoes, counts, failed, url, cpus))
     if once:
         return 1 if failed else 0
     console.print(f"Serving on {url} — try: curl {url}/   (Ctrl-C to stop)", highlight=False)
@@ -158,22 +203,37 @@ async def _until_stopped() -> None:
             loop.remove_signal_handler(sig)
 
 
-def spread_table(echoes: Sequence[EchoServer], counts: Counter[str], failed: int, url: str) -> Table:
+def spread_table(echoes: Sequence[EchoServer], counts: Counter[str], failed: int, url: str,
+                 cpus: Sequence[float] | None = None) -> Table:
+    """pod, address, (cpus,) requests, share per pod; then the failed requests, if any, and the total."""
     total = sum(counts.values()) + failed
-    table = Table(title=f"{total} requests, round robin over {len(echoes)} pods", caption=f"through {url}")
-    for name, justify in (("pod", "left"), ("address", "left"), ("requests", "right"), ("share", "right")):
+    how = "round robin weighted by CPU" if cpus is not None else "round robin"
+    table = Table(title=f"{total} requests, {how} over {len(echoes)} pods", caption=f"through {url}")
+    columns = [("pod", "left"), ("address", "left"), ("requests", "right"), ("share", "right")]
+    if cpus is not None:
+        columns.insert(2, ("cpus", "right"))
+    for name, justify in columns:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for echo in echoes:
-        table.add_row(echo.pod, f"{echo.host}:{echo.port}", str(counts[echo.pod]), _share(counts[echo.pod], total))
+
+    def row(first: str, address: str, count: int, cores: str) -> None:
+        cells = [first, address, str(count), _share(count, total)]
+        table.add_row(*(cells if cpus is None else [*cells[:2], cores, *cells[2:]]))
+
+    for echo, cores in zip(echoes, cpus if cpus is not None else [0.0] * len(echoes), strict=True):
+        row(echo.pod, f"{echo.host}:{echo.port}", counts[echo.pod], f"{cores:g}")
     if failed:
-        table.add_row("[red]failed[/]", "", str(failed), _share(failed, total))
+        row("[red]failed[/]", "", failed, "")
     table.add_section()
-    table.add_row("total", "", str(total), _share(total, total))
+    row("total", "", total, f"{sum(cpus or ()):g}")
     return table
 
 
 def _share(part: int, total: int) -> str:
-    return f"{100 * part / total:.0f}%" if total else "-"
+    """ "20%", or "12.5%" when a whole number would round (10 of 80 is not 12%)."""
+    if not total:
+        return "-"
+    percent = 100 * part / total
+    return f"{percent:.0f}%" if percent.is_integer() else f"{percent:.1f}%"
 
 
 # -- a deliberately small HTTP/1.1 client ---------------------------------------------------------------
