@@ -16,14 +16,19 @@ from pyngress.model import AffinitySpec
 
 
 def cookie_value(header: bytes | None, name: bytes) -> bytes | None:
-    """The value of cookie `name` in a Cookie header ("a=1; b=2"), or None."""
+    """The value of cookie `name` in a Cookie header ("a=1; b=2"), or None. Per request on affinity routes:
+    a search for "name=" at a pair boundary, no splitting of the whole header."""
     if not header:
         return None
-    for pair in header.split(b";"):
-        key, sep, value = pair.strip().partition(b"=")
-        if sep and key == name:
-            return value.strip(b'"')
-    return None
+    prefix = name + b"="
+    at = header.find(prefix)
+    while at > 0 and header[at - 1] not in b"; \t":  # "xname=" is another cookie: look further
+        at = header.find(prefix, at + 1)
+    if at < 0:
+        return None
+    start = at + len(prefix)
+    end = header.find(b";", start)
+    return (header[start:] if end < 0 else header[start:end]).strip().strip(b'"')
 
 
 def set_cookie(spec: AffinitySpec, token: bytes, route_path: str, now: float, user_agent: bytes | None) -> bytes:
