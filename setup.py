@@ -18,6 +18,7 @@ HOT_PATH = [
     "src/pyngress/runtime/upstream.py",
     "src/pyngress/runtime/pool.py",
     "src/pyngress/runtime/cookies.py",
+    "src/pyngress/runtime/picking.py",
     "src/pyngress/routing/table.py",
     "src/pyngress/routing/normalize.py",
     "src/pyngress/balancing/base.py",

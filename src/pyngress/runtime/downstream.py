@@ -18,20 +18,17 @@ ours is full the upstream stops reading (see `pause_writing`).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from pyngress.balancing import Balancer, PickContext
-from pyngress.balancing.affinity import CookieAffinity
-from pyngress.routing import normalize_path
-from pyngress.runtime import cookies, http1, request_head
-from pyngress.runtime.exchange import NO_BODY, Exchange, ExchangeView
+from pyngress.balancing import PickContext
+from pyngress.runtime import http1, picking, request_head
+from pyngress.runtime.exchange import NO_BODY, Exchange
 
 if TYPE_CHECKING:
-    from pyngress.model import AffinitySpec, Endpoint, Route
+    from pyngress.model import Route
     from pyngress.runtime.server import ProxyServer
     from pyngress.runtime.state import Serving
 
@@ -205,7 +202,7 @@ class Downstream(asyncio.Protocol):
             return
         if serving is None:
             serving = self.server.dataplane.serving
-        route = _route_for(ex, serving)
+        route = picking.route_for(ex, serving)
         if route is None:
             self.answer_status(ex, 404)
             return
@@ -217,7 +214,8 @@ class Downstream(asyncio.Protocol):
         key = route.balancer_key
         balancer = serving.balancers.get(key)
         contextual = ex.tried or key in serving.contextual
-        ctx = self._context(ex, serving, key) if contextual else self.server.no_context
+        ctx = picking.fill_context(self._pick_context, ex, serving, key, self.server.now) if contextual \
+            else self.server.no_context
         endpoint = balancer.pick(ctx) if balancer is not None else None
         if endpoint is None:
             self.answer_status(ex, failed)
@@ -226,44 +224,16 @@ class Downstream(asyncio.Protocol):
         ex.attempts += 1
         cookie = serving.cookies.get(key) if contextual else None
         if cookie is not None and balancer is not None:
-            self._affinity_cookie(ex, cookie[0], balancer, endpoint, route, ctx.affinity)
+            picking.affinity_cookie(ex, cookie[0], balancer, endpoint, route, ctx.affinity)
         if key in serving.tracked:  # a load-aware balancer: it counts this request until it ends
-            entry = ex.tracked = serving.stats.get(endpoint.key)
-            entry.start()
-            ex.tracked_at = self.server.loop.time()
+            picking.start_attempt(ex, serving, endpoint, self.server.loop.time())
         if ex.expect_continue and not ex.request_done and ex.attempts == 1 and self.transport is not None:
             self.transport.write(http1.CONTINUE_100)
         self.server.pool.acquire(endpoint, ex, serving.settings)
 
-    def _context(self, ex: Exchange, serving: Serving, key: str) -> PickContext:
-        """The connection's PickContext, filled for this pick (balancers never keep it: one object serves)."""
-        ctx = self._pick_context
-        hash_key = serving.hash_keys.get(key)
-        ctx.hash_key = hash_key(ExchangeView(ex)) if hash_key is not None else None
-        cookie = serving.cookies.get(key)
-        ctx.affinity = cookies.cookie_value(ex.cookie, cookie[1]) if cookie is not None else None
-        ctx.exclude = ex.tried
-        ctx.now = self.server.now  # coarse (one tick): ages EWMAs and client-IP entries, both in seconds
-        return ctx
-
-    def _affinity_cookie(self, ex: Exchange, spec: AffinitySpec, balancer: Balancer, endpoint: Endpoint,
-                         route: Route, current: bytes | None) -> None:
-        """After a pick on a cookie-affinity route: the Set-Cookie the response must carry, if any."""
-        if ex.attempts > 1 and not spec.change_on_failure:
-            return  # ingress-nginx: a retried request keeps the cookie it came with, unless change-on-failure
-        assert isinstance(balancer, CookieAffinity)
-        token = balancer.token(endpoint, current)
-        if token is not None:
-            agent = ExchangeView(ex).header(b"user-agent") if spec.conditional_samesite_none else None
-            ex.set_cookie = cookies.set_cookie(spec, token, route.path, time.time(), agent)
-
     def end_attempt(self, ex: Exchange, ok: bool) -> None:
         """Tell the stats registry that the attempt in flight ended (a response, or a failure)."""
-        entry = ex.tracked
-        if entry is not None:
-            now = self.server.loop.time()
-            entry.finish(now - ex.tracked_at if ok else None, now)
-            ex.tracked = None
+        picking.end_attempt(ex, ok, self.server.loop.time())
 
     def retry(self, ex: Exchange, status: int) -> None:
         """The attempt failed before any response byte: try another endpoint once, else answer `status`."""
@@ -275,7 +245,7 @@ class Downstream(asyncio.Protocol):
             self.answer_status(ex, status)
             return
         serving = self.server.dataplane.serving  # the current config: it may have changed since the first try
-        route = _route_for(ex, serving)
+        route = picking.route_for(ex, serving)
         if route is None:
             self.answer_status(ex, status)
             return
@@ -377,8 +347,3 @@ class Downstream(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-
-def _route_for(ex: Exchange, serving: Serving) -> Route | None:
-    """The matching rule, else the default backend's route, else None (404)."""
-    route = serving.table.match(ex.host, normalize_path(ex.path))
-    return route if route is not None else serving.default_route
