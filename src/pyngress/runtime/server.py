@@ -57,7 +57,7 @@ class ProxyServer:
     def install(self, snapshot: Snapshot) -> Serving:
         """Swap in a new configuration; live state carries over by backend and endpoint key."""
         serving = self.dataplane.install(snapshot)
-        self.pool.retain(serving.endpoint_keys())
+        self.pool.retain(serving.endpoint_keys)
         return serving
 
     async def listen(self, host: str = "0.0.0.0", port: int = 8080, *, reuse_port: bool = False,

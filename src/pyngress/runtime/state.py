@@ -43,6 +43,7 @@ class Serving:
     tracked: frozenset[str]  # balancer keys whose balancer reads in-flight counts and latencies
     contextual: frozenset[str]  # balancer keys whose pick needs the request or the clock
     stats: EndpointStatsRegistry
+    endpoint_keys: frozenset[str]  # every endpoint some route (or the default backend) may send to
     settings: ProxySettings
     # Raw header name (as the client spelled it) -> role. Starts as http1.REQUEST_HEADER_ROLE (with
     # forwarded-for-header mapped in) and learns each new spelling once, so the hot path does one dict lookup
@@ -74,9 +75,6 @@ class Serving:
         if len(self.header_roles) < ROLE_CACHE_LIMIT:
             self.header_roles[name] = role
         return role
-
-    def endpoint_keys(self) -> set[str]:
-        return {e.key for b in self.snapshot.backends.values() for e in b.endpoints}
 
 
 class Dataplane:
@@ -122,7 +120,8 @@ class Dataplane:
             if route.affinity.kind == "cookie":
                 cookies[key] = (route.affinity, route.affinity.cookie_name.encode())
         self._balancers = balancers
-        self.stats.retain({e.key for r in routes for e in r.backend.endpoints})
+        endpoint_keys = frozenset(e.key for r in routes for e in r.backend.endpoints)
+        self.stats.retain(endpoint_keys)
         settings = snapshot.settings
         return Serving(
             snapshot=snapshot,
@@ -134,6 +133,7 @@ class Dataplane:
             tracked=frozenset(tracked),
             contextual=frozenset(contextual),
             stats=self.stats,
+            endpoint_keys=endpoint_keys,
             settings=settings,
             header_roles=_header_roles(settings),
             trusted=tuple(ipaddress.ip_network(c, strict=False) for c in settings.trusted_proxies)
