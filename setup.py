@@ -22,7 +22,6 @@ HOT_PATH = [
     "src/pyngress/routing/table.py",
     "src/pyngress/routing/normalize.py",
     "src/pyngress/balancing/base.py",
-    "src/pyngress/balancing/round_robin.py",
     "src/pyngress/balancing/weighted.py",
     "src/pyngress/balancing/random_pick.py",
     "src/pyngress/balancing/load.py",

@@ -20,7 +20,7 @@ import time
 from types import MappingProxyType
 from typing import Any
 
-from pyngress.balancing import RoundRobin
+from pyngress.balancing import SmoothWeightedRoundRobin
 from pyngress.balancing.affinity import CookieAffinity
 from pyngress.model import (
     NO_AFFINITY,
@@ -89,7 +89,7 @@ def snapshot(spec: BalanceSpec, affinity: AffinitySpec) -> Snapshot:
 
 
 def cookie_request() -> bytes:
-    token = CookieAffinity(RoundRobin(ENDPOINTS, random.Random(0)), ENDPOINTS, salt=b"bench").token(
+    token = CookieAffinity(SmoothWeightedRoundRobin(ENDPOINTS, random.Random(0)), ENDPOINTS, salt=b"bench").token(
         ENDPOINTS[1], None)
     assert token is not None
     return REQUEST[:-2] + b"Cookie: INGRESSCOOKIE=" + token + b"\r\n\r\n"

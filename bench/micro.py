@@ -23,15 +23,16 @@ REPEATS = 5
 
 
 def load() -> tuple[type, type, object]:
-    """(RouteTable, RoundRobin, NO_CONTEXT), or exit with a message saying what is missing."""
+    """(RouteTable, SmoothWeightedRoundRobin, NO_CONTEXT), or exit with a message saying what is missing."""
     try:
-        from pyngress.balancing import NO_CONTEXT, RoundRobin
+        from pyngress.balancing import NO_CONTEXT, SmoothWeightedRoundRobin
         from pyngress.routing import RouteTable
     except ImportError as e:
         sys.exit(f"micro.py: cannot import the pieces to time ({e}).\n"
-                 "It needs pyngress.routing.RouteTable and pyngress.balancing.RoundRobin / NO_CONTEXT; "
+                 "It needs pyngress.routing.RouteTable and "
+                 "pyngress.balancing.SmoothWeightedRoundRobin / NO_CONTEXT; "
                  "if they are not written yet, run it again once they are.")
-    return RouteTable, RoundRobin, NO_CONTEXT
+    return RouteTable, SmoothWeightedRoundRobin, NO_CONTEXT
 
 
 def build_routes() -> list[object]:

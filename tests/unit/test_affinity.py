@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from pyngress.balancing import NO_CONTEXT, PickContext, RoundRobin
+from pyngress.balancing import NO_CONTEXT, PickContext, SmoothWeightedRoundRobin
 from pyngress.balancing.affinity import ClientIPAffinity, CookieAffinity
 from pyngress.model import AffinitySpec, Endpoint
 from pyngress.runtime.cookies import cookie_value, samesite_none_incompatible, set_cookie
@@ -16,7 +16,7 @@ def endpoints(n: int) -> list[Endpoint]:
 
 def cookie(eps: list[Endpoint], *, salt: bytes = b"s3cret", mode: str = "persistent", seed: int = 0
            ) -> CookieAffinity:
-    return CookieAffinity(RoundRobin(eps, random.Random(seed)), eps, salt=salt, mode=mode,
+    return CookieAffinity(SmoothWeightedRoundRobin(eps, random.Random(seed)), eps, salt=salt, mode=mode,
                           rng=random.Random(seed))
 
 
@@ -85,7 +85,7 @@ def test_balanced_mode_tokens_map_back_and_scale_up_moves_about_one_in_n_plus_on
 
 def test_client_ip_sticks_until_idle_for_the_timeout() -> None:
     eps = endpoints(4)
-    sticky = ClientIPAffinity(RoundRobin(eps, random.Random(0)), eps, timeout=10.0)
+    sticky = ClientIPAffinity(SmoothWeightedRoundRobin(eps, random.Random(0)), eps, timeout=10.0)
     first = sticky.pick(PickContext("192.0.2.7", now=0.0))
     assert first is not None
     # while it keeps coming back within the timeout it stays, even after the endpoint set grows
@@ -93,15 +93,15 @@ def test_client_ip_sticks_until_idle_for_the_timeout() -> None:
     for t in range(1, 30):
         assert sticky.pick(PickContext("192.0.2.7", now=float(t))) == first
     # idle past the timeout: placed again, by the consistent hash of its address over today's endpoints
-    fresh = ClientIPAffinity(RoundRobin(endpoints(8), random.Random(5)), endpoints(8), timeout=10.0)
+    fresh = ClientIPAffinity(SmoothWeightedRoundRobin(endpoints(8), random.Random(5)), endpoints(8), timeout=10.0)
     expected = fresh.pick(PickContext("192.0.2.7", now=0.0))
     assert sticky.pick(PickContext("192.0.2.7", now=29.0 + 10.5)) == expected
 
 
 def test_client_ip_placement_agrees_across_workers() -> None:
     eps = endpoints(6)
-    a = ClientIPAffinity(RoundRobin(eps, random.Random(1)), eps, timeout=60.0)
-    b = ClientIPAffinity(RoundRobin(eps, random.Random(2)), eps, timeout=60.0)
+    a = ClientIPAffinity(SmoothWeightedRoundRobin(eps, random.Random(1)), eps, timeout=60.0)
+    b = ClientIPAffinity(SmoothWeightedRoundRobin(eps, random.Random(2)), eps, timeout=60.0)
     for i in range(50):
         address = f"198.51.100.{i}"
         assert a.pick(PickContext(address)) == b.pick(PickContext(address))
@@ -109,7 +109,7 @@ def test_client_ip_placement_agrees_across_workers() -> None:
 
 def test_client_ip_table_is_bounded() -> None:
     eps = endpoints(3)
-    sticky = ClientIPAffinity(RoundRobin(eps, random.Random(0)), eps, timeout=60.0, table_size=100)
+    sticky = ClientIPAffinity(SmoothWeightedRoundRobin(eps, random.Random(0)), eps, timeout=60.0, table_size=100)
     for i in range(1000):
         sticky.pick(PickContext(f"203.0.113.{i % 250}.{i}", now=float(i)))
     assert len(sticky) == 100

@@ -5,7 +5,6 @@ from pyngress.balancing.hash_key import HashKey, RequestView, compile_hash_key
 from pyngress.balancing.hashing import HashSubset, Maglev, RingHash, hash64
 from pyngress.balancing.load import LeastConn, PeakEwma, PowerOfTwo
 from pyngress.balancing.random_pick import RandomPick
-from pyngress.balancing.round_robin import RoundRobin
 from pyngress.balancing.stats import EndpointStats, EndpointStatsRegistry
 from pyngress.balancing.weighted import SmoothWeightedRoundRobin
 
@@ -24,7 +23,6 @@ __all__ = [
     "RandomPick",
     "RequestView",
     "RingHash",
-    "RoundRobin",
     "SmoothWeightedRoundRobin",
     "compile_hash_key",
     "hash64",
