@@ -35,12 +35,16 @@ from pyngress.model.snapshot import (
     Route,
     Snapshot,
 )
+from pyngress.model.streams import PROTOCOLS, TCP, UDP, StreamService
 
 __all__ = [
     "ALGORITHMS",
     "DEFAULT_BALANCE",
     "HASH_ALGORITHMS",
     "NO_AFFINITY",
+    "PROTOCOLS",
+    "TCP",
+    "UDP",
     "AffinitySpec",
     "Backend",
     "BalanceSpec",
@@ -68,4 +72,5 @@ __all__ = [
     "ServicePort",
     "SliceEndpoint",
     "Snapshot",
+    "StreamService",
 ]

@@ -11,9 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from pyngress.model.objects import PathType
 from pyngress.model.settings import ProxySettings
+
+if TYPE_CHECKING:  # issue 9 (L4): model.streams builds on this module's Backend and specs
+    from pyngress.model.streams import StreamService
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,3 +154,4 @@ class Snapshot:
     backends: Mapping[str, Backend] = field(default_factory=lambda: MappingProxyType({}))
     settings: ProxySettings = field(default_factory=ProxySettings)
     problems: tuple[Problem, ...] = ()
+    streams: tuple[StreamService, ...] = ()  # issue 9 (L4): TCP/UDP listeners, sorted by protocol and port

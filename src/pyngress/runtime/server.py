@@ -24,6 +24,7 @@ from email.utils import formatdate
 from pyngress.balancing import PickContext
 from pyngress.model import ProxySettings, Snapshot
 from pyngress.runtime.downstream import Downstream
+from pyngress.runtime.l4 import StreamRuntime
 from pyngress.runtime.pool import UpstreamPool
 from pyngress.runtime.request_head import request_id_source
 from pyngress.runtime.state import Dataplane, Serving
@@ -49,6 +50,7 @@ class ProxyServer:
         self._servers: list[asyncio.base_events.Server] = []
         self._ticker: asyncio.TimerHandle | None = None
         self._all_closed = asyncio.Event()
+        self.streams = StreamRuntime(snapshot, rng=rng)  # issue 9 (L4): TCP/UDP listeners follow the snapshot
 
     @property
     def snapshot(self) -> Snapshot:
@@ -58,6 +60,7 @@ class ProxyServer:
         """Swap in a new configuration; live state carries over by backend and endpoint key."""
         serving = self.dataplane.install(snapshot)
         self.pool.retain(serving.endpoint_keys)
+        self.streams.install(snapshot)  # issue 9 (L4)
         return serving
 
     async def listen(self, host: str = "0.0.0.0", port: int = 8080, *, reuse_port: bool = False,
@@ -73,6 +76,7 @@ class ProxyServer:
         self.ports.append(bound)
         if self._ticker is None:
             self._schedule_tick()
+        self.streams.start(host, reuse_port)  # issue 9 (L4): streams bind where the first listener does
         return int(bound)
 
     def connection_opened(self, conn: Downstream) -> None:
@@ -86,6 +90,7 @@ class ProxyServer:
     async def drain(self, grace: float = 30.0) -> None:
         """Stop accepting, finish in-flight requests for up to `grace` seconds, then close everything."""
         self.draining = True
+        streams = self.loop.create_task(self.streams.drain(grace))  # issue 9 (L4): in parallel with HTTP
         for server in self._servers:
             server.close()
         for conn in list(self.connections):
@@ -97,6 +102,7 @@ class ProxyServer:
             except TimeoutError:
                 for conn in list(self.connections):
                     conn.abort()
+        await streams
         self.pool.close_idle()
         for server in self._servers:
             await server.wait_closed()

@@ -1,0 +1,269 @@
+"""Layer 4 services: the tcp/udp services ConfigMaps and Services of type LoadBalancer -> `StreamService`s.
+
+Two sources, both pure data in, Snapshot field out (`compile_streams`):
+
+1. **ConfigMaps** named by `--tcp-services-configmap` / `--udp-services-configmap` ("namespace/name"), in
+   ingress-nginx's format: each key is a listen port, each value `namespace/service:port[:PROXY][:PROXY]`.
+   `port` is the Service port's number or name. The first `PROXY` means the client sends a PROXY protocol
+   header (v1 or v2, detected), the second that we send one to the pod: `PROXY` sends v1 as nginx's
+   `proxy_protocol on` does; `PROXYv2` (ours) sends v2, `PROXYv1` is v1 spelled out. An empty third field
+   (`shop/db:5432::PROXY`) sends without receiving.
+2. **Services of `type: LoadBalancer`** (with `--serve-load-balancer-services`): every port of every such
+   Service gets a listener on its `port` plus `--lb-port-offset` (so an unprivileged proxy can serve port 80
+   as 8080), TCP or UDP as `protocol` says (SCTP: a warning, not served). Annotations on the Service (ours;
+   ingress-nginx serves no LoadBalancer Services): `pyngress.io/accept-proxy-protocol: "true"` and
+   `pyngress.io/send-proxy-protocol: v1|v2`. `externalTrafficPolicy: Local` promises the pods the client's
+   address; a userspace proxy can only pass it on in a PROXY header, so Local without
+   `send-proxy-protocol` gets a warning.
+
+Both: the backend is resolved as an Ingress backend is (`endpoints.resolve_backend`: ready endpoints, weights),
+balanced by the Service's `load-balance` annotation (either prefix) or else the ConfigMap's `load-balance`,
+with the Service's `sessionAffinity: ClientIP` (and its timeout) as client-IP affinity, as kube-proxy does.
+A Service or port that cannot be resolved keeps its listener (connections are closed at once) and is an
+error on the entry, as a broken Ingress backend keeps its route and answers 503.
+
+One listener per protocol and port: ConfigMap entries come first (TCP, then UDP, by port), then LoadBalancer
+Services oldest first; a later claim on a taken port is a warning and is not served. PROXY protocol on UDP is
+not supported (the PROXY codec speaks STREAM only; ingress-nginx ignores it on UDP too): a warning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from pyngress.config.endpoints import resolve_backend
+from pyngress.config.settings import parse_bool
+from pyngress.config.weights import PodIndex
+from pyngress.model import (
+    ALGORITHMS,
+    DEFAULT_BALANCE,
+    NO_AFFINITY,
+    TCP,
+    UDP,
+    AffinitySpec,
+    BalanceSpec,
+    ConfigMap,
+    EndpointSlice,
+    Problem,
+    ProxySettings,
+    Service,
+    ServiceBackendRef,
+    StreamService,
+)
+
+ANNOTATION_PREFIXES = ("pyngress.io/", "nginx.ingress.kubernetes.io/")
+ACCEPT_PROXY = "pyngress.io/accept-proxy-protocol"
+SEND_PROXY = "pyngress.io/send-proxy-protocol"
+_SEND_VERSIONS = {"PROXY": 1, "PROXYv1": 1, "PROXYv2": 2}
+_ANNOTATION_VERSIONS = {"v1": 1, "1": 1, "v2": 2, "2": 2, "none": 0, "": 0}
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOptions:
+    """The command-line flags that turn layer 4 services on (all off by default)."""
+
+    tcp_services_configmap: str = ""  # "namespace/name" (or "name" in any namespace)
+    udp_services_configmap: str = ""
+    serve_load_balancer_services: bool = False
+    lb_port_offset: int = 0  # added to a LoadBalancer Service's port to get the listen port
+
+
+NO_STREAMS = StreamOptions()
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEntry:
+    """One parsed ConfigMap entry: listen port -> namespace/service:port with its PROXY flags."""
+
+    port: int
+    namespace: str
+    service: str
+    service_port: str  # number or name, as written
+    accept_proxy: bool = False
+    send_proxy: int = 0
+
+
+def parse_entry(key: str, value: str) -> StreamEntry:
+    """ "9000", "shop/db:5432:PROXY:PROXYv2" -> StreamEntry. Raises ValueError with a message for the user."""
+    if not (key.isascii() and key.isdigit() and 1 <= int(key) <= 65535):
+        raise ValueError(f"the key {key!r} is not a port number (1-65535)")
+    parts = value.strip().split(":")
+    if len(parts) < 2 or len(parts) > 4:
+        raise ValueError(f"{value!r} is not 'namespace/service:port[:PROXY][:PROXY]'")
+    namespace, slash, name = parts[0].partition("/")
+    if not slash or not namespace or not name or "/" in name:
+        raise ValueError(f"{parts[0]!r} is not 'namespace/service'")
+    port = parts[1]
+    if not port or (port.isdigit() and not 1 <= int(port) <= 65535):
+        raise ValueError(f"{port!r} is not a Service port (a number 1-65535 or a name)")
+    accept = parts[2] if len(parts) > 2 else ""
+    if accept not in ("", "PROXY"):
+        raise ValueError(f"{accept!r}: the third field is 'PROXY' (decode PROXY from the client) or empty")
+    send = parts[3] if len(parts) > 3 else ""
+    if send and send not in _SEND_VERSIONS:
+        raise ValueError(f"{send!r}: the fourth field is 'PROXY' (send v1 to the pod), 'PROXYv1' or 'PROXYv2'")
+    return StreamEntry(int(key), namespace, name, port, accept == "PROXY", _SEND_VERSIONS.get(send, 0))
+
+
+def compile_streams(
+    find_configmap: Callable[[str], ConfigMap | None],
+    services: Mapping[tuple[str, str], Service],
+    slices: Mapping[tuple[str, str], list[EndpointSlice]],
+    pods: PodIndex,
+    options: StreamOptions,
+    settings: ProxySettings,
+) -> tuple[tuple[StreamService, ...], list[Problem]]:
+    """Every stream service the flags ask for, sorted by protocol and port, and the problems found."""
+    builder = _StreamBuilder(services, slices, pods, settings)
+    for protocol, wanted in ((TCP, options.tcp_services_configmap), (UDP, options.udp_services_configmap)):
+        cm = find_configmap(wanted) if wanted else None
+        if cm is not None:
+            builder.add_configmap(cm, protocol)
+    if options.serve_load_balancer_services:
+        for svc in sorted(services.values(), key=_age):
+            if svc.type == "LoadBalancer":
+                builder.add_load_balancer(svc, options.lb_port_offset)
+    streams = sorted(builder.streams.values(), key=lambda s: (s.protocol, s.port))
+    return tuple(streams), builder.problems
+
+
+class _StreamBuilder:
+    def __init__(self, services: Mapping[tuple[str, str], Service],
+                 slices: Mapping[tuple[str, str], list[EndpointSlice]], pods: PodIndex,
+                 settings: ProxySettings) -> None:
+        self._services, self._slices, self._pods, self._settings = services, slices, pods, settings
+        self.streams: dict[str, StreamService] = {}  # by listen_key
+        self.problems: list[Problem] = []
+
+    def add_configmap(self, cm: ConfigMap, protocol: str) -> None:
+        for key in sorted(cm.data, key=lambda k: (not k.isdigit(), k.zfill(5))):
+            at = f"data.{key}"
+            where = ("ConfigMap", cm.meta.namespace, cm.meta.name, at, cm.meta.source)
+            try:
+                entry = parse_entry(key, cm.data[key])
+            except ValueError as exc:
+                self._problem(*where[:4], f"{exc}: not served", cm.meta.source)
+                continue
+            if protocol == UDP and (entry.accept_proxy or entry.send_proxy):
+                self._problem(*where[:4], "PROXY protocol is not supported on UDP: ignored", where[4], "warning")
+                entry = StreamEntry(entry.port, entry.namespace, entry.service, entry.service_port)
+            port_name, port_number = (None, int(entry.service_port)) if entry.service_port.isdigit() else (
+                entry.service_port, None)
+            ref = ServiceBackendRef(entry.service, port_name, port_number)
+            self._add(where, protocol, entry.port, entry.namespace, ref,
+                      f"ConfigMap {cm.meta.key} {at}", entry.accept_proxy, entry.send_proxy)
+
+    def add_load_balancer(self, svc: Service, offset: int) -> None:
+        meta = svc.meta
+        accept, send = self._proxy_annotations(svc)
+        if svc.external_traffic_policy == "Local" and not send:
+            message = (f"externalTrafficPolicy: Local: the pods see pyngress's address, not the client's, "
+                       f"unless {SEND_PROXY} (v1 or v2) passes it on in a PROXY header")
+            self._problem("Service", meta.namespace, meta.name, "spec.externalTrafficPolicy", message,
+                          meta.source, "warning")
+        for i, port in enumerate(svc.ports):
+            where = ("Service", meta.namespace, meta.name, f"spec.ports[{i}]", meta.source)
+            protocol = port.protocol.upper()
+            if protocol not in (TCP, UDP):
+                self._problem(*where[:3], f"{where[3]}.protocol", f"{port.protocol} is not supported: not served",
+                              meta.source, "warning")
+                continue
+            listen = port.port + offset
+            if not 1 <= listen <= 65535:
+                self._problem(*where[:3], f"{where[3]}.port", f"{port.port} + --lb-port-offset {offset} is not a "
+                              "port number: not served", meta.source)
+                continue
+            ref = ServiceBackendRef(meta.name, port.name or None, None if port.name else port.port)
+            udp = protocol == UDP
+            self._add(where, protocol, listen, meta.namespace, ref, f"Service {meta.key} {where[3]}",
+                      accept and not udp, 0 if udp else send, load_balancer=True, service_port=port.port,
+                      policy=svc.external_traffic_policy)
+
+    def _add(self, where: tuple[str, str, str, str, str], protocol: str, port: int, namespace: str,
+             ref: ServiceBackendRef, origin: str, accept: bool, send: int, *, load_balancer: bool = False,
+             service_port: int = 0, policy: str = "Cluster") -> None:
+        kind, ns, name, at, source = where
+        listen_key = f"{protocol.lower()}/{port}"
+        taken = self.streams.get(listen_key)
+        if taken is not None:
+            self._problem(kind, ns, name, at, f"{protocol} port {port} is already served by {taken.origin}: "
+                          "not served", source, "warning")
+            return
+        backend, _, weight_problems = resolve_backend(namespace, ref, self._services, self._slices, self._pods)
+        self.problems += weight_problems
+        if backend.problem:
+            self._problem(kind, ns, name, at, f"{backend.problem}: connections are closed", source)
+        svc = self._services.get((namespace, ref.name))
+        self._check_protocol(where, protocol, svc, ref)
+        balance, affinity = self._balancing(svc)
+        self.streams[listen_key] = StreamService(
+            protocol, port, backend, origin, f"{namespace}/{ref.name}", load_balancer, service_port, balance,
+            affinity, accept, send, policy)
+
+    def _check_protocol(self, where: tuple[str, str, str, str, str], protocol: str, svc: Service | None,
+                        ref: ServiceBackendRef) -> None:
+        for port in svc.ports if svc is not None else ():
+            matches = port.name == ref.port_name if ref.port_name is not None else port.port == ref.port_number
+            if matches and port.protocol.upper() != protocol:
+                kind, ns, name, at, source = where
+                message = f"the Service port is {port.protocol}, this listener is {protocol}"
+                self._problem(kind, ns, name, at, message, source, "warning")
+
+    def _balancing(self, svc: Service | None) -> tuple[BalanceSpec, AffinitySpec]:
+        algorithm = self._settings.load_balance
+        if svc is not None:
+            algorithm = self._service_algorithm(svc, algorithm)
+        balance = DEFAULT_BALANCE if algorithm == "round_robin" else BalanceSpec(algorithm=algorithm)
+        if svc is None or svc.session_affinity != "ClientIP":
+            return balance, NO_AFFINITY
+        return balance, AffinitySpec(kind="client-ip", timeout=float(svc.session_affinity_timeout),
+                                     table_size=self._settings.affinity_table_size)
+
+    def _service_algorithm(self, svc: Service, default: str) -> str:
+        for prefix in ANNOTATION_PREFIXES:
+            value = svc.meta.annotations.get(prefix + "load-balance")
+            if value is None:
+                continue
+            if value.strip().lower() in ALGORITHMS:
+                return value.strip().lower()
+            self._problem("Service", svc.meta.namespace, svc.meta.name,
+                          f"metadata.annotations[{prefix}load-balance]",
+                          f"{value!r} is not one of {', '.join(ALGORITHMS)}; using {default}", svc.meta.source)
+            return default
+        return default
+
+    def _proxy_annotations(self, svc: Service) -> tuple[bool, int]:
+        meta, accept, send = svc.meta, False, 0
+        if ACCEPT_PROXY in meta.annotations:
+            try:
+                accept = parse_bool(meta.annotations[ACCEPT_PROXY])
+            except ValueError as exc:
+                self._problem("Service", meta.namespace, meta.name, f"metadata.annotations[{ACCEPT_PROXY}]",
+                              f"{exc}; not accepting PROXY headers", meta.source)
+        if SEND_PROXY in meta.annotations:
+            value = meta.annotations[SEND_PROXY].strip().lower()
+            if value in _ANNOTATION_VERSIONS:
+                send = _ANNOTATION_VERSIONS[value]
+            else:
+                self._problem("Service", meta.namespace, meta.name, f"metadata.annotations[{SEND_PROXY}]",
+                              f"{value!r} is not v1, v2 or none; not sending PROXY headers", meta.source)
+        return accept, send
+
+    def _problem(self, kind: str, namespace: str, name: str, at: str, message: str, source: str,
+                 severity: str = "error") -> None:
+        self.problems.append(Problem(kind, namespace, name, at, message, source, severity))
+
+
+def load_balancer_ports(streams: Iterable[StreamService]) -> dict[str, tuple[tuple[int, str], ...]]:
+    """For the Kubernetes source: each LoadBalancer Service served ("namespace/name") with its (port, protocol)
+    pairs, the Service's own port numbers, as `status.loadBalancer.ingress[].ports[]` lists them."""
+    found: dict[str, list[tuple[int, str]]] = {}
+    for stream in streams:
+        if stream.load_balancer:
+            found.setdefault(stream.service, []).append((stream.service_port, stream.protocol))
+    return {name: tuple(sorted(ports)) for name, ports in sorted(found.items())}
+
+
+def _age(svc: Service) -> tuple[str, str, str]:
+    return svc.meta.creation_timestamp, svc.meta.namespace, svc.meta.name
