@@ -128,7 +128,8 @@ class StreamRuntime:
         """Stop accepting; let TCP connections finish for up to `grace` seconds, then reset them."""
         self._draining = True
         await self.settled()
-        for listener in self.listeners.values():
+        listeners, self.listeners = self.listeners, {}
+        for listener in listeners.values():
             listener.close()
         if self.connections:
             self._all_closed.clear()
@@ -136,7 +137,6 @@ class StreamRuntime:
                 await asyncio.wait_for(self._all_closed.wait(), grace)
         for conn in list(self.connections):
             conn.abort()
-        self.listeners.clear()
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
