@@ -10,20 +10,24 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from pyngress import __version__
+from pyngress.cli_streams import stream_options as _stream_options  # issue 9 (L4)
 
 if TYPE_CHECKING:
     from pyngress.config import CompileOptions
+    from pyngress.config.streams import StreamOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 PATH_HELP = "Manifest file or directory (read recursively: *.yaml, *.yml, *.json). Repeatable."
 
 
-def _compile_options(ingress_class: str, watch_without_class: bool, configmap: str) -> CompileOptions:
+def _compile_options(ingress_class: str, watch_without_class: bool, configmap: str,
+                     streams: StreamOptions | None = None) -> CompileOptions:
     from pyngress.config import CompileOptions
+    from pyngress.config.streams import NO_STREAMS
 
     return CompileOptions(ingress_class=ingress_class, watch_without_class=watch_without_class,
-                          configmap=configmap)
+                          configmap=configmap, streams=streams or NO_STREAMS)
 
 
 def _class_options(f: F) -> F:
@@ -45,6 +49,7 @@ def main() -> None:
 
 @main.command()
 @_class_options
+@_stream_options
 @click.option("--http-port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--address", default="0.0.0.0", show_default=True, help="Address to listen on.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
@@ -54,25 +59,30 @@ def main() -> None:
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def run(paths: tuple[str, ...], ingress_class: str, watch_without_class: bool, configmap: str,
-        http_port: int, address: str, workers: int, shutdown_grace: float, log_level: str) -> None:
+        http_port: int, address: str, workers: int, shutdown_grace: float, log_level: str,
+        streams: StreamOptions) -> None:
     """Serve the Ingresses described by Kubernetes manifests; reload when they change (or on SIGHUP)."""
     from pyngress.runtime.app import RunOptions, paths_of
     from pyngress.runtime.app import run as run_app
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    options = RunOptions(paths=paths_of(paths), compile=_compile_options(ingress_class, watch_without_class,
-                         configmap), host=address, http_port=http_port, workers=workers, grace=shutdown_grace)
+    compile_options = _compile_options(ingress_class, watch_without_class, configmap, streams)
+    options = RunOptions(paths=paths_of(paths), compile=compile_options, host=address, http_port=http_port,
+                         workers=workers, grace=shutdown_grace)
     sys.exit(run_app(options))
 
 
 @main.command()
 @_class_options
-def check(paths: tuple[str, ...], ingress_class: str, watch_without_class: bool, configmap: str) -> None:
+@_stream_options
+def check(paths: tuple[str, ...], ingress_class: str, watch_without_class: bool, configmap: str,
+          streams: StreamOptions) -> None:
     """Validate manifests as the API server would and print the routing table. Exit 1 on any error."""
     from pyngress.config import build_from_paths, format_check
 
-    snapshot = build_from_paths(list(paths), _compile_options(ingress_class, watch_without_class, configmap))
+    snapshot = build_from_paths(list(paths), _compile_options(ingress_class, watch_without_class, configmap,
+                                                              streams))
     click.echo(format_check(snapshot))
     sys.exit(1 if any(p.severity == "error" for p in snapshot.problems) else 0)
 

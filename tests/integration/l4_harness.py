@@ -13,7 +13,7 @@ from typing import Any
 
 from pyngress.config import CompileOptions, compile_snapshot, parse_manifest
 from pyngress.config.streams import StreamOptions
-from pyngress.model import KubeObject, ProxySettings, Snapshot
+from pyngress.model import KubeObject, Snapshot
 from pyngress.runtime import proxy_protocol
 from pyngress.runtime.server import ProxyServer
 
@@ -130,13 +130,14 @@ class UdpPod(asyncio.DatagramProtocol):
 
 
 def service_manifests(name: str, ports: Sequence[int], *, namespace: str = "default", protocol: str = "TCP",
-                      service_port: int = 5000, type_: str = "ClusterIP", annotations: dict[str, str] | None = None,
-                      **spec: Any) -> list[dict[str, Any]]:
+                      service_port: int = 5000, type_: str = "ClusterIP",
+                      annotations: dict[str, str] | None = None, **spec: Any) -> list[dict[str, Any]]:
     """A Service with one port (number `service_port`, named "main") and one EndpointSlice with an endpoint per
     pod port: the slice's port is per endpoint in Kubernetes, so each pod gets its own slice here."""
     meta = {"name": name, "namespace": namespace, "annotations": annotations or {}}
-    svc = {"apiVersion": "v1", "kind": "Service", "metadata": meta,
-           "spec": {"type": type_, "ports": [{"name": "main", "port": service_port, "protocol": protocol}], **spec}}
+    port = {"name": "main", "port": service_port, "protocol": protocol}
+    spec = {"type": type_, "ports": [port], **spec}
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": spec}
     slices = [{
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
         "metadata": {"name": f"{name}-{i}", "namespace": namespace,
@@ -165,6 +166,13 @@ def build(docs: Sequence[dict[str, Any]], *, streams: StreamOptions | None = Non
     options = CompileOptions(streams=streams or StreamOptions(tcp_services_configmap="ingress/tcp-services",
                                                               udp_services_configmap="ingress/udp-services"))
     return compile_snapshot(objects, options, version=version)
+
+
+def tcp_entry(pod_ports: Sequence[int], listen: int, flags: str = "", **settings: str) -> Snapshot:
+    """Service default/db over `pod_ports`, served on `listen` by a tcp-services entry ("default/db:5000" +
+    `flags`, e.g. ":PROXY")."""
+    entry = configmap("tcp-services", {str(listen): f"default/db:5000{flags}"})
+    return build([*service_manifests("db", pod_ports), entry], **settings)
 
 
 @contextlib.asynccontextmanager

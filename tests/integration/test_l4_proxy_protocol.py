@@ -7,7 +7,14 @@ import contextlib
 
 import pytest
 from harness import async_test
-from l4_harness import TIMEOUT, TcpPod, build, configmap, free_port, service_manifests, serving, tcp_round_trip
+from l4_harness import (
+    TIMEOUT,
+    TcpPod,
+    free_port,
+    serving,
+    tcp_entry,
+    tcp_round_trip,
+)
 
 from pyngress.runtime import proxy_protocol
 from pyngress.runtime.proxy_protocol import ProxyHeader
@@ -18,8 +25,7 @@ from pyngress.runtime.proxy_protocol import ProxyHeader
 async def test_the_pod_sees_the_real_client_address(sent: str) -> None:
     pod = await TcpPod.start("db-0", proxy=True)
     listen = free_port()
-    snap = build([*service_manifests("db", [pod.port]),
-                  configmap("tcp-services", {str(listen): f"default/db:5000::{sent}"})])
+    snap = tcp_entry([pod.port], listen, f"::{sent}")
     assert snap.streams[0].send_proxy == (1 if sent == "PROXY" else 2)
     try:
         async with serving(snap):
@@ -40,8 +46,7 @@ async def test_the_pod_sees_the_real_client_address(sent: str) -> None:
 async def test_a_received_header_is_passed_on_to_the_pod(received: str) -> None:
     pod = await TcpPod.start("db-0", proxy=True)
     listen = free_port()
-    snap = build([*service_manifests("db", [pod.port]),
-                  configmap("tcp-services", {str(listen): "default/db:5000:PROXY:PROXY"})])
+    snap = tcp_entry([pod.port], listen, ":PROXY:PROXY")
     encode = proxy_protocol.encode_v1 if received == "v1" else proxy_protocol.encode_v2
     header = encode("203.0.113.7", 40000, "198.51.100.1", 443)
     try:
@@ -65,7 +70,7 @@ async def test_a_received_header_is_passed_on_to_the_pod(received: str) -> None:
 async def test_received_header_without_sending_is_stripped() -> None:
     pod = await TcpPod.start("db-0")
     listen = free_port()
-    snap = build([*service_manifests("db", [pod.port]), configmap("tcp-services", {str(listen): "default/db:5000:PROXY"})])
+    snap = tcp_entry([pod.port], listen, ":PROXY")
     try:
         async with serving(snap):
             header = proxy_protocol.encode_v2("2001:db8::1", 5555, "2001:db8::2", 443)
@@ -79,7 +84,7 @@ async def test_received_header_without_sending_is_stripped() -> None:
 async def test_a_malformed_header_closes_the_connection_before_any_pod_is_used() -> None:
     pod = await TcpPod.start("db-0")
     listen = free_port()
-    snap = build([*service_manifests("db", [pod.port]), configmap("tcp-services", {str(listen): "default/db:5000:PROXY"})])
+    snap = tcp_entry([pod.port], listen, ":PROXY")
     try:
         async with serving(snap):
             reader, writer = await asyncio.open_connection("127.0.0.1", listen)
@@ -98,7 +103,7 @@ async def test_a_malformed_header_closes_the_connection_before_any_pod_is_used()
 async def test_a_missing_header_times_out() -> None:
     pod = await TcpPod.start("db-0")
     listen = free_port()
-    snap = build([*service_manifests("db", [pod.port]), configmap("tcp-services", {str(listen): "default/db:5000:PROXY"})],
+    snap = tcp_entry([pod.port], listen, ":PROXY",
                  proxy_protocol_header_timeout="0.2")
     try:
         async with serving(snap):

@@ -15,6 +15,7 @@ from l4_harness import (
     free_port,
     service_manifests,
     serving,
+    tcp_entry,
     tcp_round_trip,
     wait_for,
 )
@@ -91,13 +92,12 @@ async def test_a_port_in_use_is_reported_and_retried_at_the_next_reload() -> Non
     blocker.bind(("127.0.0.1", 0))
     blocker.listen()
     listen = blocker.getsockname()[1]
-    snap = build([*service_manifests("db", [pod.port]), configmap("tcp-services", {str(listen): "default/db:5000"})])
+    snap = tcp_entry([pod.port], listen)
     try:
         async with serving(snap) as server:
             assert f"tcp/{listen}" in server.streams.failed and not server.streams.listeners
             blocker.close()
-            server.install(build([*service_manifests("db", [pod.port]),
-                                  configmap("tcp-services", {str(listen): "default/db:5000"})], version=2))
+            server.install(tcp_entry([pod.port], listen, version=2))
             await server.streams.settled()
             assert not server.streams.failed
             assert await tcp_round_trip(listen, b"ok") == b"ok"
@@ -110,7 +110,7 @@ async def test_a_port_in_use_is_reported_and_retried_at_the_next_reload() -> Non
 async def test_drain_lets_a_stream_finish_then_stops() -> None:
     pod = await TcpPod.start("db-0")
     listen = free_port()
-    snap = build([*service_manifests("db", [pod.port]), configmap("tcp-services", {str(listen): "default/db:5000"})])
+    snap = tcp_entry([pod.port], listen)
     try:
         async with serving(snap) as server:
             reader, writer = await asyncio.open_connection("127.0.0.1", listen)

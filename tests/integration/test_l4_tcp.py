@@ -16,6 +16,7 @@ from l4_harness import (
     free_port,
     service_manifests,
     serving,
+    tcp_entry,
     tcp_round_trip,
     wait_for,
 )
@@ -30,7 +31,7 @@ def _payload(size: int) -> bytes:
 async def test_one_megabyte_round_trip_through_a_configmap_entry() -> None:
     pod = await TcpPod.start("db-0")
     listen = free_port()
-    snap = build([*service_manifests("db", [pod.port]), configmap("tcp-services", {str(listen): "default/db:5000"})])
+    snap = tcp_entry([pod.port], listen)
     assert [s.listen_key for s in snap.streams] == [f"tcp/{listen}"] and not snap.problems
     try:
         async with serving(snap):
@@ -45,7 +46,8 @@ async def test_service_port_by_name_and_half_close_from_the_pod() -> None:
     # the pod greets, closes its sending side at once, and still reads what the client sends afterwards
     pod = await TcpPod.start("db-0", greeting=b"hello")
     listen = free_port()
-    snap = build([*service_manifests("db", [pod.port]), configmap("tcp-services", {str(listen): "default/db:main"})])
+    entry = configmap("tcp-services", {str(listen): "default/db:main"})  # the Service port by name
+    snap = build([*service_manifests("db", [pod.port]), entry])
     try:
         async with serving(snap):
             reader, writer = await asyncio.open_connection("127.0.0.1", listen)
@@ -63,8 +65,7 @@ async def test_service_port_by_name_and_half_close_from_the_pod() -> None:
 async def test_concurrent_connections_spread_round_robin_over_pods() -> None:
     pods = [await TcpPod.start(f"db-{i}") for i in range(3)]
     listen = free_port()
-    snap = build([*service_manifests("db", [p.port for p in pods]),
-                  configmap("tcp-services", {str(listen): "default/db:5000"})])
+    snap = tcp_entry([p.port for p in pods], listen)
     try:
         async with serving(snap):
             messages = [b"connection %d " % i * 100 for i in range(60)]
@@ -81,8 +82,7 @@ async def test_a_dead_endpoint_is_skipped_on_connect() -> None:
     pod = await TcpPod.start("db-live")
     listen = free_port()
     with refused_port() as dead:
-        snap = build([*service_manifests("db", [dead, pod.port]),
-                      configmap("tcp-services", {str(listen): "default/db:5000"})])
+        snap = tcp_entry([dead, pod.port], listen)
         try:
             async with serving(snap) as server:
                 for i in range(6):  # round robin offers the dead endpoint every other time: each is retried
@@ -98,7 +98,7 @@ async def test_a_dead_endpoint_is_skipped_on_connect() -> None:
 async def test_no_endpoint_accepting_resets_the_client() -> None:
     listen = free_port()
     with refused_port() as dead:
-        snap = build([*service_manifests("db", [dead]), configmap("tcp-services", {str(listen): "default/db:5000"})])
+        snap = tcp_entry([dead], listen)
         async with serving(snap):
             reader, writer = await asyncio.open_connection("127.0.0.1", listen)
             with contextlib.suppress(ConnectionResetError):
@@ -136,7 +136,7 @@ async def test_client_ip_affinity_keeps_each_address_on_one_pod() -> None:
 async def test_idle_connection_is_closed_after_proxy_stream_timeout() -> None:
     pod = await TcpPod.start("db-0")
     listen = free_port()
-    snap = build([*service_manifests("db", [pod.port]), configmap("tcp-services", {str(listen): "default/db:5000"})],
+    snap = tcp_entry([pod.port], listen,
                  proxy_stream_timeout="0.3")
     try:
         async with serving(snap) as server:
