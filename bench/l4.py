@@ -114,7 +114,8 @@ def wait_http(server: Server, timeout: float = 15.0) -> None:
 
 
 @contextlib.contextmanager
-def running(args: argparse.Namespace, cpus_proxy: str | None, cpus_load: str | None) -> Iterator[dict[str, Server]]:
+def running(args: argparse.Namespace, cpus_proxy: str | None,
+            cpus_load: str | None) -> Iterator[dict[str, Server]]:
     nginx = http_bench.ensure_tools()
     haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
     if not os.access(haproxy, os.X_OK):

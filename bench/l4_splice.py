@@ -73,6 +73,7 @@ class _Side(asyncio.Protocol):
 
 async def protocol_relay(listen: int, target: int) -> None:
     loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
 
     def accepted() -> _Side:
         client = _Side()
@@ -84,7 +85,8 @@ async def protocol_relay(listen: int, target: int) -> None:
                 assert pod.transport is not None
                 pod.transport.write(client.pending)
 
-        loop.create_task(connect())
+        tasks.add(task := loop.create_task(connect()))
+        task.add_done_callback(tasks.discard)
         return client
 
     server = await loop.create_server(accepted, "127.0.0.1", listen, backlog=4096)
