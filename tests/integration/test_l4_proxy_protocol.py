@@ -10,12 +10,15 @@ from harness import async_test
 from l4_harness import (
     TIMEOUT,
     TcpPod,
+    build,
     free_port,
+    service_manifests,
     serving,
     tcp_entry,
     tcp_round_trip,
 )
 
+from pyngress.config.streams import StreamOptions
 from pyngress.runtime import proxy_protocol
 from pyngress.runtime.proxy_protocol import ProxyHeader
 
@@ -115,5 +118,27 @@ async def test_a_missing_header_times_out() -> None:
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
             assert pod.connections == 0
+    finally:
+        await pod.close()
+
+
+@async_test
+async def test_external_traffic_policy_local_keeps_the_client_address_via_proxy() -> None:
+    pod = await TcpPod.start("game-0", proxy=True)
+    listen = free_port()
+    docs = service_manifests("game", [pod.port], service_port=7777, type_="LoadBalancer",
+                             annotations={"pyngress.io/send-proxy-protocol": "v2"}, externalTrafficPolicy="Local")
+    snap = build(docs, streams=StreamOptions(serve_load_balancer_services=True, lb_port_offset=listen - 7777))
+    assert not snap.problems and snap.streams[0].external_traffic_policy == "Local"
+    try:
+        async with serving(snap):
+            reader, writer = await asyncio.open_connection("127.0.0.1", listen, local_addr=("127.0.0.9", 0))
+            writer.write(b"move")
+            writer.write_eof()
+            assert await asyncio.wait_for(reader.read(), TIMEOUT) == b"move"
+            assert pod.headers[0].source_addr == "127.0.0.9"
+            assert pod.headers[0].source_port == writer.get_extra_info("sockname")[1]
+            writer.close()
+            await writer.wait_closed()
     finally:
         await pod.close()

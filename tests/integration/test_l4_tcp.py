@@ -151,3 +151,26 @@ async def test_idle_connection_is_closed_after_proxy_stream_timeout() -> None:
             await writer.wait_closed()
     finally:
         await pod.close()
+
+
+@async_test
+async def test_least_conn_sends_a_new_connection_to_the_idler_pod() -> None:
+    pods = [await TcpPod.start(f"db-{i}") for i in range(2)]
+    listen = free_port()
+    docs = service_manifests("db", [p.port for p in pods], annotations={"pyngress.io/load-balance": "least_conn"})
+    snap = build([*docs, configmap("tcp-services", {str(listen): "default/db:5000"})])
+    assert snap.streams[0].balance.algorithm == "least_conn"
+    try:
+        async with serving(snap):
+            reader, writer = await asyncio.open_connection("127.0.0.1", listen)  # held open on one pod
+            writer.write(b"hold")
+            assert await reader.readexactly(4) == b"hold"
+            busy = next(i for i, p in enumerate(pods) if p.connections == 1)
+            for _ in range(4):  # each short connection goes to the other pod: it has 0 open, the busy one 1
+                assert await tcp_round_trip(listen, b"short") == b"short"
+            assert pods[busy].connections == 1 and pods[1 - busy].connections == 4
+            writer.close()
+            await writer.wait_closed()
+    finally:
+        for p in pods:
+            await p.close()
