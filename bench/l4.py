@@ -153,6 +153,7 @@ class Result:
     p99_ms: float
     errors: int
     cpu_us: float  # proxy CPU (user + sys) per request, or per MB for bulk
+    user_us: float  # the user-space part of it
 
 
 def wrk(load: str, port: int, args: argparse.Namespace, cpus: str | None, server: Server) -> Result:
@@ -168,13 +169,15 @@ def wrk(load: str, port: int, args: argparse.Namespace, cpus: str | None, server
     if done.returncode != 0:
         raise BenchError(f"{shlex.join(argv)} failed:\n{done.stdout}{done.stderr}")
     parsed = http_bench.parse_wrk(done.stdout)
-    cpu_s = (after[0] - before[0] + after[1] - before[1]) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    cpu_s, user_s = (after[0] - before[0] + after[1] - before[1]) / tick, (after[0] - before[0]) / tick
+    errors = parsed.socket_errors + parsed.non_2xx
     if load == "bulk":
         megabytes = parsed.requests * BULK_BYTES / 1e6 or _transfer_mb(done.stdout)
-        return Result(megabytes / parsed.elapsed_s, parsed.p99_ms, parsed.socket_errors + parsed.non_2xx,
-                      1e6 * cpu_s / max(megabytes, 1e-9))
-    return Result(parsed.rps, parsed.p99_ms, parsed.socket_errors + parsed.non_2xx,
-                  1e6 * cpu_s / max(parsed.requests, 1))
+        per = max(megabytes, 1e-9)
+        return Result(megabytes / parsed.elapsed_s, parsed.p99_ms, errors, 1e6 * cpu_s / per, 1e6 * user_s / per)
+    per = max(parsed.requests, 1)
+    return Result(parsed.rps, parsed.p99_ms, errors, 1e6 * cpu_s / per, 1e6 * user_s / per)
 
 
 def _transfer_mb(output: str) -> float:
@@ -196,22 +199,25 @@ def measure(args: argparse.Namespace, servers: dict[str, Server], cpus_load: str
                 results[load][name].append(r)
                 unit = "MB/s" if load == "bulk" else "req/s"
                 print(f"round {i + 1} {load:11} {name:8} {r.rate:10,.0f} {unit:5}  p99 {r.p99_ms:6.2f} ms  "
-                      f"cpu {r.cpu_us:6.1f} us/{'MB' if load == 'bulk' else 'req'}"
+                      f"cpu {r.cpu_us:6.1f} (user {r.user_us:5.1f}) us/{'MB' if load == 'bulk' else 'req'}"
                       + (f"  ERRORS {r.errors}" if r.errors else ""), flush=True)
     return results
 
 
 def report(results: dict[str, dict[str, list[Result]]]) -> str:
-    lines = ["| load | HAProxy | pyngress | pyngress/HAProxy | CPU µs HAProxy | CPU µs pyngress |",
+    lines = ["| load | HAProxy | pyngress | pyngress/HAProxy | CPU µs HAProxy (user) | CPU µs pyngress (user) |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for load in LOADS:
         h = statistics.median(r.rate for r in results[load][HAPROXY])
         p = statistics.median(r.rate for r in results[load][PYNGRESS])
         hc = statistics.median(r.cpu_us for r in results[load][HAPROXY])
         pc = statistics.median(r.cpu_us for r in results[load][PYNGRESS])
+        hu = statistics.median(r.user_us for r in results[load][HAPROXY])
+        pu = statistics.median(r.user_us for r in results[load][PYNGRESS])
         unit = "MB/s" if load == "bulk" else "req/s"
         target = f" (target ≥ {TARGET}: {'met' if p / h >= TARGET else 'missed'})" if load == "keep-alive" else ""
-        lines.append(f"| {load} ({unit}) | {h:,.0f} | {p:,.0f} | **{p / h:.2f}**{target} | {hc:.1f} | {pc:.1f} |")
+        lines.append(f"| {load} ({unit}) | {h:,.0f} | {p:,.0f} | **{p / h:.2f}**{target} "
+                     f"| {hc:.1f} ({hu:.1f}) | {pc:.1f} ({pu:.1f}) |")
     return "\n".join(lines)
 
 
