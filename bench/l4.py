@@ -17,7 +17,8 @@ Method
 * CPU per request: user and system clock ticks of each proxy's process group over the run (/proc), divided by
   the requests (per MB for bulk).
 
-Usage: python bench/l4.py [--rounds 3] [--duration 5] [--connections 50] [--pin | --no-pin]
+Usage: python bench/l4.py [--rounds 3] [--duration 5] [--connections 50] [--loads keep-alive bulk ...]
+                          [--pin | --no-pin]
                           [--pyngress-cmd "python -m pyngress"]
 Helpers (process handling, wrk parsing, pinning) come from bench/run.py. Everything listens on 127.0.0.1.
 """
@@ -192,7 +193,7 @@ def measure(args: argparse.Namespace, servers: dict[str, Server], cpus_load: str
             ) -> dict[str, dict[str, list[Result]]]:
     results: dict[str, dict[str, list[Result]]] = {load: {HAPROXY: [], PYNGRESS: []} for load in LOADS}
     for i in range(args.rounds):
-        for load in LOADS:
+        for load in args.loads:
             order = [HAPROXY, PYNGRESS] if i % 2 == 0 else [PYNGRESS, HAPROXY]
             for name in order:
                 r = wrk(load, servers[name].port, args, cpus_load, servers[name])
@@ -207,7 +208,7 @@ def measure(args: argparse.Namespace, servers: dict[str, Server], cpus_load: str
 def report(results: dict[str, dict[str, list[Result]]]) -> str:
     lines = ["| load | HAProxy | pyngress | pyngress/HAProxy | CPU µs HAProxy (user) | CPU µs pyngress (user) |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    for load in LOADS:
+    for load in [load for load in LOADS if results[load][HAPROXY]]:
         h = statistics.median(r.rate for r in results[load][HAPROXY])
         p = statistics.median(r.rate for r in results[load][PYNGRESS])
         hc = statistics.median(r.cpu_us for r in results[load][HAPROXY])
@@ -226,6 +227,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default 5)")
     p.add_argument("--connections", type=int, default=50)
+    p.add_argument("--loads", nargs="+", choices=LOADS, default=list(LOADS))
     p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--pyngress-cmd", default="pyngress", type=shlex.split)
     return p.parse_args(argv)

@@ -7,8 +7,9 @@ the one streams bind to), and `drain(grace)`.
 Reconciling (`_reconcile`, level-triggered: it compares what should listen with what does):
 - a listener per `StreamService.listen_key` ("tcp/9000", "udp/5353"). A new key binds a socket at once
   (synchronously, so a bind error is logged with the reload that caused it) and starts serving it; a key
-  that is gone closes its listener (established TCP connections and UDP flows of a removed TCP listener run
-  on until they end or go idle, as nginx's old workers finish theirs after a reload); a key that stays keeps
+  that is gone closes its listener (its established TCP connections run on until they end or go idle, as
+  nginx's old workers finish theirs after a reload; UDP flows end with their listening socket, which their
+  replies need); a key that stays keeps
   its socket and its connections, and only gets the new `StreamConfig` (new connections use it).
 - a listener that could not bind is retried at the next reload while its service is still there.
 - balancers are live state, kept across reloads by `StreamService.balancer_key` and told the new endpoints

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from pyngress.balancing import PickContext
@@ -55,7 +56,8 @@ class TcpClient(asyncio.Protocol):
         self.seen = True  # read since the last tick (the ticker's idle check)
         self.idle_since = runtime.now
         self.transport: asyncio.Transport | None = None
-        self.upstream: asyncio.Transport | None = None  # set once relaying: data_received writes to it
+        self.upstream: asyncio.Transport | None = None  # set once relaying
+        self.forward: Callable[[bytes], None] = self._hold  # where data_received puts bytes: upstream.write
         self.endpoint: Endpoint | None = None
         self.client_address = ("", 0)
         self.local_address = ("", 0)
@@ -73,12 +75,12 @@ class TcpClient(asyncio.Protocol):
         if not self.config.service.accept_proxy:
             self._connect()
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes) -> None:  # the hot path: one store, one call
         self.seen = True
-        upstream = self.upstream
-        if upstream is not None:
-            upstream.write(data)
-            return
+        self.forward(data)
+
+    def _hold(self, data: bytes) -> None:
+        """Before the pod connection is ready: keep the bytes (and look for the PROXY header)."""
         self._pending += data
         if self.state == HEADER:
             self._read_proxy_header()
@@ -197,6 +199,7 @@ class TcpClient(asyncio.Protocol):
             transport.write(header + bytes(self._pending))
             self._pending.clear()
         self.upstream = transport
+        self.forward = transport.write
         if self._client_eof:
             self._shut_upstream()
         else:
@@ -233,22 +236,21 @@ class TcpClient(asyncio.Protocol):
 class TcpUpstream(asyncio.Protocol):
     """The pod side: hands everything to its `TcpClient`."""
 
-    __slots__ = ("client", "transport")
+    __slots__ = ("client", "forward", "transport")
 
     def __init__(self, client: TcpClient) -> None:
         self.client = client
         self.transport: asyncio.Transport | None = None
+        assert client.transport is not None  # made after the client's connection_made
+        self.forward = client.transport.write
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.client.upstream_made(self.transport)
 
     def data_received(self, data: bytes) -> None:
-        client = self.client
-        client.seen = True
-        transport = client.transport
-        if transport is not None:
-            transport.write(data)
+        self.client.seen = True
+        self.forward(data)
 
     def eof_received(self) -> bool:
         self.client.upstream_eof()
