@@ -13,6 +13,7 @@ from typing import Any
 from harness import async_test
 from l4_harness import TIMEOUT, UdpPod, build, configmap, free_port, service_manifests, serving, wait_for
 
+from pyngress.config.streams import StreamOptions
 from pyngress.model import Snapshot
 from pyngress.runtime.l4.runtime import UdpSocketListener
 
@@ -173,3 +174,23 @@ def test_linux_reuseport_keeps_each_udp_client_on_one_socket() -> None:
     finally:
         for s in [*listeners, *senders]:
             s.close()
+
+
+@async_test
+async def test_a_udp_load_balancer_port_comes_and_goes_with_its_service() -> None:
+    pod = await UdpPod.start("pod-a")
+    listen = free_port(socket.SOCK_DGRAM)
+    options = StreamOptions(serve_load_balancer_services=True, lb_port_offset=listen - 53)
+    docs = service_manifests("dns", [pod.port], protocol="UDP", service_port=53, type_="LoadBalancer")
+    try:
+        async with serving(build(docs, streams=options)) as server, clients(1) as (c,):
+            assert (await c.ask(listen, b"q"))[0] == b"pod-a:q"
+            listener = server.streams.listeners[f"udp/{listen}"]
+            assert isinstance(listener, UdpSocketListener) and len(listener.protocol.flows) == 1
+            server.install(build(docs[1:], streams=options, version=2))  # the Service is deleted
+            assert f"udp/{listen}" not in server.streams.listeners
+            await wait_for(lambda: not listener.protocol.flows, "the flows to end with their listener")
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # the port is free again
+                probe.bind(("127.0.0.1", listen))
+    finally:
+        pod.close()
