@@ -30,7 +30,7 @@ not supported (the PROXY codec speaks STREAM only; ingress-nginx ignores it on U
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pyngress.config.endpoints import resolve_backend
 from pyngress.config.settings import parse_bool
@@ -42,9 +42,11 @@ from pyngress.model import (
     TCP,
     UDP,
     AffinitySpec,
+    Backend,
     BalanceSpec,
     ConfigMap,
     EndpointSlice,
+    Meta,
     Problem,
     ProxySettings,
     Service,
@@ -70,6 +72,7 @@ class StreamOptions:
 
 
 NO_STREAMS = StreamOptions()
+_UNRESOLVED = Backend("", "", "", "")  # a StreamService's backend until `_add` resolves it
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +131,19 @@ def compile_streams(
     return tuple(streams), builder.problems
 
 
+@dataclass(frozen=True, slots=True)
+class _At:
+    """Where a stream was declared: the object and the field its Problems name."""
+
+    kind: str
+    meta: Meta
+    field: str
+
+    def problem(self, message: str, severity: str = "error", field: str = "") -> Problem:
+        meta = self.meta
+        return Problem(self.kind, meta.namespace, meta.name, field or self.field, message, meta.source, severity)
+
+
 class _StreamBuilder:
     def __init__(self, services: Mapping[tuple[str, str], Service],
                  slices: Mapping[tuple[str, str], list[EndpointSlice]], pods: PodIndex,
@@ -138,77 +154,71 @@ class _StreamBuilder:
 
     def add_configmap(self, cm: ConfigMap, protocol: str) -> None:
         for key in sorted(cm.data, key=lambda k: (not k.isdigit(), k.zfill(5))):
-            at = f"data.{key}"
-            where = ("ConfigMap", cm.meta.namespace, cm.meta.name, at, cm.meta.source)
+            at = _At("ConfigMap", cm.meta, f"data.{key}")
             try:
                 entry = parse_entry(key, cm.data[key])
             except ValueError as exc:
-                self._problem(*where[:4], f"{exc}: not served", cm.meta.source)
+                self.problems.append(at.problem(f"{exc}: not served"))
                 continue
             if protocol == UDP and (entry.accept_proxy or entry.send_proxy):
-                self._problem(*where[:4], "PROXY protocol is not supported on UDP: ignored", where[4], "warning")
+                self.problems.append(at.problem("PROXY protocol is not supported on UDP: ignored", "warning"))
                 entry = StreamEntry(entry.port, entry.namespace, entry.service, entry.service_port)
-            port_name, port_number = (None, int(entry.service_port)) if entry.service_port.isdigit() else (
-                entry.service_port, None)
-            ref = ServiceBackendRef(entry.service, port_name, port_number)
-            self._add(where, protocol, entry.port, entry.namespace, ref,
-                      f"ConfigMap {cm.meta.key} {at}", entry.accept_proxy, entry.send_proxy)
+            by_number = entry.service_port.isdigit()
+            ref = ServiceBackendRef(entry.service, None if by_number else entry.service_port,
+                                    int(entry.service_port) if by_number else None)
+            stream = StreamService(protocol, entry.port, _UNRESOLVED, f"ConfigMap {cm.meta.key} {at.field}",
+                                   accept_proxy=entry.accept_proxy, send_proxy=entry.send_proxy)
+            self._add(at, stream, entry.namespace, ref)
 
     def add_load_balancer(self, svc: Service, offset: int) -> None:
-        meta = svc.meta
         accept, send = self._proxy_annotations(svc)
         if svc.external_traffic_policy == "Local" and not send:
             message = (f"externalTrafficPolicy: Local: the pods see pyngress's address, not the client's, "
                        f"unless {SEND_PROXY} (v1 or v2) passes it on in a PROXY header")
-            self._problem("Service", meta.namespace, meta.name, "spec.externalTrafficPolicy", message,
-                          meta.source, "warning")
+            at = _At("Service", svc.meta, "spec.externalTrafficPolicy")
+            self.problems.append(at.problem(message, "warning"))
         for i, port in enumerate(svc.ports):
-            where = ("Service", meta.namespace, meta.name, f"spec.ports[{i}]", meta.source)
-            protocol = port.protocol.upper()
+            at = _At("Service", svc.meta, f"spec.ports[{i}]")
+            protocol, listen = port.protocol.upper(), port.port + offset
             if protocol not in (TCP, UDP):
-                self._problem(*where[:3], f"{where[3]}.protocol", f"{port.protocol} is not supported: not served",
-                              meta.source, "warning")
+                message = f"{port.protocol} is not supported: not served"
+                self.problems.append(at.problem(message, "warning", f"{at.field}.protocol"))
                 continue
-            listen = port.port + offset
             if not 1 <= listen <= 65535:
-                self._problem(*where[:3], f"{where[3]}.port", f"{port.port} + --lb-port-offset {offset} is not a "
-                              "port number: not served", meta.source)
+                message = f"{port.port} + --lb-port-offset {offset} is not a port number: not served"
+                self.problems.append(at.problem(message, field=f"{at.field}.port"))
                 continue
-            ref = ServiceBackendRef(meta.name, port.name or None, None if port.name else port.port)
-            udp = protocol == UDP
-            self._add(where, protocol, listen, meta.namespace, ref, f"Service {meta.key} {where[3]}",
-                      accept and not udp, 0 if udp else send, load_balancer=True, service_port=port.port,
-                      policy=svc.external_traffic_policy)
+            ref = ServiceBackendRef(svc.meta.name, port.name or None, None if port.name else port.port)
+            tcp = protocol == TCP
+            stream = StreamService(protocol, listen, _UNRESOLVED, f"Service {svc.meta.key} {at.field}",
+                                   load_balancer=True, service_port=port.port, accept_proxy=accept and tcp,
+                                   send_proxy=send if tcp else 0,
+                                   external_traffic_policy=svc.external_traffic_policy)
+            self._add(at, stream, svc.meta.namespace, ref)
 
-    def _add(self, where: tuple[str, str, str, str, str], protocol: str, port: int, namespace: str,
-             ref: ServiceBackendRef, origin: str, accept: bool, send: int, *, load_balancer: bool = False,
-             service_port: int = 0, policy: str = "Cluster") -> None:
-        kind, ns, name, at, source = where
-        listen_key = f"{protocol.lower()}/{port}"
-        taken = self.streams.get(listen_key)
+    def _add(self, at: _At, stream: StreamService, namespace: str, ref: ServiceBackendRef) -> None:
+        """Resolve `stream`'s backend and balancing and keep it, unless its port is taken."""
+        taken = self.streams.get(stream.listen_key)
         if taken is not None:
-            self._problem(kind, ns, name, at, f"{protocol} port {port} is already served by {taken.origin}: "
-                          "not served", source, "warning")
+            message = f"{stream.protocol} port {stream.port} is already served by {taken.origin}: not served"
+            self.problems.append(at.problem(message, "warning"))
             return
         backend, _, weight_problems = resolve_backend(namespace, ref, self._services, self._slices, self._pods)
         self.problems += weight_problems
         if backend.problem:
-            self._problem(kind, ns, name, at, f"{backend.problem}: connections are closed", source)
+            self.problems.append(at.problem(f"{backend.problem}: connections are closed"))
         svc = self._services.get((namespace, ref.name))
-        self._check_protocol(where, protocol, svc, ref)
+        self._check_protocol(at, stream.protocol, svc, ref)
         balance, affinity = self._balancing(svc)
-        self.streams[listen_key] = StreamService(
-            protocol, port, backend, origin, f"{namespace}/{ref.name}", load_balancer, service_port, balance,
-            affinity, accept, send, policy)
+        self.streams[stream.listen_key] = replace(stream, backend=backend, service=f"{namespace}/{ref.name}",
+                                                  balance=balance, affinity=affinity)
 
-    def _check_protocol(self, where: tuple[str, str, str, str, str], protocol: str, svc: Service | None,
-                        ref: ServiceBackendRef) -> None:
+    def _check_protocol(self, at: _At, protocol: str, svc: Service | None, ref: ServiceBackendRef) -> None:
         for port in svc.ports if svc is not None else ():
             matches = port.name == ref.port_name if ref.port_name is not None else port.port == ref.port_number
             if matches and port.protocol.upper() != protocol:
-                kind, ns, name, at, source = where
                 message = f"the Service port is {port.protocol}, this listener is {protocol}"
-                self._problem(kind, ns, name, at, message, source, "warning")
+                self.problems.append(at.problem(message, "warning"))
 
     def _balancing(self, svc: Service | None) -> tuple[BalanceSpec, AffinitySpec]:
         algorithm = self._settings.load_balance
@@ -227,32 +237,30 @@ class _StreamBuilder:
                 continue
             if value.strip().lower() in ALGORITHMS:
                 return value.strip().lower()
-            self._problem("Service", svc.meta.namespace, svc.meta.name,
-                          f"metadata.annotations[{prefix}load-balance]",
-                          f"{value!r} is not one of {', '.join(ALGORITHMS)}; using {default}", svc.meta.source)
+            message = f"{value!r} is not one of {', '.join(ALGORITHMS)}; using {default}"
+            self.problems.append(_annotation(svc, prefix + "load-balance").problem(message))
             return default
         return default
 
     def _proxy_annotations(self, svc: Service) -> tuple[bool, int]:
-        meta, accept, send = svc.meta, False, 0
-        if ACCEPT_PROXY in meta.annotations:
+        annotations, accept, send = svc.meta.annotations, False, 0
+        if ACCEPT_PROXY in annotations:
             try:
-                accept = parse_bool(meta.annotations[ACCEPT_PROXY])
+                accept = parse_bool(annotations[ACCEPT_PROXY])
             except ValueError as exc:
-                self._problem("Service", meta.namespace, meta.name, f"metadata.annotations[{ACCEPT_PROXY}]",
-                              f"{exc}; not accepting PROXY headers", meta.source)
-        if SEND_PROXY in meta.annotations:
-            value = meta.annotations[SEND_PROXY].strip().lower()
+                self.problems.append(_annotation(svc, ACCEPT_PROXY).problem(f"{exc}; not accepting PROXY headers"))
+        if SEND_PROXY in annotations:
+            value = annotations[SEND_PROXY].strip().lower()
             if value in _ANNOTATION_VERSIONS:
                 send = _ANNOTATION_VERSIONS[value]
             else:
-                self._problem("Service", meta.namespace, meta.name, f"metadata.annotations[{SEND_PROXY}]",
-                              f"{value!r} is not v1, v2 or none; not sending PROXY headers", meta.source)
+                message = f"{value!r} is not v1, v2 or none; not sending PROXY headers"
+                self.problems.append(_annotation(svc, SEND_PROXY).problem(message))
         return accept, send
 
-    def _problem(self, kind: str, namespace: str, name: str, at: str, message: str, source: str,
-                 severity: str = "error") -> None:
-        self.problems.append(Problem(kind, namespace, name, at, message, source, severity))
+
+def _annotation(svc: Service, key: str) -> _At:
+    return _At("Service", svc.meta, f"metadata.annotations[{key}]")
 
 
 def load_balancer_ports(streams: Iterable[StreamService]) -> dict[str, tuple[tuple[int, str], ...]]:
