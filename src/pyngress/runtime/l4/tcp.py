@@ -6,7 +6,7 @@ reload never changes a connection half way. Its life:
 1. PROXY (only when the service accepts it): bytes are gathered until `proxy_protocol.parse` returns a header;
    the header's source address then stands for the client (balancing, affinity, the PROXY header we send). A
    malformed header, or none within `proxy-protocol-header-timeout`, closes the connection.
-2. Connect: the client's reading is paused (whatever arrived is kept, at most one read's worth), the balancer
+2. Connect: whatever the client sends meanwhile is kept (its reading is paused past 256 KiB), the balancer
    picks an endpoint and we connect to it within `proxy-connect-timeout`. A failed or timed-out connect marks
    that endpoint tried and picks another (`PickContext.exclude`), up to `proxy-stream-next-upstream-tries`
    attempts within `proxy-stream-next-upstream-timeout`, as nginx's stream proxy does. With no endpoint left,
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pyngress.l4")
 
 HEADER, CONNECTING, RELAYING, CLOSED = range(4)
+PENDING_LIMIT = 256 * 1024  # client bytes kept while connecting to the pod before reading is paused
 
 
 class TcpClient(asyncio.Protocol):
@@ -63,6 +64,7 @@ class TcpClient(asyncio.Protocol):
         self.local_address = ("", 0)
         self._pending = bytearray()  # bytes read before the upstream was ready (a PROXY header's remainder)
         self._client_eof = self._upstream_eof = False
+        self._held = False  # reading paused because too much arrived before the pod connection was ready
         self._connecting: asyncio.Task[None] | None = None
 
     # -- client transport callbacks ------------------------------------------------------------------
@@ -81,10 +83,14 @@ class TcpClient(asyncio.Protocol):
         self.forward(data)
 
     def _hold(self, data: bytes) -> None:
-        """Before the pod connection is ready: keep the bytes (and look for the PROXY header)."""
+        """Before the pod connection is ready: keep the bytes (and look for the PROXY header). Reading is
+        paused only past PENDING_LIMIT: pausing and resuming every new connection would cost two syscalls."""
         self._pending += data
         if self.state == HEADER:
             self._read_proxy_header()
+        elif len(self._pending) > PENDING_LIMIT and self.transport is not None and not self._held:
+            self._held = True
+            self.transport.pause_reading()
 
     def eof_received(self) -> bool:
         self._client_eof = True
@@ -152,9 +158,7 @@ class TcpClient(asyncio.Protocol):
         self._connect()
 
     def _connect(self) -> None:
-        assert self.transport is not None
         self.state = CONNECTING
-        self.transport.pause_reading()
         self._connecting = asyncio.get_running_loop().create_task(self._open_upstream())
 
     async def _open_upstream(self) -> None:
@@ -203,7 +207,8 @@ class TcpClient(asyncio.Protocol):
         self.forward = transport.write
         if self._client_eof:
             self._shut_upstream()
-        else:
+        elif self._held:
+            self._held = False
             self.transport.resume_reading()
 
     def _shut_upstream(self) -> None:
