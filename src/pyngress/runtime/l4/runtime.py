@@ -24,7 +24,8 @@ worker, where they get a new flow (and maybe another pod): the same as a conntra
 
 The ticker (a `call_later` chain of its own; ticks of a quarter of the smallest timeout, at most 1 s) closes
 idle TCP connections (`proxy-stream-timeout`), connections still waiting for their PROXY header
-(`proxy-protocol-header-timeout`), and idle UDP flows (`udp-flow-timeout`).
+(`proxy-protocol-header-timeout`), connect attempts past `proxy-connect-timeout` (cancelled, so the
+connection tries its next endpoint), and idle UDP flows (`udp-flow-timeout`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from pyngress.balancing import Balancer, EndpointStatsRegistry
 from pyngress.balancing.factory import make_balancer
 from pyngress.model import TCP, ProxySettings, Snapshot, StreamService
 from pyngress.runtime.l4.config import StreamConfig
-from pyngress.runtime.l4.tcp import HEADER, TcpClient
+from pyngress.runtime.l4.tcp import CONNECTING, HEADER, TcpClient
 from pyngress.runtime.l4.udp import UdpListener
 
 log = logging.getLogger("pyngress.l4")
@@ -217,7 +218,8 @@ class StreamRuntime:
 
     def _schedule_tick(self) -> None:
         s = self._snapshot.settings
-        smallest = min(s.proxy_stream_timeout, s.proxy_protocol_header_timeout, s.udp_flow_timeout)
+        smallest = min(s.proxy_stream_timeout, s.proxy_protocol_header_timeout, s.udp_flow_timeout,
+                       s.proxy_connect_timeout)
         self._ticker = self.loop.call_later(max(0.02, min(1.0, smallest / 4)), self._tick)
 
     def _tick(self) -> None:
@@ -227,6 +229,9 @@ class StreamRuntime:
             if conn.state == HEADER:  # the PROXY header must be complete this long after the accept
                 if now - conn.idle_since > settings.proxy_protocol_header_timeout:
                     conn.abort()
+            elif conn.state == CONNECTING:
+                if now > conn.connect_deadline:
+                    conn.expire_connect()
             elif conn.seen:
                 conn.seen, conn.idle_since = False, now
             elif now - conn.idle_since > settings.proxy_stream_timeout:

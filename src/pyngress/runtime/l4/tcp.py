@@ -7,7 +7,8 @@ reload never changes a connection half way. Its life:
    the header's source address then stands for the client (balancing, affinity, the PROXY header we send). A
    malformed header, or none within `proxy-protocol-header-timeout`, closes the connection.
 2. Connect: whatever the client sends meanwhile is kept (its reading is paused past 256 KiB), the balancer
-   picks an endpoint and we connect to it within `proxy-connect-timeout`. A failed or timed-out connect marks
+   picks an endpoint and we connect to it within `proxy-connect-timeout` (enforced by the runtime's ticker,
+   which cancels the attempt: no timer per connection). A failed or timed-out connect marks
    that endpoint tried and picks another (`PickContext.exclude`), up to `proxy-stream-next-upstream-tries`
    attempts within `proxy-stream-next-upstream-timeout`, as nginx's stream proxy does. With no endpoint left,
    the client is reset (it learns at once, as with a refused connection).
@@ -66,6 +67,8 @@ class TcpClient(asyncio.Protocol):
         self._client_eof = self._upstream_eof = False
         self._held = False  # reading paused because too much arrived before the pod connection was ready
         self._connecting: asyncio.Task[None] | None = None
+        self.connect_deadline = 0.0  # loop time at which the current connect attempt has failed
+        self._attempt_expired = False
 
     # -- client transport callbacks ------------------------------------------------------------------
 
@@ -175,22 +178,43 @@ class TcpClient(asyncio.Protocol):
             tried.append(endpoint.key)
             runtime.stats.started(endpoint.key)
             self.endpoint = endpoint  # the attempt's endpoint: `_finished` ends its count if the client goes
-            budget = min(settings.proxy_connect_timeout, deadline - loop.time())
-            try:
-                async with asyncio.timeout(max(budget, 0.001)):  # cheaper than wait_for: no extra task
-                    await loop.create_connection(lambda: TcpUpstream(self), endpoint.address, endpoint.port)
-            except (OSError, TimeoutError) as exc:
-                self.endpoint = None
-                runtime.stats.finished(endpoint.key, None, loop.time())
-                log.debug("%s: connect to %s failed: %r", config.service.listen_key, endpoint.key, exc)
-                if (tries and len(tried) >= tries) or loop.time() >= deadline:
-                    break
-                continue
-            return
+            # the ticker cancels the attempt past this (`expire_connect`): no timer per connection
+            self.connect_deadline = min(loop.time() + settings.proxy_connect_timeout, deadline)
+            failure = await self._attempt(endpoint)
+            if failure is None:
+                return
+            self.endpoint = None
+            runtime.stats.finished(endpoint.key, None, loop.time())
+            log.debug("%s: connect to %s failed: %r", config.service.listen_key, endpoint.key, failure)
+            if (tries and len(tried) >= tries) or loop.time() >= deadline:
+                break
         if self.state == CONNECTING:
             log.info("%s: no endpoint of %s accepted the connection from %s (%d tried)",
                      config.service.listen_key, config.service.backend.key, self.client_address[0], len(tried))
             self.abort()
+
+    async def _attempt(self, endpoint: Endpoint) -> Exception | None:
+        """One connect to `endpoint`: None when it succeeded (`upstream_made` ran), else why it failed."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.create_connection(lambda: TcpUpstream(self), endpoint.address, endpoint.port)
+        except asyncio.CancelledError:
+            if not self._attempt_expired:
+                raise  # the client went away
+            self._attempt_expired = False
+            task = asyncio.current_task()
+            assert task is not None
+            task.uncancel()  # our own cancel, used as a timer: the connection goes on with another endpoint
+            return None if self.state == RELAYING else TimeoutError("proxy-connect-timeout")
+        except OSError as exc:
+            return exc
+        return None
+
+    def expire_connect(self) -> None:
+        """The ticker's verdict: this connect attempt passed `connect_deadline` (proxy-connect-timeout)."""
+        if self._connecting is not None and self.state == CONNECTING and not self._attempt_expired:
+            self._attempt_expired = True
+            self._connecting.cancel()
 
     def upstream_made(self, transport: asyncio.Transport) -> None:
         """The pod accepted: send the PROXY header and what the client already sent, then relay."""
