@@ -120,14 +120,15 @@ async def test_client_ip_affinity_keeps_each_address_on_one_pod() -> None:
     try:
         async with serving(snap):
             chosen = {}
-            for source in ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"):
+            for source in [f"127.0.0.{n}" for n in range(1, 13)]:
                 before = [p.connections for p in pods]
-                for _ in range(5):
+                for _ in range(3):
                     assert await tcp_round_trip(listen, b"x", source=source) == b"x"
-                grew = [i for i, p in enumerate(pods) if p.connections != before[pods.index(p)]]
-                assert len(grew) == 1 and pods[grew[0]].connections - before[grew[0]] == 5, (source, grew)
+                grew = [i for i, p in enumerate(pods) if p.connections != before[i]]
+                assert len(grew) == 1 and pods[grew[0]].connections - before[grew[0]] == 3, (source, grew)
                 chosen[source] = grew[0]
-            assert len(set(chosen.values())) >= 2  # addresses are spread, each one sticks
+            # addresses are placed by hashing: all 12 on one of 3 pods has a chance of 3 in 3**12
+            assert len(set(chosen.values())) >= 2
     finally:
         for p in pods:
             await p.close()

@@ -162,12 +162,12 @@ class TcpClient(asyncio.Protocol):
 
     def _connect(self) -> None:
         self.state = CONNECTING
-        self._connecting = asyncio.get_running_loop().create_task(self._open_upstream())
+        self._connecting = self.runtime.loop.create_task(self._open_upstream())
 
     async def _open_upstream(self) -> None:
         config, runtime = self.config, self.runtime
         settings = config.settings
-        loop = asyncio.get_running_loop()
+        loop = runtime.loop
         deadline = loop.time() + settings.proxy_stream_next_upstream_timeout
         tries = settings.proxy_stream_next_upstream_tries if settings.proxy_stream_next_upstream else 1
         tried: list[str] = []
@@ -195,7 +195,7 @@ class TcpClient(asyncio.Protocol):
 
     async def _attempt(self, endpoint: Endpoint) -> Exception | None:
         """One connect to `endpoint`: None when it succeeded (`upstream_made` ran), else why it failed."""
-        loop = asyncio.get_running_loop()
+        loop = self.runtime.loop
         try:
             await loop.create_connection(lambda: TcpUpstream(self), endpoint.address, endpoint.port)
         except asyncio.CancelledError:

@@ -90,7 +90,7 @@ class UdpListener(asyncio.DatagramProtocol):
         flow = Flow(self, client, endpoint, sock, config.settings.proxy_stream_responses)
         self.flows[client] = flow
         runtime.stats.started(endpoint.key)
-        asyncio.get_running_loop().add_reader(sock.fileno(), flow.readable)
+        runtime.loop.add_reader(sock.fileno(), flow.readable)
         return flow
 
     def reply(self, data: bytes, client: Address) -> None:
@@ -165,8 +165,8 @@ class Flow:
         self.closed = True
         listener = self.listener
         listener.forget(self)
-        with contextlib.suppress(RuntimeError):  # no running loop: torn down, it forgets its readers itself
-            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        with contextlib.suppress(RuntimeError):  # the loop is closed: it forgets its readers itself
+            listener.runtime.loop.remove_reader(self.sock.fileno())
         self.sock.close()
         listener.runtime.stats.finished(self.endpoint.key, None, listener.runtime.now)
 
