@@ -92,6 +92,13 @@ def _tcp_echo(port: int, data: bytes) -> bytes | None:
         return None
 
 
+def _udp_sockets(port: int) -> int:
+    """How many UDP sockets are bound to 127.0.0.1:port (/proc/net/udp: local address in hex)."""
+    wanted = f"0100007F:{port:04X}"
+    lines = Path("/proc/net/udp").read_text().splitlines()[1:]
+    return sum(line.split()[1] == wanted for line in lines)
+
+
 def test_run_serves_tcp_and_udp_services_with_two_workers(pods: tuple[int, int], tmp_path: Path) -> None:
     tcp_pod, udp_pod = pods
     tcp_listen, udp_listen = _free(socket.SOCK_STREAM), _free(socket.SOCK_DGRAM)
@@ -105,6 +112,9 @@ def test_run_serves_tcp_and_udp_services_with_two_workers(pods: tuple[int, int],
         deadline = time.monotonic() + 20
         while _tcp_echo(tcp_listen, b"ping") != b"ping":
             assert proc.poll() is None and time.monotonic() < deadline, "pyngress did not serve the TCP service"
+            time.sleep(0.05)
+        while _udp_sockets(udp_listen) < 2:  # both workers bound: the kernel's 4-tuple hash is now stable
+            assert proc.poll() is None and time.monotonic() < deadline, "the workers did not bind UDP"
             time.sleep(0.05)
         for i in range(20):  # over both workers
             assert _tcp_echo(tcp_listen, b"x%d" % i * 1000) == b"x%d" % i * 1000
