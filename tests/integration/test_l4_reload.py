@@ -129,3 +129,16 @@ async def test_drain_lets_a_stream_finish_then_stops() -> None:
             await writer.wait_closed()
     finally:
         await pod.close()
+
+
+@async_test
+async def test_a_listener_removed_before_it_started_serving_leaves_nothing_behind() -> None:
+    listen = free_port()
+    with_stream = tcp_entry([free_port()], listen)
+    async with serving(build([])) as server:
+        server.install(with_stream)  # binds now, starts serving on the next loop iteration...
+        server.install(build([], version=3))  # ...but is removed first
+        await server.streams.settled()
+        assert not server.streams.listeners and _refused(listen)
+        with socket.socket() as again:  # the port is free
+            again.bind(("127.0.0.1", listen))

@@ -54,6 +54,7 @@ class TcpListener:
         self.config = config
         self.sock = sock
         self.server: asyncio.base_events.Server | None = None
+        self.starting: asyncio.Task[None] | None = None  # `serve`, until it has run
         self._runtime = runtime
 
     async def serve(self) -> None:
@@ -63,8 +64,10 @@ class TcpListener:
     def close(self) -> None:
         if self.server is not None:
             self.server.close()
-        else:
-            self.sock.close()
+            return
+        if self.starting is not None:
+            self.starting.cancel()  # removed before it started serving: the task must not use a closed socket
+        self.sock.close()
 
 
 class UdpSocketListener:
@@ -73,6 +76,7 @@ class UdpSocketListener:
     def __init__(self, runtime: StreamRuntime, config: StreamConfig, sock: socket.socket) -> None:
         self.protocol = UdpListener(runtime, config)
         self.sock = sock
+        self.starting: asyncio.Task[None] | None = None  # `serve`, until it has run
 
     @property
     def config(self) -> StreamConfig:
@@ -89,8 +93,10 @@ class UdpSocketListener:
     def close(self) -> None:
         if self.protocol.transport is not None:
             self.protocol.transport.close()
-        else:
-            self.sock.close()
+            return
+        if self.starting is not None:
+            self.starting.cancel()
+        self.sock.close()
 
 
 Listener = TcpListener | UdpSocketListener
@@ -208,7 +214,7 @@ class StreamRuntime:
         listener: Listener = (TcpListener if service.protocol == TCP else UdpSocketListener)(self, config, sock)
         self.listeners[service.listen_key] = listener
         self.failed.pop(service.listen_key, None)
-        task = self.loop.create_task(listener.serve())
+        listener.starting = task = self.loop.create_task(listener.serve())
         self._starting.add(task)
         task.add_done_callback(self._starting.discard)
         log.info("stream %s serving %s (%s, %d endpoints)", service.listen_key, service.backend.key,
