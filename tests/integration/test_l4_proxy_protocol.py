@@ -11,11 +11,13 @@ from l4_harness import (
     TIMEOUT,
     TcpPod,
     build,
+    configmap,
     free_port,
     service_manifests,
     serving,
     tcp_entry,
     tcp_round_trip,
+    wait_for,
 )
 
 from pyngress.config.streams import StreamOptions
@@ -142,3 +144,32 @@ async def test_external_traffic_policy_local_keeps_the_client_address_via_proxy(
             await writer.wait_closed()
     finally:
         await pod.close()
+
+
+@async_test
+async def test_an_ipv6_pod_behind_an_ipv4_listener() -> None:
+    received: list[bytes] = []
+
+    async def pod(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.read())
+        writer.close()
+
+    server = await asyncio.start_server(pod, "::1", 0)
+    try:
+        pod_port = server.sockets[0].getsockname()[1]
+        listen = free_port()
+        docs = service_manifests("db", [pod_port])
+        docs[1]["addressType"], docs[1]["endpoints"][0]["addresses"] = "IPv6", ["::1"]
+        snap = build([*docs, configmap("tcp-services", {str(listen): "default/db:5000::PROXY"})])
+        assert [e.key for e in snap.streams[0].backend.endpoints] == [f"[::1]:{pod_port}"]
+        async with serving(snap):
+            assert await tcp_round_trip(listen, b"six") == b""
+            await wait_for(lambda: bool(received), "the pod to read")
+            parsed = proxy_protocol.parse(received[0])
+            assert parsed is not None and received[0][parsed[1]:] == b"six"
+            # the header describes the client's connection (IPv4), not ours to the pod (IPv6)
+            assert (parsed[0].source_addr, parsed[0].dest_addr, parsed[0].dest_port) == (
+                "127.0.0.1", "127.0.0.1", listen)
+    finally:
+        server.close()
+        await server.wait_closed()
