@@ -1,0 +1,248 @@
+"""The HTTPS listener (issue 4): TLS termination with SNI, ALPN, and ssl-passthrough on the same port.
+
+Theory of operation. The listener owns its accept loop instead of `create_server(ssl=...)`, so that each
+accepted connection can be routed by what the client asks for *before* any TLS is done:
+
+1. accept; read the current `TLSServing` (the contexts of the newest install) once;
+2. if no served Ingress uses ssl-passthrough (the usual case), go straight to 3. Otherwise peek at the
+   ClientHello (MSG_PEEK: nothing is consumed) until `client_hello.parse_client_hello` can answer, waiting
+   with SO_RCVLOWAT set to the bytes it still needs. A server name that is a passthrough host: the raw
+   connection is relayed to that host's backend (`relay`), and the client talks TLS with the pod itself.
+3. terminate: `loop.connect_accepted_socket(..., ssl=default_context)`; the default context's SNI callback
+   switches to the certificate for the name (`tls_contexts`). After the handshake, `protocol_for_alpn`
+   picks the protocol by the ALPN result and the `_AlpnSwitch` placeholder hands the transport to it.
+
+Whether to peek is decided per connection from the current install, so turning passthrough on or off is an
+ordinary reload: the listening socket is never re-created. Measured (bench/tls.py): peeking costs no
+measurable handshake rate, but the plain path is kept because it is simpler and it is the common case.
+
+The handshake runs in a task per connection (asyncio's API awaits it); the task ends when the handshake
+does. The timeouts: the ClientHello must arrive and the handshake finish within `client-header-timeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+from typing import TYPE_CHECKING
+
+from pyngress.runtime.client_hello import MAX_HELLO, ClientHello, Incomplete, Parsed, parse_client_hello
+from pyngress.runtime.downstream import Downstream
+from pyngress.runtime.relay import Relay
+from pyngress.runtime.tls_contexts import TLSContexts, TLSServing
+
+if TYPE_CHECKING:
+    from pyngress.model import Route, Snapshot
+    from pyngress.runtime.server import ProxyServer
+
+log = logging.getLogger("pyngress")
+PEEK_SIZE = MAX_HELLO + 64
+
+
+def protocol_for_alpn(name: str | None, server: ProxyServer) -> asyncio.Protocol:
+    """The protocol serving a TLS connection whose handshake chose ALPN protocol `name` (None: no ALPN).
+
+    Only "http/1.1" is offered today (`tls_contexts.ALPN_OFFER`). To serve HTTP/2, add "h2" to that list and
+    here: `if name == "h2": return H2Downstream(server)`.
+    """
+    conn = Downstream(server)
+    conn.https = True
+    return conn
+
+
+class _AlpnSwitch(asyncio.Protocol):
+    """Stands in during the handshake (asyncio wants a protocol before it), then hands the transport to the
+    protocol ALPN chose, before any application byte arrives. Costs nothing per byte afterwards."""
+
+    def __init__(self, server: ProxyServer) -> None:
+        self.server = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        ssl_object = transport.get_extra_info("ssl_object")
+        name = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+        protocol = protocol_for_alpn(name, self.server)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass  # only reached if the transport is lost before connection_made: nothing was started
+
+
+class HttpsListener:
+    """One worker's HTTPS port. `ProxyServer.install` calls `install`; `ProxyServer.drain` calls `stop`/`close`."""
+
+    def __init__(self, server: ProxyServer, contexts: TLSContexts, redirect_port: int = 0) -> None:
+        self.server = server
+        self.contexts = contexts
+        self.tls: TLSServing = contexts.build(server.snapshot)
+        self.port = 0
+        self.redirect_port = redirect_port  # 0: the port we listen on
+        self.redirect_suffix = b""  # ":8443" in redirects to this listener; b"" for 443
+        self.relays: set[Relay] = set()
+        self._sock: socket.socket | None = None
+        self._acceptor: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def install(self, snapshot: Snapshot) -> None:
+        self.tls = self.contexts.build(snapshot)
+
+    async def listen(self, host: str, port: int, *, reuse_port: bool = False, backlog: int = 2048) -> int:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            sock.listen(backlog)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self._sock = sock
+        self.port = int(sock.getsockname()[1])
+        redirect = self.redirect_port or self.port
+        self.redirect_suffix = b"" if redirect == 443 else b":%d" % redirect
+        self._acceptor = asyncio.get_running_loop().create_task(self._accept_forever(sock))
+        return self.port
+
+    async def _accept_forever(self, listening: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, _ = await loop.sock_accept(listening)
+            except OSError as exc:  # EMFILE and the like: do not spin, do not die
+                log.warning("https accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            tls = self.tls
+            work = self._peek_then_serve(sock, tls) if tls.passthrough else self._terminate(sock, tls)
+            task = loop.create_task(work)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _terminate(self, sock: socket.socket, tls: TLSServing) -> None:
+        loop = asyncio.get_running_loop()
+        timeout = self.server.dataplane.serving.settings.client_header_timeout
+        try:
+            await loop.connect_accepted_socket(lambda: _AlpnSwitch(self.server), sock, ssl=tls.default,
+                                               ssl_handshake_timeout=timeout)
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            log.debug("TLS handshake failed: %s", exc)
+            sock.close()
+
+    async def _peek_then_serve(self, sock: socket.socket, tls: TLSServing) -> None:
+        hello = await peek_client_hello(sock, self.server.dataplane.serving.settings.client_header_timeout)
+        if hello is None:
+            sock.close()
+            return
+        route = tls.passthrough_route(hello.server_name) if isinstance(hello, ClientHello) else None
+        if route is None:
+            await self._terminate(sock, tls)
+        else:
+            await self._relay(sock, route)
+
+    async def _relay(self, sock: socket.socket, route: Route) -> None:
+        serving = self.server.dataplane.serving
+        balancer = serving.balancers.get(route.balancer_key)
+        endpoint = balancer.pick(self.server.no_context) if balancer is not None else None
+        if endpoint is None:
+            sock.close()  # no pod: all a TLS client can be told without a certificate of ours
+            return
+        relay = Relay(self.relays.discard)
+        self.relays.add(relay)
+        try:
+            await relay.start(sock, endpoint, serving.settings.proxy_connect_timeout)
+        except (OSError, TimeoutError) as exc:
+            log.debug("ssl-passthrough to %s failed: %s", endpoint.key, exc)
+            relay.close()
+            sock.close()
+
+    def stop(self) -> None:
+        """Stop accepting (drain)."""
+        if self._acceptor is not None:
+            self._acceptor.cancel()
+        if self._sock is not None:
+            self._sock.close()
+
+    async def close(self, grace: float) -> None:
+        """After the HTTP connections have drained: wait up to `grace` for relays, then cut what is left."""
+        if self._acceptor is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._acceptor
+            self._acceptor = None
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        deadline = asyncio.get_running_loop().time() + grace
+        while self.relays and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        for relay in list(self.relays):
+            relay.abort()
+
+
+async def peek_client_hello(sock: socket.socket, timeout: float) -> Parsed | None:
+    """Wait until the ClientHello can be parsed, consuming nothing. None: closed or timed out first."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    seen, lowat = 0, 1
+    try:
+        while True:
+            if not await _readable(loop, sock, deadline - loop.time()):
+                return None
+            try:
+                data = sock.recv(PEEK_SIZE, socket.MSG_PEEK)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return None
+            if not data:
+                return None
+            parsed = parse_client_hello(data)
+            if not isinstance(parsed, Incomplete):
+                return parsed
+            if len(data) == seen:  # woken without new bytes (SO_RCVLOWAT not honoured): do not spin
+                await asyncio.sleep(0.001)
+            seen = len(data)
+            lowat = min(parsed.needed, PEEK_SIZE)
+            with contextlib.suppress(OSError):  # wake us only when the whole record is there
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, lowat)
+    finally:
+        if lowat != 1:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket, timeout: float) -> bool:
+    if timeout <= 0:
+        return False
+    ready: asyncio.Future[None] = loop.create_future()
+    fd = sock.fileno()
+    loop.add_reader(fd, _wake, ready)
+    try:
+        await asyncio.wait_for(ready, timeout)
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(fd)
+
+
+def _wake(ready: asyncio.Future[None]) -> None:
+    if not ready.done():
+        ready.set_result(None)
+
+
+async def listen_https(server: ProxyServer, host: str, port: int, *, contexts: TLSContexts,
+                       reuse_port: bool = False, redirect_port: int = 0) -> int:
+    """Start the HTTPS listener of `server` (after `server.listen`, which starts the ticker); returns the port."""
+    listener = HttpsListener(server, contexts, redirect_port)
+    bound = await listener.listen(host, port, reuse_port=reuse_port)
+    server.https = listener
+    return bound
+
+
+__all__ = ["HttpsListener", "listen_https", "peek_client_hello", "protocol_for_alpn"]
