@@ -46,19 +46,18 @@ async def test_redirect_to_port_443_has_no_port() -> None:
 
 @async_test
 async def test_acme_challenge_is_not_redirected() -> None:
-    async with site() as (proxy, backend), await proxy.plain() as client:
+    async with site() as (proxy, _backend), await proxy.plain() as client:
         resp = await client.request("GET", "/.well-known/acme-challenge/token123", host="a.example.com")
         assert resp.status == 200 and resp.json()["path"] == "/.well-known/acme-challenge/token123"
 
 
 @async_test
 async def test_https_responses_carry_hsts() -> None:
-    async with site() as (proxy, _):
-        async with await proxy.tls("a.example.com") as client:
-            resp = await client.request("GET", "/", host="a.example.com")
-            assert resp.status == 200 and resp.header("strict-transport-security") == HSTS
-            missing = await client.request("GET", "/status/503", host="a.example.com")
-            assert missing.header("strict-transport-security") == HSTS
+    async with site() as (proxy, _), await proxy.tls("a.example.com") as client:
+        resp = await client.request("GET", "/", host="a.example.com")
+        assert resp.status == 200 and resp.header("strict-transport-security") == HSTS
+        missing = await client.request("GET", "/status/503", host="a.example.com")
+        assert missing.header("strict-transport-security") == HSTS
 
 
 @async_test

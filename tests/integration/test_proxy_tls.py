@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+import trustme
 from harness import EchoBackend, async_test
 from tls_harness import CA, app, compile_docs, der, secret, tls_proxy
 
+from pyngress.model import Snapshot
 from pyngress.runtime.tls_contexts import FAKE_CN
 
 EXACT = CA.issue_cert("a.example.com")
@@ -80,22 +82,21 @@ async def test_invalid_secret_falls_back_to_default_and_others_keep_theirs() -> 
 async def test_secret_rotation_on_reload_keeps_open_connections() -> None:
     rotated = CA.issue_cert("a.example.com")
     async with pods("a") as (a,):
-        def config(leaf: object, version: int) -> object:
-            return compile_docs([secret("cert", leaf),  # type: ignore[arg-type]
+        def config(leaf: trustme.LeafCert, version: int) -> Snapshot:
+            return compile_docs([secret("cert", leaf),
                                  *app("a", ["a.example.com"], a.port, tls=[(["a.example.com"], "cert")])],
                                 version=version)
 
-        async with tls_proxy(config(EXACT, 1)) as proxy:  # type: ignore[arg-type]
-            async with await proxy.tls("a.example.com") as old:
-                assert old.peer_der == der(EXACT)
-                assert (await old.request("GET", "/", host="a.example.com")).status == 200
-                proxy.server.install(config(rotated, 2))  # type: ignore[arg-type]
-                async with await proxy.tls("a.example.com") as new:
-                    assert new.peer_der == der(rotated)
-                    assert (await new.request("GET", "/", host="a.example.com")).status == 200
-                # the connection made before the reload still works, on its old session
-                assert (await old.request("GET", "/again", host="a.example.com")).status == 200
-                assert a.requests[-1].target == "/again"
+        async with tls_proxy(config(EXACT, 1)) as proxy, await proxy.tls("a.example.com") as old:
+            assert old.peer_der == der(EXACT)
+            assert (await old.request("GET", "/", host="a.example.com")).status == 200
+            proxy.server.install(config(rotated, 2))
+            async with await proxy.tls("a.example.com") as new:
+                assert new.peer_der == der(rotated)
+                assert (await new.request("GET", "/", host="a.example.com")).status == 200
+            # the connection made before the reload still works, on its old session
+            assert (await old.request("GET", "/again", host="a.example.com")).status == 200
+            assert a.requests[-1].target == "/again"
 
 
 @async_test
@@ -103,10 +104,9 @@ async def test_default_ssl_certificate_replaces_the_fake() -> None:
     async with pods("a") as (a,):
         snap = compile_docs([secret("default-cert", WILDCARD), *app("a", ["a.example.com"], a.port)],
                             default_ssl_certificate="default/default-cert")
-        async with tls_proxy(snap) as proxy:
-            async with await proxy.tls(None) as client:
-                assert client.peer_der == der(WILDCARD)
-                assert (await client.request("GET", "/", host="a.example.com")).json()["pod"] == "a"
+        async with tls_proxy(snap) as proxy, await proxy.tls(None) as client:
+            assert client.peer_der == der(WILDCARD)
+            assert (await client.request("GET", "/", host="a.example.com")).json()["pod"] == "a"
 
 
 @async_test

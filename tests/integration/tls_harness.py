@@ -60,8 +60,8 @@ def app(name: str, hosts: Sequence[str], port: int, *, tls: Sequence[tuple[Seque
         {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
          "metadata": {"name": name, "namespace": "default", "annotations": annotations or {}},
          "spec": {"ingressClassName": "pyngress",
-                  "rules": [{"host": h, "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]}}
-                            for h in hosts],
+                  "rules": [{"host": h, "http": {"paths": [
+                      {"path": "/", "pathType": "Prefix", "backend": backend}]}} for h in hosts],
                   "tls": [{"hosts": list(h), "secretName": s} for h, s in tls]}},
     ]
 
