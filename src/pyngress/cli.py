@@ -125,12 +125,16 @@ def _cpus(ctx: click.Context, param: click.Parameter, value: str | None) -> list
                    "--pods), weighted by CPU. With --requests 80, 1,1,2,4 get exactly 10/10/20/40.")
 @click.option("--once", is_flag=True, help="Print the table and exit instead of serving.")
 @click.option("--http-port", default=8080, show_default=True, type=click.IntRange(0, 65535))
-def demo(pods: int, requests: int, cpus: list[float] | None, once: bool, http_port: int) -> None:
+@click.option("--https-port", default=None, type=click.IntRange(0, 65535),
+              help="Also serve over TLS on this port, with a generated self-signed certificate.")
+def demo(pods: int, requests: int, cpus: list[float] | None, once: bool, http_port: int,
+         https_port: int | None) -> None:
     """Start demo pods behind the balancer, send requests through it, show how they spread."""
     from pyngress.runtime.demo import run_demo
 
     logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    sys.exit(run_demo(pods=pods, requests=requests, once=once, http_port=http_port, cpus=cpus))
+    sys.exit(run_demo(pods=pods, requests=requests, once=once, http_port=http_port, cpus=cpus,
+                      https_port=https_port))
 
 
 if __name__ == "__main__":

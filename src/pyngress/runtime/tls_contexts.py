@@ -102,14 +102,13 @@ def server_context(chain_pem: bytes, key_pem: bytes, protocols: tuple[str, ...],
 class TLSServing:
     """The contexts of one install: SNI name -> context, the default, and the passthrough hosts."""
 
-    __slots__ = ("default", "exact", "passthrough", "version")
+    __slots__ = ("default", "exact", "passthrough")
 
     def __init__(self, default: ssl.SSLContext, exact: Mapping[str, ssl.SSLContext],
-                 passthrough: Mapping[str, Route], version: int) -> None:
+                 passthrough: Mapping[str, Route]) -> None:
         self.default = default
         self.exact = exact  # names and "*.parent" wildcards
         self.passthrough = passthrough
-        self.version = version
 
     def context_for(self, server_name: str | None) -> ssl.SSLContext:
         if not server_name:
@@ -151,7 +150,7 @@ class TLSContexts:
         assert default is not None  # our own certificate: OpenSSL takes it
         self._cache = cache  # contexts of certificates no longer served are dropped
         exact = {name: by_secret[secret] for name, secret in tls.hosts.items() if secret in by_secret}
-        serving = TLSServing(default, MappingProxyType(exact), tls.passthrough, snapshot.version)
+        serving = TLSServing(default, MappingProxyType(exact), tls.passthrough)
         default.sni_callback = serving.on_sni
         return serving
 
