@@ -13,10 +13,10 @@ accepted connection can be routed by what the client asks for *before* any TLS i
    picks the protocol by the ALPN result and the `_AlpnSwitch` placeholder hands the transport to it.
 
 Whether to peek is decided per connection from the current install, so turning passthrough on or off is an
-ordinary reload: the listening socket is never re-created. `bench/tls.py --peek` compares the two paths;
-on the loaded 2-core development machine their handshake rates were within run-to-run noise (one extra
-recv and wakeup against a full handshake), and the direct path is kept for the common case anyway: it costs
-nothing to keep and skips the wakeup.
+ordinary reload: the listening socket is never re-created. `bench/tls.py --peek` compares the two paths:
+on the loaded 2-core development machine handshakes/s were too noisy to tell apart, but the CPU per
+handshake was about 10 % higher with peeking (user 406-479 µs against 370-417 µs, kernel +20 µs: one more
+wakeup, recv and setsockopt), so the common case, no passthrough anywhere, skips the peek.
 
 The handshake runs in a task per connection (asyncio's API awaits it); the task ends when the handshake
 does. The timeouts: the ClientHello must arrive and the handshake finish within `client-header-timeout`.
@@ -92,9 +92,12 @@ class HttpsListener:
         self.tls = self.contexts.build(snapshot)
 
     async def listen(self, host: str, port: int, *, reuse_port: bool = False, backlog: int = 2048) -> int:
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:  # as asyncio's create_server: "::" is IPv6 only
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             if reuse_port:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((host, port))
@@ -163,11 +166,16 @@ class HttpsListener:
             sock.close()
 
     def stop(self) -> None:
-        """Stop accepting (drain)."""
-        if self._acceptor is not None:
-            self._acceptor.cancel()
-        if self._sock is not None:
-            self._sock.close()
+        """Stop accepting (drain). The socket closes once the accept loop has ended: never under a pending
+        accept."""
+        sock, self._sock = self._sock, None
+        if self._acceptor is None:
+            if sock is not None:
+                sock.close()
+            return
+        self._acceptor.cancel()
+        if sock is not None:
+            self._acceptor.add_done_callback(lambda _: sock.close())
 
     async def close(self, grace: float) -> None:
         """After the HTTP connections have drained: wait up to `grace` for relays, then cut what is left."""
