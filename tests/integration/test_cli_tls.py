@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import http.client
 import socket
 import ssl
@@ -99,8 +100,11 @@ def https_get(port: int) -> tuple[int, bytes, bytes]:
 
 
 def test_run_serves_https_by_sni_and_redirects_plain_http(tmp_path: Path, backend: int) -> None:
-    docs = [secret("shop-tls", LEAF),
-            *app("web", ["shop.example.com"], backend, tls=[(["shop.example.com"], "shop-tls")])]
+    expired = CA.issue_cert("old.example.com", not_before=dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
+                            not_after=dt.datetime(2021, 1, 1, tzinfo=dt.UTC))
+    docs = [secret("shop-tls", LEAF), secret("old-tls", expired),
+            *app("web", ["shop.example.com"], backend, tls=[(["shop.example.com"], "shop-tls")]),
+            *app("old", ["old.example.com"], backend, tls=[(["old.example.com"], "old-tls")])]
     (tmp_path / "tls.yaml").write_text(yaml.safe_dump_all(docs))
     http_port, https_port = free_port(), free_port()
     proc = subprocess.Popen(pyngress("run", "-f", str(tmp_path), "--http-port", str(http_port), "--https-port",
@@ -121,3 +125,6 @@ def test_run_serves_https_by_sni_and_redirects_plain_http(tmp_path: Path, backen
         output, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, output
     assert f"serving https on 127.0.0.1:{https_port}" in output
+    # the expired Secret is logged, naming it; the other host was served with its own certificate above
+    assert "WARNING" in output and "Secret default/old-tls: data.tls.crt: the certificate expired on 2021-01-01" \
+        in output

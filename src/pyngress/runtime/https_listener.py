@@ -89,7 +89,11 @@ class HttpsListener:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def install(self, snapshot: Snapshot) -> None:
-        self.tls = self.contexts.build(snapshot)
+        try:
+            self.tls = self.contexts.build(snapshot)
+        except Exception:  # a bug or the OS (memfd): the routes are swapped already; keep the old certificates
+            log.exception("TLS contexts of configuration version %d not built; keeping the previous ones",
+                          snapshot.version)
 
     async def listen(self, host: str, port: int, *, reuse_port: bool = False, backlog: int = 2048) -> int:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
