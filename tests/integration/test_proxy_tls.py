@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import socket
+import ssl
 from collections.abc import AsyncIterator
 
 import trustme
@@ -111,8 +114,6 @@ async def test_default_ssl_certificate_replaces_the_fake() -> None:
 
 @async_test
 async def test_tls_1_2_and_1_3_are_both_served() -> None:
-    import ssl
-
     async with pods("a") as (a,):
         snap = compile_docs(app("a", ["a.example.com"], a.port))
         async with tls_proxy(snap) as proxy:
@@ -126,3 +127,37 @@ async def test_tls_1_2_and_1_3_are_both_served() -> None:
             ctx12.maximum_version = ssl.TLSVersion.TLSv1_2
             async with await proxy.tls("a.example.com", ctx=ctx12) as client:
                 assert client.writer.get_extra_info("ssl_object").version() == "TLSv1.2"
+
+
+def _resumed_get(port: int, session: ssl.SSLSession | None) -> tuple[bool, ssl.SSLSession | None]:
+    """One blocking HTTPS request offering `session`: (was it resumed, the session to offer next time)."""
+    ctx = RESUMING
+    with socket.create_connection(("127.0.0.1", port), 5) as raw, \
+            ctx.wrap_socket(raw, server_hostname="a.example.com", session=session) as tls:
+        tls.sendall(b"GET / HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n")
+        while tls.recv(65536):  # reading also takes the TLS 1.3 tickets the server sends
+            pass
+        return tls.session_reused, tls.session
+
+
+RESUMING = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+RESUMING.check_hostname, RESUMING.verify_mode = False, ssl.CERT_NONE
+
+
+@async_test
+async def test_sessions_resume_also_across_a_reload_that_keeps_the_certificate() -> None:
+    async with pods("a") as (a,):
+        def config(version: int) -> Snapshot:
+            return compile_docs([secret("exact", EXACT),
+                                 *app("a", ["a.example.com"], a.port, tls=[(["a.example.com"], "exact")])],
+                                version=version)
+
+        async with tls_proxy(config(1)) as proxy:
+            loop = asyncio.get_running_loop()
+            resumed, session = await loop.run_in_executor(None, _resumed_get, proxy.https_port, None)
+            assert not resumed and session is not None
+            resumed, session = await loop.run_in_executor(None, _resumed_get, proxy.https_port, session)
+            assert resumed
+            proxy.server.install(config(2))  # e.g. an unrelated Ingress changed
+            resumed, _ = await loop.run_in_executor(None, _resumed_get, proxy.https_port, session)
+            assert resumed
