@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pyngress")
 PEEK_SIZE = MAX_HELLO + 64
+ACCEPT_BATCH = 64  # connections accepted per wakeup at most
 
 
 def protocol_for_alpn(name: str | None, server: ProxyServer) -> asyncio.Protocol:
@@ -85,7 +86,6 @@ class HttpsListener:
         self.redirect_suffix = b""  # ":8443" in redirects to this listener; b"" for 443
         self.relays: set[Relay] = set()
         self._sock: socket.socket | None = None
-        self._acceptor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     def install(self, snapshot: Snapshot) -> None:
@@ -114,23 +114,36 @@ class HttpsListener:
         self.port = int(sock.getsockname()[1])
         redirect = self.redirect_port or self.port
         self.redirect_suffix = b"" if redirect == 443 else b":%d" % redirect
-        self._acceptor = asyncio.get_running_loop().create_task(self._accept_forever(sock))
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._on_acceptable)
         return self.port
 
-    async def _accept_forever(self, listening: socket.socket) -> None:
+    def _on_acceptable(self) -> None:
+        """The listening socket is readable: accept what is waiting, up to ACCEPT_BATCH (others get a turn).
+        A reader callback rather than a sock_accept() per connection: no future, no reader churn."""
+        listening = self._sock
+        if listening is None:
+            return
         loop = asyncio.get_running_loop()
-        while True:
+        for _ in range(ACCEPT_BATCH):
             try:
-                sock, _ = await loop.sock_accept(listening)
-            except OSError as exc:  # EMFILE and the like: do not spin, do not die
-                log.warning("https accept failed: %s", exc)
-                await asyncio.sleep(0.1)
-                continue
+                sock, _ = listening.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and the like: the socket stays readable, so pause instead of spinning
+                log.warning("https accept failed: %s; pausing accepts for 0.1 s", exc)
+                loop.remove_reader(listening.fileno())
+                loop.call_later(0.1, self._resume_accepting)
+                return
+            sock.setblocking(False)
             tls = self.tls
             work = self._peek_then_serve(sock, tls) if tls.passthrough else self._terminate(sock, tls)
             task = loop.create_task(work)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _resume_accepting(self) -> None:
+        if self._sock is not None:
+            asyncio.get_running_loop().add_reader(self._sock.fileno(), self._on_acceptable)
 
     async def _terminate(self, sock: socket.socket, tls: TLSServing) -> None:
         loop = asyncio.get_running_loop()
@@ -170,23 +183,14 @@ class HttpsListener:
             sock.close()
 
     def stop(self) -> None:
-        """Stop accepting (drain). The socket closes once the accept loop has ended: never under a pending
-        accept."""
+        """Stop accepting (drain)."""
         sock, self._sock = self._sock, None
-        if self._acceptor is None:
-            if sock is not None:
-                sock.close()
-            return
-        self._acceptor.cancel()
         if sock is not None:
-            self._acceptor.add_done_callback(lambda _: sock.close())
+            asyncio.get_running_loop().remove_reader(sock.fileno())
+            sock.close()
 
     async def close(self, grace: float) -> None:
         """After the HTTP connections have drained: wait up to `grace` for relays, then cut what is left."""
-        if self._acceptor is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._acceptor
-            self._acceptor = None
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
