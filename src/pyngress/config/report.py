@@ -26,6 +26,7 @@ they were declared (a ConfigMap entry or a LoadBalancer Service port).
 
 from __future__ import annotations
 
+from pyngress.config.tls_report import tls_lines
 from pyngress.model import Backend, Endpoint, Problem, Snapshot, StreamService
 
 HEADER = ("HOST", "PATH", "TYPE", "BACKEND", "ENDPOINTS", "BALANCE", "INGRESS")
@@ -36,6 +37,7 @@ WEIGHT_SIGN = "\u00d7"  # the multiplication sign: "10.0.0.1:8080" + WEIGHT_SIGN
 
 def format_check(snapshot: Snapshot) -> str:
     lines = _route_table(snapshot)
+    lines += tls_lines(snapshot.tls)  # issue 4: only when TLS is used
     lines += ["", _default_line(snapshot.default_backend), ""]
     if snapshot.streams:  # issue 9 (L4)
         lines += [*_stream_table(snapshot.streams), ""]

@@ -33,6 +33,7 @@ class CompileOptions:
     configmap: str = "pyngress"  # "namespace/name", or "name": that name in any namespace
     controller: str = "pyngress.io/ingress-controller"
     streams: StreamOptions = NO_STREAMS  # issue 9 (L4): tcp/udp services ConfigMaps, LoadBalancer Services
+    default_ssl_certificate: str = ""  # --default-ssl-certificate "namespace/name" (issue 4, config.tls)
 
 
 def served_ingresses(

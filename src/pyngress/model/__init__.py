@@ -36,23 +36,27 @@ from pyngress.model.snapshot import (
     Snapshot,
 )
 from pyngress.model.streams import PROTOCOLS, TCP, UDP, StreamService
+from pyngress.model.tls import NO_TLS, Certificate, HttpsPolicy, TLSConfig, UpstreamTLS
 
 __all__ = [
     "ALGORITHMS",
     "DEFAULT_BALANCE",
     "HASH_ALGORITHMS",
     "NO_AFFINITY",
+    "NO_TLS",
     "PROTOCOLS",
     "TCP",
     "UDP",
     "AffinitySpec",
     "Backend",
     "BalanceSpec",
+    "Certificate",
     "ConfigMap",
     "Endpoint",
     "EndpointPort",
     "EndpointSlice",
     "HTTPIngressPath",
+    "HttpsPolicy",
     "Ingress",
     "IngressBackend",
     "IngressClass",
@@ -73,4 +77,6 @@ __all__ = [
     "SliceEndpoint",
     "Snapshot",
     "StreamService",
+    "TLSConfig",
+    "UpstreamTLS",
 ]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from pyngress.model.objects import PathType
 from pyngress.model.settings import ProxySettings
+from pyngress.model.tls import NO_TLS, HttpsPolicy, TLSConfig, UpstreamTLS
 
 if TYPE_CHECKING:  # issue 9 (L4): model.streams builds on this module's Backend and specs
     from pyngress.model.streams import StreamService
@@ -131,6 +132,9 @@ class Route:
     ingress: str  # "namespace/name" of the Ingress the rule came from
     balance: BalanceSpec = DEFAULT_BALANCE
     affinity: AffinitySpec = NO_AFFINITY
+    # TLS (issue 4, config.tls): redirect to HTTPS / HSTS, and re-encryption to the pods; None when unused
+    https: HttpsPolicy | None = None
+    upstream_tls: UpstreamTLS | None = None
     # Which live balancer serves this route: one per backend and way of balancing, so two Ingresses that
     # balance one Service differently do not share a cursor. Plain round robin keeps the backend key.
     balancer_key: str = field(init=False, repr=False, compare=False)
@@ -155,3 +159,4 @@ class Snapshot:
     settings: ProxySettings = field(default_factory=ProxySettings)
     problems: tuple[Problem, ...] = ()
     streams: tuple[StreamService, ...] = ()  # issue 9 (L4): TCP/UDP listeners, sorted by protocol and port
+    tls: TLSConfig = NO_TLS  # certificates and SNI names for the HTTPS listener (issue 4)

@@ -20,6 +20,7 @@ import asyncio
 import random
 import time
 from email.utils import formatdate
+from typing import TYPE_CHECKING
 
 from pyngress.balancing import PickContext
 from pyngress.model import ProxySettings, Snapshot
@@ -28,6 +29,9 @@ from pyngress.runtime.l4 import StreamRuntime
 from pyngress.runtime.pool import UpstreamPool
 from pyngress.runtime.request_head import request_id_source
 from pyngress.runtime.state import Dataplane, Serving
+
+if TYPE_CHECKING:
+    from pyngress.runtime.https_listener import HttpsListener
 
 
 def http_date(now: float | None = None) -> bytes:
@@ -51,6 +55,7 @@ class ProxyServer:
         self._ticker: asyncio.TimerHandle | None = None
         self._all_closed = asyncio.Event()
         self.streams = StreamRuntime(snapshot, rng=rng)  # issue 9 (L4): TCP/UDP listeners follow the snapshot
+        self.https: HttpsListener | None = None  # the TLS listener (issue 4, runtime.https_listener), if any
 
     @property
     def snapshot(self) -> Snapshot:
@@ -61,6 +66,8 @@ class ProxyServer:
         serving = self.dataplane.install(snapshot)
         self.pool.retain(serving.endpoint_keys)
         self.streams.install(snapshot)  # issue 9 (L4)
+        if self.https is not None:
+            self.https.install(snapshot)  # its certificates: new handshakes use them
         return serving
 
     async def listen(self, host: str = "0.0.0.0", port: int = 8080, *, reuse_port: bool = False,
@@ -91,8 +98,11 @@ class ProxyServer:
         """Stop accepting, finish in-flight requests for up to `grace` seconds, then close everything."""
         self.draining = True
         streams = self.loop.create_task(self.streams.drain(grace))  # issue 9 (L4): in parallel with HTTP
+        started = self.loop.time()
         for server in self._servers:
             server.close()
+        if self.https is not None:
+            self.https.stop()
         for conn in list(self.connections):
             if not conn.queue and conn.head_started < 0:
                 conn.close()
@@ -103,6 +113,8 @@ class ProxyServer:
                 for conn in list(self.connections):
                     conn.abort()
         await streams
+        if self.https is not None:  # its HTTP connections drained above; ssl-passthrough relays now
+            await self.https.close(max(0.0, grace - (self.loop.time() - started)))
         self.pool.close_idle()
         for server in self._servers:
             await server.wait_closed()
