@@ -136,7 +136,7 @@ def running(args: argparse.Namespace, cpus_proxy: str | None,
                                                         cpus_proxy), hport, workdir))
             (workdir / "manifests.yaml").write_text(pyngress_manifests(pport, bport))
             argv = [*args.pyngress_cmd, "run", "-f", str(workdir / "manifests.yaml"), "--address", "127.0.0.1",
-                    "--http-port", str(http_port), "--workers", "1", "--log-level", "warning",
+                    "--http-port", str(http_port), "--https-port", "0", "--workers", "1", "--log-level", "warning",
                     "--tcp-services-configmap", "bench/tcp-services"]
             started.append(start_server(PYNGRESS, pinned(argv, cpus_proxy), pport, workdir))
             for server in started:

@@ -105,7 +105,8 @@ def test_run_serves_tcp_and_udp_services_with_two_workers(pods: tuple[int, int],
     (tmp_path / "l4.yaml").write_text(MANIFESTS.format(tcp=tcp_pod, udp=udp_pod, tcp_listen=tcp_listen,
                                                        udp_listen=udp_listen))
     argv = [sys.executable, "-m", "pyngress", "run", "-f", str(tmp_path), "--address", "127.0.0.1",
-            "--http-port", str(_free(socket.SOCK_STREAM)), "--workers", "2", "--shutdown-grace", "2",
+            "--http-port", str(_free(socket.SOCK_STREAM)), "--https-port", "0", "--workers", "2",
+            "--shutdown-grace", "2",
             "--tcp-services-configmap", "ingress/tcp-services", "--udp-services-configmap", "ingress/udp-services"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy())
     try:
