@@ -206,19 +206,21 @@ def measure(args: argparse.Namespace, servers: dict[str, Server], cpus_load: str
 
 
 def report(results: dict[str, dict[str, list[Result]]]) -> str:
-    lines = ["| load | HAProxy | pyngress | pyngress/HAProxy | CPU µs HAProxy (user) | CPU µs pyngress (user) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    """Medians per proxy, their ratio, and the median of the per-round ratios: each round runs both proxies
+    back to back, so a round's ratio cancels the machine's drift that the medians over rounds keep."""
+    lines = ["| load | HAProxy | pyngress | ratio of medians | median of round ratios "
+             "| CPU µs HAProxy (user) | CPU µs pyngress (user) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for load in [load for load in LOADS if results[load][HAPROXY]]:
-        h = statistics.median(r.rate for r in results[load][HAPROXY])
-        p = statistics.median(r.rate for r in results[load][PYNGRESS])
-        hc = statistics.median(r.cpu_us for r in results[load][HAPROXY])
-        pc = statistics.median(r.cpu_us for r in results[load][PYNGRESS])
-        hu = statistics.median(r.user_us for r in results[load][HAPROXY])
-        pu = statistics.median(r.user_us for r in results[load][PYNGRESS])
+        ours, theirs = results[load][PYNGRESS], results[load][HAPROXY]
+        h, p = statistics.median(r.rate for r in theirs), statistics.median(r.rate for r in ours)
+        paired = statistics.median(a.rate / b.rate for a, b in zip(ours, theirs, strict=True))
+        cpu = [statistics.median(getattr(r, f) for r in rs)
+               for rs in (theirs, ours) for f in ("cpu_us", "user_us")]
         unit = "MB/s" if load == "bulk" else "req/s"
-        target = f" (target ≥ {TARGET}: {'met' if p / h >= TARGET else 'missed'})" if load == "keep-alive" else ""
-        lines.append(f"| {load} ({unit}) | {h:,.0f} | {p:,.0f} | **{p / h:.2f}**{target} "
-                     f"| {hc:.1f} ({hu:.1f}) | {pc:.1f} ({pu:.1f}) |")
+        target = f" (target ≥ {TARGET}: {'met' if paired >= TARGET else 'missed'})" if load == "keep-alive" else ""
+        lines.append(f"| {load} ({unit}) | {h:,.0f} | {p:,.0f} | {p / h:.2f} | **{paired:.2f}**{target} "
+                     f"| {cpu[0]:.1f} ({cpu[1]:.1f}) | {cpu[2]:.1f} ({cpu[3]:.1f}) |")
     return "\n".join(lines)
 
 
