@@ -7,7 +7,13 @@ from typing import Any
 import pytest
 
 from pyngress.config import CompileOptions, compile_snapshot, format_check, parse_manifest
-from pyngress.config.streams import StreamEntry, StreamOptions, load_balancer_ports, parse_entry
+from pyngress.config.streams import (
+    StreamEntry,
+    StreamOptions,
+    load_balancer_ports,
+    load_balancer_status,
+    parse_entry,
+)
 from pyngress.model import KubeObject, Snapshot
 
 
@@ -182,3 +188,21 @@ def test_check_lists_the_stream_services() -> None:
 def test_a_stream_reload_that_changes_nothing_compares_equal() -> None:
     docs = [*DB, _configmap("tcp", {"9000": "shop/db:pg"})]
     assert _compile(docs) == _compile(list(reversed(docs)))
+
+
+def test_the_status_the_kubernetes_source_writes_on_load_balancer_services() -> None:
+    game = _service("game", type="LoadBalancer", ports=[{"name": "c", "port": 7777},
+                                                         {"name": "s", "port": 7777, "protocol": "UDP"}])
+    web = _service("web", type="LoadBalancer", ports=[{"port": 80}])
+    snap = _compile([game, web, *DB, _configmap("tcp", {"9000": "shop/db:pg"})], serve_load_balancer_services=True,
+                    lb_port_offset=10000)
+    status = load_balancer_status(snap.streams, ["10.0.0.5", "lb.example.com"], bound={"tcp/17777", "udp/17777"})
+    assert status == {
+        "shop/game": {"loadBalancer": {"ingress": [
+            {"ip": "10.0.0.5", "ports": [{"port": 7777, "protocol": "TCP"}, {"port": 7777, "protocol": "UDP"}]},
+            {"hostname": "lb.example.com",
+             "ports": [{"port": 7777, "protocol": "TCP"}, {"port": 7777, "protocol": "UDP"}]},
+        ]}},
+        "shop/web": {"loadBalancer": {}},  # its port 10080 is not bound: nothing to advertise
+    }
+    assert "shop/db" not in load_balancer_status(snap.streams, ["10.0.0.5"])  # a ConfigMap entry: no status

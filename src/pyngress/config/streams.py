@@ -29,8 +29,10 @@ not supported (the PROXY codec speaks STREAM only; ingress-nginx ignores it on U
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import ipaddress
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from pyngress.config.endpoints import resolve_backend
 from pyngress.config.settings import parse_bool
@@ -271,6 +273,31 @@ def load_balancer_ports(streams: Iterable[StreamService]) -> dict[str, tuple[tup
         if stream.load_balancer:
             found.setdefault(stream.service, []).append((stream.service_port, stream.protocol))
     return {name: tuple(sorted(ports)) for name, ports in sorted(found.items())}
+
+
+def load_balancer_status(streams: Iterable[StreamService], addresses: Sequence[str],
+                         bound: Collection[str] | None = None) -> dict[str, dict[str, Any]]:
+    """For the Kubernetes source: the `status` to write on each LoadBalancer Service served, by "namespace/name":
+    `{"loadBalancer": {"ingress": [{"ip": ..., "ports": [{"port": 7777, "protocol": "TCP"}]}]}}`, one ingress
+    entry per address of the controller (`hostname` instead of `ip` for a name). Ports are the Service's own.
+    `bound` (listen keys that are listening, `StreamRuntime.listeners`) leaves out ports that could not be
+    bound; a Service none of whose ports is bound gets an empty `loadBalancer` (no address to advertise)."""
+    ports: dict[str, list[dict[str, Any]]] = {}
+    for stream in streams:
+        if stream.load_balancer:
+            served = bound is None or stream.listen_key in bound
+            entry = {"port": stream.service_port, "protocol": stream.protocol}
+            ports.setdefault(stream.service, []).extend([entry] if served else [])
+    return {name: {"loadBalancer": {"ingress": [{_address_field(a): a, "ports": found} for a in addresses]}
+                   if found else {}} for name, found in sorted(ports.items())}
+
+
+def _address_field(address: str) -> str:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return "hostname"
+    return "ip"
 
 
 def _age(svc: Service) -> tuple[str, str, str]:
