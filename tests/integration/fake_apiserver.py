@@ -1,0 +1,605 @@
+"""A test Kubernetes API server: aiohttp on 127.0.0.1, in-memory, faithful enough for kubectl and our watch loop.
+
+What it does as the real one does (the contract tests in test_kube_contract.py run against both):
+- discovery: /version, /api, /api/v1, /apis, /apis/<group>/<version>, with the kinds below;
+- objects at namespaced and all-namespace paths; POST (server-set uid, creationTimestamp, generation,
+  resourceVersion; 409 AlreadyExists), GET, PUT (409 Conflict on a stale resourceVersion; generation bumped
+  when the spec changes; status kept), PATCH (merge-patch, and the strategic-merge subset kubectl apply sends
+  for these kinds), DELETE, and the `/status` subresource (only status changes through it);
+- admission: an Ingress created without a class gets the default IngressClass's name (DefaultIngressClass);
+- one global resourceVersion counter and a history of events, with `compact()` to drop it;
+- list with label and field selectors and paged with `limit`/`continue` (pages come from one consistent copy);
+- watch from a resourceVersion: replays history after it, or answers an ERROR 410 event when it was compacted;
+  `0`/absent starts with synthetic ADDED events; selectors apply to events; BOOKMARKs every
+  `bookmark_interval` seconds when asked; the stream ends after timeoutSeconds.
+Fault hooks: `close_watches()` (clean end), `abort_connections()` (RST), `stall_watches()` (open but
+silent), `fail_next(n, status, retry_after)` (429/500 answers), and `requests`, the log of every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import datetime
+import json
+import re
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Kind:
+    group: str
+    version: str
+    kind: str
+    plural: str
+    namespaced: bool = True
+    status: bool = False  # has a /status subresource
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+
+KINDS = [
+    Kind("", "v1", "Namespace", "namespaces", namespaced=False, status=True),
+    Kind("", "v1", "Service", "services", status=True),
+    Kind("", "v1", "Secret", "secrets"),
+    Kind("", "v1", "ConfigMap", "configmaps"),
+    Kind("", "v1", "Pod", "pods", status=True),
+    Kind("", "v1", "ServiceAccount", "serviceaccounts"),
+    Kind("networking.k8s.io", "v1", "Ingress", "ingresses", status=True),
+    Kind("networking.k8s.io", "v1", "IngressClass", "ingressclasses", namespaced=False),
+    Kind("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices"),
+    Kind("coordination.k8s.io", "v1", "Lease", "leases"),
+    Kind("apps", "v1", "Deployment", "deployments", status=True),
+    Kind("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", status=True),
+    Kind("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", namespaced=False),
+    Kind("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", namespaced=False),
+    Kind("rbac.authorization.k8s.io", "v1", "Role", "roles"),
+    Kind("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings"),
+]
+SHORT = {"services": ["svc"], "ingresses": ["ing"], "configmaps": ["cm"], "namespaces": ["ns"], "pods": ["po"],
+         "serviceaccounts": ["sa"], "deployments": ["deploy"], "poddisruptionbudgets": ["pdb"]}
+BY_PATH = {(k.group, k.version, k.plural): k for k in KINDS}
+DEFAULT_CLASS = "ingressclass.kubernetes.io/is-default-class"
+
+
+@dataclass
+class Event:
+    rv: int
+    type: str
+    kind: Kind
+    obj: Obj
+    old: Obj | None = None
+
+
+@dataclass
+class Watcher:
+    kind: Kind
+    namespace: str
+    labels: str
+    fields: str
+    queue: asyncio.Queue[Event | None] = field(default_factory=asyncio.Queue)
+    request: web.Request | None = None
+    stalled: bool = False
+
+
+@dataclass
+class Fault:
+    remaining: int
+    status: int
+    retry_after: str | None
+    match: Callable[[web.Request], bool]
+
+
+class FakeApiServer:
+    def __init__(self, *, bookmark_interval: float | None = None, history: int = 10000) -> None:
+        self.bookmark_interval = bookmark_interval
+        self.objects: dict[tuple[Kind, str, str], Obj] = {}
+        self.rv = 1
+        self.history: deque[Event] = deque(maxlen=history)
+        self.compacted = 0  # watches from a resourceVersion below this get 410
+        self.watchers: list[Watcher] = []
+        self.faults: list[Fault] = []
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.pages: dict[str, list[Obj]] = {}
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    async def start(self) -> FakeApiServer:
+        app = web.Application(middlewares=[self._middleware], client_max_size=16 * 2**20)
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def close(self) -> None:
+        self.close_watches()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def kubeconfig(self, path: str) -> str:
+        config = {"apiVersion": "v1", "kind": "Config", "current-context": "fake",
+                  "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+                  "users": [{"name": "fake", "user": {"token": "fake-token"}}],
+                  "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}]}
+        with open(path, "w") as f:
+            json.dump(config, f)
+        return path
+
+    # -- fault hooks -------------------------------------------------------------------------------------
+
+    def close_watches(self) -> None:
+        for w in self.watchers:
+            w.queue.put_nowait(None)
+
+    def abort_connections(self) -> None:
+        for w in list(self.watchers):
+            if w.request is not None and w.request.transport is not None:
+                w.request.transport.abort()
+
+    def stall_watches(self) -> None:
+        for w in self.watchers:
+            w.stalled = True
+
+    def fail_next(self, count: int, status: int, retry_after: str | None = None,
+                  match: Callable[[web.Request], bool] = lambda r: True) -> None:
+        self.faults.append(Fault(count, status, retry_after, match))
+
+    def compact(self) -> None:
+        self.history.clear()
+        self.compacted = self.rv
+
+    def count(self, path_part: str, *, watch: bool | None = None) -> int:
+        return sum(1 for _, p, q in self.requests
+                   if path_part in p and (watch is None or (q.get("watch") == "true") == watch))
+
+    # -- storage -----------------------------------------------------------------------------------------
+
+    def _next_rv(self) -> str:
+        self.rv += 1
+        return str(self.rv)
+
+    def _record(self, type_: str, kind: Kind, obj: Obj, old: Obj | None = None) -> None:
+        event = Event(self.rv, type_, kind, copy.deepcopy(obj), old)
+        self.history.append(event)
+        for w in self.watchers:
+            if w.kind == kind and not w.stalled:
+                w.queue.put_nowait(event)
+
+    def put_object(self, obj: Obj) -> Obj:
+        """Create or replace an object directly (test setup), as a write through the API would."""
+        kind = next(k for k in KINDS if k.kind == obj["kind"] and k.api_version == obj["apiVersion"])
+        meta = obj.setdefault("metadata", {})
+        ns = meta.setdefault("namespace", "default") if kind.namespaced else ""
+        key = (kind, ns, meta["name"])
+        old = self.objects.get(key)
+        self._server_fields(kind, obj, old)
+        self.objects[key] = obj
+        self._record("MODIFIED" if old else "ADDED", kind, obj, old)
+        return obj
+
+    def delete_object(self, kind_name: str, namespace: str, name: str) -> None:
+        kind = next(k for k in KINDS if k.kind == kind_name)
+        obj = self.objects.pop((kind, namespace if kind.namespaced else "", name))
+        obj["metadata"]["resourceVersion"] = self._next_rv()
+        self._record("DELETED", kind, obj)
+
+    def _server_fields(self, kind: Kind, obj: Obj, old: Obj | None) -> None:
+        obj["kind"], obj["apiVersion"] = kind.kind, kind.api_version
+        meta = obj["metadata"]
+        if old is None:
+            meta["uid"] = str(uuid.uuid4())
+            meta["creationTimestamp"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            meta["generation"] = 1
+        else:
+            for k in ("uid", "creationTimestamp"):
+                meta[k] = old["metadata"][k]
+            changed = {k: v for k, v in obj.items() if k not in ("metadata", "status")} != {
+                k: v for k, v in old.items() if k not in ("metadata", "status")}
+            meta["generation"] = old["metadata"].get("generation", 1) + (1 if changed else 0)
+        meta["resourceVersion"] = self._next_rv()
+
+    # -- HTTP --------------------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.requests.append((request.method, request.path, dict(request.query)))
+        for fault in self.faults:
+            if fault.remaining > 0 and fault.match(request):
+                fault.remaining -= 1
+                headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+                return _status(fault.status, "TooManyRequests" if fault.status == 429 else "InternalError",
+                               "injected fault", headers=headers)
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        parts = [p for p in request.path.split("/") if p]
+        if parts == ["version"]:
+            return web.json_response({"major": "1", "minor": "32", "gitVersion": "v1.32.0-pyngress-fake",
+                                      "platform": "linux/amd64"})
+        if parts == ["api"]:
+            return web.json_response({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
+                {"clientCIDR": "0.0.0.0/0", "serverAddress": f"127.0.0.1:{self.port}"}]})
+        if parts == ["apis"]:
+            return web.json_response(_group_list())
+        if parts[:2] == ["api", "v1"]:
+            return await self._resource(request, "", "v1", parts[2:])
+        if parts[:1] == ["apis"] and len(parts) >= 3:
+            return await self._resource(request, parts[1], parts[2], parts[3:])
+        if parts[:1] == ["apis"] and len(parts) == 2:
+            return web.json_response(_group_list(parts[1]))
+        return _status(404, "NotFound", f"the server could not find the requested resource {request.path}")
+
+    async def _resource(self, request: web.Request, group: str, version: str, rest: list[str]) -> web.StreamResponse:
+        if not rest:
+            return web.json_response(_resource_list(group, version))
+        namespace = ""
+        if rest[0] == "namespaces" and len(rest) >= 3:
+            namespace, rest = rest[1], rest[2:]
+        kind = BY_PATH.get((group, version, rest[0]))
+        if kind is None:
+            return _status(404, "NotFound", f"the server could not find the requested resource {request.path}")
+        name = rest[1] if len(rest) > 1 else ""
+        sub = rest[2] if len(rest) > 2 else ""
+        if sub and (sub != "status" or not kind.status):
+            return _status(404, "NotFound", f"no subresource {sub}")
+        method = request.method
+        if not name:
+            if method == "GET":
+                return await (self._watch if request.query.get("watch") in ("true", "1") else self._list)(
+                    request, kind, namespace)
+            if method == "POST":
+                return await self._create(request, kind, namespace)
+            return _status(405, "MethodNotAllowed", "method not allowed")
+        key = (kind, namespace if kind.namespaced else "", name)
+        handlers = {"GET": self._get, "PUT": self._put, "PATCH": self._patch, "DELETE": self._delete}
+        if method not in handlers:
+            return _status(405, "MethodNotAllowed", "method not allowed")
+        return await handlers[method](request, kind, key, sub)
+
+    async def _list(self, request: web.Request, kind: Kind, namespace: str) -> web.Response:
+        query = request.query
+        token = query.get("continue")
+        if token:
+            if token not in self.pages:
+                return _status(410, "Expired", "the provided continue parameter is too old")
+            items, rv = self.pages.pop(token), json.loads(base64.b64decode(token))["rv"]
+        else:
+            items = [copy.deepcopy(o) for (k, ns, _), o in sorted(self.objects.items(), key=lambda e: e[0][1:])
+                     if k == kind and (not namespace or ns == namespace)
+                     and selected(o, query.get("labelSelector", ""), query.get("fieldSelector", ""))]
+            rv = self.rv
+        limit = int(query.get("limit", "0") or 0)
+        metadata: Obj = {"resourceVersion": str(rv)}
+        if limit and len(items) > limit:
+            items, remaining = items[:limit], items[limit:]
+            next_token = base64.b64encode(json.dumps({"rv": rv, "id": uuid.uuid4().hex}).encode()).decode()
+            self.pages[next_token] = remaining
+            metadata["continue"] = next_token
+        for item in items:  # as the real server: list items carry no kind/apiVersion
+            item.pop("kind", None)
+            item.pop("apiVersion", None)
+        return web.json_response({"kind": f"{kind.kind}List", "apiVersion": kind.api_version,
+                                  "metadata": metadata, "items": items})
+
+    async def _watch(self, request: web.Request, kind: Kind, namespace: str) -> web.StreamResponse:
+        query = request.query
+        watcher = Watcher(kind, namespace, query.get("labelSelector", ""), query.get("fieldSelector", ""),
+                          request=request)
+        since = query.get("resourceVersion", "")
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        if since not in ("", "0") and int(since) < self.compacted:
+            await _send(response, {"type": "ERROR", "object": {
+                "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Expired", "code": 410,
+                "message": f"too old resource version: {since} ({self.compacted})"}})
+            return response
+        if since in ("", "0"):
+            for (k, ns, _), obj in sorted(self.objects.items(), key=lambda e: e[0][1:]):
+                if k == kind and (not namespace or ns == namespace):
+                    watcher.queue.put_nowait(Event(self.rv, "ADDED", kind, copy.deepcopy(obj)))
+        else:
+            for event in self.history:
+                if event.kind == kind and event.rv > int(since):
+                    watcher.queue.put_nowait(event)
+        self.watchers.append(watcher)
+        try:
+            await self._stream(response, watcher, query)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.watchers.remove(watcher)
+        return response
+
+    async def _stream(self, response: web.StreamResponse, watcher: Watcher, query: Any) -> None:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + int(query.get("timeoutSeconds", "1800"))
+        bookmarks = query.get("allowWatchBookmarks") == "true" and self.bookmark_interval is not None
+        while (left := end - loop.time()) > 0:
+            wait = min(left, self.bookmark_interval) if bookmarks and self.bookmark_interval else left
+            try:
+                event = await asyncio.wait_for(watcher.queue.get(), wait)
+            except TimeoutError:
+                if bookmarks and not watcher.stalled:
+                    await _send(response, {"type": "BOOKMARK", "object": {
+                        "kind": watcher.kind.kind, "apiVersion": watcher.kind.api_version,
+                        "metadata": {"resourceVersion": str(self.rv)}}})
+                continue
+            if event is None:
+                return
+            if watcher.stalled:
+                continue
+            line = self._event_for(watcher, event)
+            if line is not None:
+                await _send(response, line)
+
+    def _event_for(self, watcher: Watcher, event: Event) -> Obj | None:
+        if watcher.namespace and event.obj["metadata"].get("namespace") != watcher.namespace:
+            return None
+        now = selected(event.obj, watcher.labels, watcher.fields)
+        before = event.old is not None and selected(event.old, watcher.labels, watcher.fields)
+        if now:
+            return {"type": "ADDED" if event.type == "MODIFIED" and not before and event.old else event.type,
+                    "object": event.obj}
+        if before and event.type == "MODIFIED":  # moved out of the selection: a delete for this watcher
+            return {"type": "DELETED", "object": event.obj}
+        return None
+
+    async def _create(self, request: web.Request, kind: Kind, namespace: str) -> web.Response:
+        obj = await request.json()
+        meta = obj.setdefault("metadata", {})
+        if kind.namespaced:
+            meta["namespace"] = namespace or meta.get("namespace") or "default"
+        key = (kind, meta.get("namespace", "") if kind.namespaced else "", meta.get("name", ""))
+        if not key[2]:
+            return _status(422, "Invalid", "metadata.name: Required value")
+        if key in self.objects:
+            return _status(409, "AlreadyExists", f'{kind.plural} "{key[2]}" already exists', name=key[2],
+                           kind=kind)
+        if kind.kind == "Ingress":
+            self._default_class(obj)
+        if request.query.get("dryRun") == "All":
+            return web.json_response(obj, status=201)
+        obj.pop("status", None) if kind.kind == "Ingress" else None
+        self._server_fields(kind, obj, None)
+        self.objects[key] = obj
+        self._record("ADDED", kind, obj)
+        return web.json_response(obj, status=201)
+
+    def _default_class(self, obj: Obj) -> None:
+        spec = obj.setdefault("spec", {})
+        if spec.get("ingressClassName"):
+            return
+        for (k, _, name), o in self.objects.items():
+            if k.kind == "IngressClass" and o["metadata"].get("annotations", {}).get(DEFAULT_CLASS) == "true":
+                spec["ingressClassName"] = name
+                return
+
+    async def _get(self, request: web.Request, kind: Kind, key: Any, sub: str) -> web.Response:
+        obj = self.objects.get(key)
+        if obj is None:
+            return _status(404, "NotFound", f'{kind.plural} "{key[2]}" not found', name=key[2], kind=kind)
+        return web.json_response(obj)
+
+    async def _put(self, request: web.Request, kind: Kind, key: Any, sub: str) -> web.Response:
+        return self._update(kind, key, sub, await request.json(), check_rv=True)
+
+    def _update(self, kind: Kind, key: Any, sub: str, body: Obj, *, check_rv: bool) -> web.Response:
+        old = self.objects.get(key)
+        if old is None:
+            return _status(404, "NotFound", f'{kind.plural} "{key[2]}" not found', name=key[2], kind=kind)
+        given = str(body.get("metadata", {}).get("resourceVersion", ""))
+        if check_rv and given and given != old["metadata"]["resourceVersion"]:
+            return _status(409, "Conflict", f'Operation cannot be fulfilled on {kind.plural} "{key[2]}": the '
+                           "object has been modified; please apply your changes to the latest version and "
+                           "try again", name=key[2], kind=kind)
+        if sub == "status":
+            new = copy.deepcopy(old)
+            new["status"] = body.get("status", {})
+        else:
+            new = body
+            new.setdefault("metadata", {})
+            new["metadata"]["name"], new["metadata"]["namespace"] = key[2], key[1] or None
+            if not kind.namespaced:
+                new["metadata"].pop("namespace")
+            if kind.status and "status" in old:
+                new["status"] = old["status"]
+        if _same(new, old):
+            return web.json_response(old)  # a no-op write does not bump resourceVersion (as the real one)
+        self._server_fields(kind, new, old)
+        self.objects[key] = new
+        self._record("MODIFIED", kind, new, old)
+        return web.json_response(new)
+
+    async def _patch(self, request: web.Request, kind: Kind, key: Any, sub: str) -> web.Response:
+        old = self.objects.get(key)
+        if old is None:
+            return _status(404, "NotFound", f'{kind.plural} "{key[2]}" not found', name=key[2], kind=kind)
+        ctype = request.content_type
+        patch = await request.json()
+        if ctype == "application/merge-patch+json":
+            merged = merge_patch(copy.deepcopy(old), patch)
+        elif ctype == "application/strategic-merge-patch+json":
+            merged = strategic_merge(copy.deepcopy(old), patch)
+        else:
+            return _status(415, "UnsupportedMediaType", f"the fake does not do {ctype}")
+        return self._update(kind, key, sub, merged, check_rv=True)
+
+    async def _delete(self, request: web.Request, kind: Kind, key: Any, sub: str) -> web.Response:
+        obj = self.objects.pop(key, None)
+        if obj is None:
+            return _status(404, "NotFound", f'{kind.plural} "{key[2]}" not found', name=key[2], kind=kind)
+        obj["metadata"]["resourceVersion"] = self._next_rv()
+        self._record("DELETED", kind, obj)
+        return web.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                                  "details": {"name": key[2], "kind": kind.plural, "uid": obj["metadata"]["uid"]}})
+
+
+# -- helpers ---------------------------------------------------------------------------------------------
+
+
+async def _send(response: web.StreamResponse, event: Obj) -> None:
+    await response.write(json.dumps(event).encode() + b"\n")
+
+
+def _status(code: int, reason: str, message: str, *, name: str = "", kind: Kind | None = None,
+            headers: dict[str, str] | None = None) -> web.Response:
+    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
+            "reason": reason, "code": code}
+    if name:
+        body["details"] = {"name": name, "group": kind.group if kind else "", "kind": kind.plural if kind else ""}
+    return web.json_response(body, status=code, headers=headers)
+
+
+def _same(a: Obj, b: Obj) -> bool:
+    strip = ("resourceVersion", "generation", "uid", "creationTimestamp")
+    am = {k: v for k, v in a.get("metadata", {}).items() if k not in strip and v is not None}
+    bm = {k: v for k, v in b.get("metadata", {}).items() if k not in strip and v is not None}
+    rest = ("kind", "apiVersion", "metadata")
+    return am == bm and {k: v for k, v in a.items() if k not in rest} == {k: v for k, v in b.items() if k not in rest}
+
+
+def _group_list(only: str | None = None) -> Obj:
+    groups: dict[str, list[str]] = {}
+    for k in KINDS:
+        if k.group and k.version not in groups.setdefault(k.group, []):
+            groups[k.group].append(k.version)
+    entries = [{"name": g, "versions": [{"groupVersion": f"{g}/{v}", "version": v} for v in vs],
+                "preferredVersion": {"groupVersion": f"{g}/{vs[0]}", "version": vs[0]}} for g, vs in groups.items()]
+    if only is not None:
+        return {"kind": "APIGroup", "apiVersion": "v1", **next(e for e in entries if e["name"] == only)}
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": entries}
+
+
+def _resource_list(group: str, version: str) -> Obj:
+    verbs = ["create", "delete", "get", "list", "patch", "update", "watch"]
+    resources = []
+    for k in KINDS:
+        if (k.group, k.version) != (group, version):
+            continue
+        resources.append({"name": k.plural, "singularName": k.kind.lower(), "namespaced": k.namespaced,
+                          "kind": k.kind, "verbs": verbs, "shortNames": SHORT.get(k.plural, [])})
+        if k.status:
+            resources.append({"name": f"{k.plural}/status", "singularName": "", "namespaced": k.namespaced,
+                              "kind": k.kind, "verbs": ["get", "patch", "update"]})
+    gv = f"{group}/{version}" if group else version
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}
+
+
+# -- selectors and patches (pure) ---------------------------------------------------------------------------
+
+_SET = re.compile(r"^\s*([^\s!=]+)\s+(in|notin)\s+\(([^)]*)\)\s*$")
+
+
+def selected(obj: Obj, labels: str, fields: str) -> bool:
+    return _labels_match(obj.get("metadata", {}).get("labels") or {}, labels) and _fields_match(obj, fields)
+
+
+def _split(selector: str) -> list[str]:
+    return [p for p in re.split(r",(?![^(]*\))", selector) if p.strip()]
+
+
+def _labels_match(labels: dict[str, str], selector: str) -> bool:
+    for req in _split(selector):
+        if m := _SET.match(req):
+            values = {v.strip() for v in m.group(3).split(",")}
+            inside = labels.get(m.group(1)) in values
+            if inside != (m.group(2) == "in"):
+                return False
+        elif "!=" in req:
+            k, v = (s.strip() for s in req.split("!=", 1))
+            if labels.get(k) == v:
+                return False
+        elif "=" in req:
+            k, v = (s.strip() for s in req.replace("==", "=").split("=", 1))
+            if labels.get(k) != v:
+                return False
+        elif req.strip().startswith("!"):
+            if req.strip()[1:] in labels:
+                return False
+        elif req.strip() not in labels:
+            return False
+    return True
+
+
+def _fields_match(obj: Obj, selector: str) -> bool:
+    for req in _split(selector):
+        negate = "!=" in req
+        path, value = (s.strip() for s in req.replace("!=", "=").replace("==", "=").split("=", 1))
+        current: Any = obj
+        for part in path.split("."):
+            current = current.get(part) if isinstance(current, dict) else None
+        if (str(current if current is not None else "") == value) == negate:
+            return False
+    return True
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    if not isinstance(target, dict):
+        target = {}
+    for k, v in patch.items():
+        if v is None:
+            target.pop(k, None)
+        else:
+            target[k] = merge_patch(target.get(k), v)
+    return target
+
+
+def strategic_merge(target: Any, patch: Any) -> Any:
+    """The subset of strategic merge patch that `kubectl apply` sends for the kinds here: maps merge, null
+    deletes, lists are replaced unless a `$setElementOrder/<list>` directive names their merge key (then
+    items merge by that key, `$patch: delete` removes one, and the directive gives the order)."""
+    if not isinstance(patch, dict) or not isinstance(target, dict):
+        return patch
+    for k, v in patch.items():
+        if k.startswith("$setElementOrder/") or k.startswith("$"):
+            continue
+        if v is None:
+            target.pop(k, None)
+        elif isinstance(v, list) and f"$setElementOrder/{k}" in patch:
+            target[k] = _merge_list(target.get(k) or [], v, patch[f"$setElementOrder/{k}"])
+        elif isinstance(v, dict):
+            target[k] = strategic_merge(target.get(k) if isinstance(target.get(k), dict) else {}, v)
+        else:
+            target[k] = v
+    for k, order in patch.items():
+        if k.startswith("$setElementOrder/") and k.split("/", 1)[1] not in patch:
+            name = k.split("/", 1)[1]
+            target[name] = _merge_list(target.get(name) or [], [], order)
+    return target
+
+
+def _merge_list(current: list[Any], patch: list[Any], order: list[Any]) -> list[Any]:
+    if not order or not isinstance(order[0], dict):
+        return patch
+    key = next(iter(order[0]))
+    items = {item.get(key): item for item in current if isinstance(item, dict)}
+    for item in patch:
+        if item.get("$patch") == "delete":
+            items.pop(item.get(key), None)
+        else:
+            items[item.get(key)] = strategic_merge(copy.deepcopy(items.get(item.get(key), {})), item)
+    return [items[o[key]] for o in order if o[key] in items]
