@@ -26,13 +26,14 @@ class LeaderElector:
     def __init__(self, client: KubeClient, namespace: str, name: str, identity: str, *,
                  lease_duration: float = 15.0, renew_deadline: float = 10.0, retry_period: float = 2.0,
                  clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
-                 log: logging.Logger | None = None) -> None:
+                 release_on_stop: bool = True, log: logging.Logger | None = None) -> None:
         assert renew_deadline < lease_duration, "a leader must give up before its lease can expire"
         self.client = client
         self.namespace, self.name, self.identity = namespace, name, identity
         self.lease_duration, self.renew_deadline, self.retry_period = lease_duration, renew_deadline, retry_period
         self.clock = clock
         self.rng = rng or random.Random()
+        self.release_on_stop = release_on_stop
         self.log = log or logging.getLogger(__name__)
         self.leading = asyncio.Event()
         self.changed = asyncio.Event()  # set whenever leadership is gained or lost
@@ -57,6 +58,7 @@ class LeaderElector:
         finally:
             if self.is_leader:
                 self._set(False)
+            if self._last_renew and self.release_on_stop:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._release())
 

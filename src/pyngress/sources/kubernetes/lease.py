@@ -49,7 +49,7 @@ def claimed(lease: dict[str, Any] | None, *, name: str, namespace: str, identity
     spec.update(holderIdentity=identity, leaseDurationSeconds=duration, renewTime=stamp)
     if old is None or old.holder != identity:
         spec["acquireTime"] = stamp
-        spec["leaseTransitions"] = (old.transitions + 1) if old is not None and old.holder else 0
+        spec["leaseTransitions"] = (old.transitions + 1) if old is not None else 0  # as client-go counts
     return body
 
 
