@@ -250,7 +250,8 @@ class FakeApiServer:
             return web.json_response(_group_list(parts[1]))
         return _status(404, "NotFound", f"the server could not find the requested resource {request.path}")
 
-    async def _resource(self, request: web.Request, group: str, version: str, rest: list[str]) -> web.StreamResponse:
+    async def _resource(self, request: web.Request, group: str, version: str,
+                        rest: list[str]) -> web.StreamResponse:
         if not rest:
             return web.json_response(_resource_list(group, version))
         namespace = ""
@@ -476,7 +477,8 @@ def _same(a: Obj, b: Obj) -> bool:
     am = {k: v for k, v in a.get("metadata", {}).items() if k not in strip and v is not None}
     bm = {k: v for k, v in b.get("metadata", {}).items() if k not in strip and v is not None}
     rest = ("kind", "apiVersion", "metadata")
-    return am == bm and {k: v for k, v in a.items() if k not in rest} == {k: v for k, v in b.items() if k not in rest}
+    body_a = {k: v for k, v in a.items() if k not in rest}
+    return am == bm and body_a == {k: v for k, v in b.items() if k not in rest}
 
 
 def _group_list(only: str | None = None) -> Obj:
@@ -485,7 +487,8 @@ def _group_list(only: str | None = None) -> Obj:
         if k.group and k.version not in groups.setdefault(k.group, []):
             groups[k.group].append(k.version)
     entries = [{"name": g, "versions": [{"groupVersion": f"{g}/{v}", "version": v} for v in vs],
-                "preferredVersion": {"groupVersion": f"{g}/{vs[0]}", "version": vs[0]}} for g, vs in groups.items()]
+                "preferredVersion": {"groupVersion": f"{g}/{vs[0]}", "version": vs[0]}}
+               for g, vs in groups.items()]
     if only is not None:
         return {"kind": "APIGroup", "apiVersion": "v1", **next(e for e in entries if e["name"] == only)}
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": entries}

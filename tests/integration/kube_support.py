@@ -28,7 +28,8 @@ FAST = WatchSettings(page_size=50, inactivity=5.0, backoff_base=0.02, backoff_ca
 CONTROLLER = "pyngress.io/ingress-controller"
 
 
-def ingress_class(name: str = "pyngress", *, controller: str = CONTROLLER, default: bool = False) -> dict[str, Any]:
+def ingress_class(name: str = "pyngress", *, controller: str = CONTROLLER,
+                  default: bool = False) -> dict[str, Any]:
     annotations = {"ingressclass.kubernetes.io/is-default-class": "true"} if default else {}
     return {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
             "metadata": {"name": name, "annotations": annotations}, "spec": {"controller": controller}}

@@ -13,7 +13,7 @@ import dataclasses
 import json
 from typing import Any
 
-from harness import EchoBackend, wait_until
+from harness import EchoBackend
 from kube_support import (
     Cluster,
     endpoint_slice,

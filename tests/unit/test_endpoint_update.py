@@ -66,7 +66,8 @@ def test_unchanged_endpoints_give_the_same_snapshot() -> None:
 def test_weighted_service_declines_the_shortcut() -> None:
     objects = _objects()
     first = next(o for o in objects if isinstance(o, EndpointSlice))
-    weighted = [dataclasses.replace(o, meta=dataclasses.replace(o.meta, annotations={"pyngress.io/weight-by": "cpu"}))
+    cpu = {"pyngress.io/weight-by": "cpu"}
+    weighted = [dataclasses.replace(o, meta=dataclasses.replace(o.meta, annotations=cpu))
                 if isinstance(o, Service) and o.meta.name == first.service_name
                 and o.meta.namespace == first.meta.namespace else o for o in objects]
     old = compile_snapshot(weighted, OPTIONS, version=1)

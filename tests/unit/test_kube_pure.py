@@ -132,8 +132,9 @@ NOW = datetime.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=datetime.UTC)
 
 def test_claiming_a_new_lease_and_taking_one_over() -> None:
     body = lease.claimed(None, name="pyngress", namespace="ing", identity="a", duration=15, now=NOW)
-    assert body["spec"] == {"holderIdentity": "a", "leaseDurationSeconds": 15, "renewTime": "2026-01-02T03:04:05.678901Z",
-                            "acquireTime": "2026-01-02T03:04:05.678901Z", "leaseTransitions": 0}
+    stamp = "2026-01-02T03:04:05.678901Z"
+    assert body["spec"] == {"holderIdentity": "a", "leaseDurationSeconds": 15, "renewTime": stamp,
+                            "acquireTime": stamp, "leaseTransitions": 0}
     renewed = lease.claimed(body, name="pyngress", namespace="ing", identity="a", duration=15,
                             now=NOW + datetime.timedelta(seconds=2))
     assert renewed["spec"]["acquireTime"] == body["spec"]["acquireTime"]
@@ -160,7 +161,8 @@ def test_expiry_is_judged_by_our_clock_from_the_last_change() -> None:
 def test_status_addresses() -> None:
     assert addresses.static_status(["203.0.113.7", "lb.example.com", "203.0.113.7"]) == [
         {"hostname": "lb.example.com"}, {"ip": "203.0.113.7"}]  # sorted by (ip, hostname): a stable order
-    service = {"loadBalancer": {"ingress": [{"ip": "198.51.100.2", "ports": [{"port": 80}]}, {"ip": "198.51.100.1"}]}}
+    entries = [{"ip": "198.51.100.2", "ports": [{"port": 80}]}, {"ip": "198.51.100.1"}]
+    service = {"loadBalancer": {"ingress": entries}}
     assert addresses.service_status(service) == [{"ip": "198.51.100.1"}, {"ip": "198.51.100.2"}]
     desired = addresses.static_status(["198.51.100.2", "198.51.100.1"])
     assert not addresses.needs_write(service, desired)

@@ -21,10 +21,14 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyngress.config import CompileOptions
 from pyngress.runtime.server import ProxyServer
 from pyngress.sources.files import FileSource
+
+if TYPE_CHECKING:
+    from pyngress.runtime.cluster import KubeRunOptions
 
 log = logging.getLogger("pyngress")
 
@@ -38,6 +42,7 @@ class RunOptions:
     workers: int = 1
     grace: float = 30.0
     poll_interval: float = 1.0
+    kube: KubeRunOptions | None = None  # issue 6: cluster mode (`--kubernetes`) instead of files
 
 
 def install_event_loop_policy() -> str:
@@ -63,6 +68,10 @@ def _run_worker(options: RunOptions, *, reuse_port: bool) -> int:
 
 
 async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyncio") -> int:
+    if options.kube is not None:  # issue 6: the API server is the source
+        from pyngress.runtime.cluster import serve_cluster
+
+        return await serve_cluster(options, reuse_port=reuse_port, loop_name=loop_name)
     server: ProxyServer | None = None
 
     def apply(snapshot: object) -> None:

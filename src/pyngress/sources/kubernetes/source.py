@@ -49,7 +49,7 @@ class RebuildCounters:
 
 
 class KubernetesSource:
-    def __init__(self, client: KubeClient, options: CompileOptions, apply: Callable[[Snapshot], None], *,
+    def __init__(self, client: KubeClient, options: CompileOptions, apply: Callable[[Snapshot], object], *,
                  namespace: str = "", debounce: float = 0.1, settings: WatchSettings | None = None,
                  rng: random.Random | None = None, log: logging.Logger | None = None) -> None:
         self.client = client
