@@ -1,0 +1,74 @@
+"""`pyngress run --kubernetes` as a real process against the test API server: it serves what kubectl puts in
+the cluster, follows changes, writes Ingress status as the elected leader, and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import sys
+
+from harness import EchoBackend, RawClient
+from kube_support import endpoint_slice, fake_cluster, ingress, ingress_class, needs_kubectl, service
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _status(port: int, host: str) -> int:
+    with contextlib.suppress(OSError):
+        async with await RawClient.connect(port) as c:
+            return (await c.request("GET", "/", host=host)).status
+    return 0
+
+
+async def _eventually(port: int, host: str, status: int, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (got := await _status(port, host)) != status:
+        assert loop.time() < deadline, f"{host}: {got}, expected {status}"
+        await asyncio.sleep(0.05)
+
+
+@needs_kubectl
+async def test_run_kubernetes_serves_and_follows_kubectl() -> None:
+    pod = await EchoBackend.start("pod-a")
+    try:
+        async with fake_cluster() as cluster:
+            k = cluster.kubectl
+            await k.apply(ingress_class(), service("web"), endpoint_slice("web-a", "web", [pod]),
+                          ingress("web", "a.example.com", "web"))
+            port = _free_port()
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "pyngress", "run", "--kubernetes", "--kubeconfig", cluster.kubeconfig,
+                "--http-port", str(port), "--address", "127.0.0.1", "--shutdown-grace", "2",
+                "--publish-status-address", "203.0.113.5", "--election-namespace", "default",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            try:
+                await _eventually(port, "a.example.com", 200)
+                await k.apply(ingress("web", "b.example.com", "web"))
+                await _eventually(port, "b.example.com", 200)
+                await _eventually(port, "a.example.com", 404)
+                await k("delete", "endpointslice", "web-a")
+                await _eventually(port, "b.example.com", 503)
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 10
+                while "203.0.113.5" not in await k("get", "ingress", "web", "-o", "jsonpath={.status}"):
+                    assert loop.time() < deadline, "status not written"
+                    await asyncio.sleep(0.05)
+                holder = await k("get", "lease", "pyngress-leader", "-o", "jsonpath={.spec.holderIdentity}")
+                assert holder.endswith(f"_{proc.pid}")
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                output, _ = await asyncio.wait_for(proc.communicate(), 30)
+            assert proc.returncode == 0, output.decode()
+            assert b"configuration version" in output
+            # the stopped leader released its Lease for the next replica
+            holder = await k("get", "lease", "pyngress-leader", "-o", "jsonpath={.spec.holderIdentity}")
+            assert holder == ""
+    finally:
+        await pod.close()
