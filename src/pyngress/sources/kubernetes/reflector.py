@@ -87,6 +87,7 @@ class Reflector:
         self.log = log or logging.getLogger(__name__)
         self.synced = asyncio.Event()
         self.counters = Counters()
+        self._gone_streak = 0  # 410s since the last event applied
 
     async def run(self) -> None:
         need_list = True
@@ -96,11 +97,14 @@ class Reflector:
                     await self._list()
                     need_list = False
                 await self._watch()
-            except Gone:
+            except Gone as exc:
                 self.counters.relists_after_gone += 1
                 self.log.info("%s: resourceVersion %s is gone: relisting", self.resource.kind,
                               self.store.resource_version)
                 need_list = True
+                self._gone_streak += 1
+                if self._gone_streak > 1:  # gone again right after a fresh list: do not spin on it
+                    await self._pause(exc)
             except (ApiError, WatchDecodeError, aiohttp.ClientError, TimeoutError) as exc:
                 await self._pause(exc)
 
@@ -194,6 +198,7 @@ class Reflector:
             if event.type == BOOKMARK:
                 self.store.bookmark(event.resource_version)
                 continue
+            self._gone_streak = 0
             change = self.store.apply(event.type, object_key(event.object), to_entry(self.resource, event.object))
             if change is not None:
                 changes.append(change)
