@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from pyngress.config import parse_manifest
+from pyngress.config import CompileOptions, build_from_paths, parse_manifest
 from pyngress.model import ConfigMap, IngressClass, Service
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
@@ -168,6 +168,12 @@ def test_chart_values_change_what_they_say() -> None:
     assert deployment["spec"]["replicas"] == 5 and deployment["metadata"]["namespace"] == "edge"
     configmap = yaml.safe_load(render((CHART / "templates" / "configmap.yaml").read_text(), values, "edge", "x"))
     assert configmap["data"] == {"use-forwarded-headers": "true"}
+
+
+def test_the_example_app_checks_clean() -> None:
+    snapshot = build_from_paths([DEPLOY / "examples"], CompileOptions())
+    assert [r.host for r in snapshot.routes] == ["echo.example.com"]
+    assert [p for p in snapshot.problems if p.severity == "error"] == []
 
 
 def test_dockerfile_is_slim_and_non_root() -> None:
