@@ -24,6 +24,7 @@ import copy
 import datetime
 import json
 import re
+import ssl
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -102,8 +103,11 @@ class Fault:
 
 
 class FakeApiServer:
-    def __init__(self, *, bookmark_interval: float | None = None, history: int = 10000) -> None:
+    def __init__(self, *, bookmark_interval: float | None = None, history: int = 10000,
+                 ssl_context: ssl.SSLContext | None = None, token: str | None = None) -> None:
         self.bookmark_interval = bookmark_interval
+        self.ssl_context = ssl_context  # serve HTTPS (as a real API server does)
+        self.token = token  # when set, requests must carry "Authorization: Bearer <token>" (else 401)
         self.objects: dict[tuple[Kind, str, str], Obj] = {}
         self.rv = 1
         self.history: deque[Event] = deque(maxlen=history)
@@ -122,7 +126,7 @@ class FakeApiServer:
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return self
@@ -134,7 +138,7 @@ class FakeApiServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}"
 
     def kubeconfig(self, path: str) -> str:
         config = {"apiVersion": "v1", "kind": "Config", "current-context": "fake",
@@ -223,6 +227,8 @@ class FakeApiServer:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.requests.append((request.method, request.path, dict(request.query)))
+        if self.token is not None and request.headers.get("Authorization") != f"Bearer {self.token}":
+            return _status(401, "Unauthorized", "Unauthorized")
         for fault in self.faults:
             if fault.remaining > 0 and fault.match(request):
                 fault.remaining -= 1

@@ -14,6 +14,7 @@ from typing import Any
 from harness import wait_until
 from kube_support import FAST, endpoint_slice, fake_cluster, ingress, running_source, service
 
+from pyngress.config import CompileOptions
 from pyngress.sources.kubernetes import KubeClient, Reflector, WatchSettings
 from pyngress.sources.kubernetes.resources import SERVICE, Resource
 from pyngress.sources.kubernetes.store import Change, Store
@@ -68,6 +69,10 @@ async def test_delete_during_disconnection_is_applied_after_the_410_relist() -> 
         assert w.reflector.counters.relists_after_gone == 1
         assert ("DELETED", "default/b") in w.log and ("ADDED", "default/d") in w.log
         assert set(w.reflector.store.entries) == {"default/a", "default/c", "default/d"}
+        watches = [q for _, p, q in api.requests if p.endswith("/services") and q.get("watch") == "true"]
+        assert len(watches) >= 4 and all(q.get("resourceVersion") for q in watches)  # never without one
+        assert all(q.get("allowWatchBookmarks") == "true" and 300 <= int(q["timeoutSeconds"]) < 600
+                   for q in watches)
 
 
 async def test_no_missed_or_duplicate_events_across_clean_closes() -> None:
@@ -203,3 +208,42 @@ async def test_endpoint_only_change_takes_the_fast_path_and_unchanged_is_not_swa
                 assert running.applied[-1].routes[0].backend.endpoints[0].port == pod.port
             finally:
                 await pod.close()
+
+
+async def test_pods_are_watched_only_while_a_service_weighs_by_cpu() -> None:
+    async with fake_cluster() as cluster:
+        api = cluster.api
+        api.put_object({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-0", "namespace": "default"},
+                        "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "2"}}}]}})
+        api.put_object(service("web"))
+        async with running_source(cluster.client) as running:
+            source = running.source
+            await asyncio.wait_for(source.synced.wait(), 5)
+            assert "Pod" not in source.reflectors and api.count("/pods") == 0
+            weighted = service("web")
+            weighted["metadata"]["annotations"] = {"pyngress.io/weight-by": "cpu"}
+            api.put_object(weighted)
+            await wait_until(lambda: "default/web-0" in source.stores["Pod"].entries, what="pods listed")
+            api.put_object(service("web"))  # the annotation is gone: so is the pod watch and its cache
+            await wait_until(lambda: "Pod" not in source.reflectors, what="pod watch stopped")
+            assert source.stores["Pod"].entries == {}
+
+
+async def test_controller_configmap_change_rebuilds_settings() -> None:
+    async with fake_cluster() as cluster:
+        api = cluster.api
+        options = CompileOptions(configmap="ingress/pyngress")
+        async with running_source(cluster.client, options=options) as running:
+            await asyncio.wait_for(running.source.synced.wait(), 5)
+            default_timeout = running.applied[-1].settings.proxy_read_timeout
+            other = {"apiVersion": "v1", "kind": "ConfigMap", "data": {"proxy-read-timeout": "5"},
+                     "metadata": {"name": "other", "namespace": "ingress"}}
+            api.put_object(other)  # not ours: filtered out on the server
+            ours = {**other, "metadata": {"name": "pyngress", "namespace": "ingress"}}
+            api.put_object(ours)
+            await wait_until(lambda: running.applied[-1].settings.proxy_read_timeout == 5.0, what="settings")
+            assert default_timeout != 5.0
+            assert list(running.source.stores["ConfigMap"].entries) == ["ingress/pyngress"]
+            api.delete_object("ConfigMap", "ingress", "pyngress")
+            await wait_until(lambda: running.applied[-1].settings.proxy_read_timeout == default_timeout,
+                             what="defaults again")

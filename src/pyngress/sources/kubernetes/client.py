@@ -26,7 +26,7 @@ from pyngress.sources.kubernetes.backoff import parse_retry_after
 
 TokenSource = Callable[[], Awaitable[str | None]]
 REQUEST_TIMEOUT = 30.0
-IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"  # token, ca.crt, namespace
 
 
 class ApiError(Exception):
@@ -108,14 +108,18 @@ def _error(resp: aiohttp.ClientResponse, raw: bytes) -> ApiError:
     return ApiError(resp.status, message, parse_retry_after(resp.headers.get("Retry-After"), time.time()))
 
 
-async def connect(kubeconfig: str | None = None, context: str | None = None) -> KubeClient:
-    """A client with the credentials found as the module docstring says."""
+async def connect(kubeconfig: str | None = None, context: str | None = None, *,
+                  service_account: str = SERVICE_ACCOUNT, environ: Mapping[str, str] = os.environ) -> KubeClient:
+    """A client with the credentials found as the module docstring says (`service_account` and `environ`:
+    where the in-cluster ones are, for tests)."""
     from kubernetes_asyncio.client import Configuration
     from kubernetes_asyncio.config import load_incluster_config, load_kube_config
 
     config = Configuration()
-    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(IN_CLUSTER_TOKEN):
-        load_incluster_config(client_configuration=config)  # type: ignore[no-untyped-call]
+    token_file = os.path.join(service_account, "token")
+    if kubeconfig is None and environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(token_file):
+        load_incluster_config(client_configuration=config, token_filename=token_file,  # type: ignore[no-untyped-call]
+                              cert_filename=os.path.join(service_account, "ca.crt"), environ=environ)
     else:
         await load_kube_config(config_file=kubeconfig or _default_kubeconfig(), context=context,
                                client_configuration=config, persist_config=False)
