@@ -11,11 +11,12 @@ import random
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import pytest
 from harness import wait_until
 from kube_support import FAST, endpoint_slice, fake_cluster, ingress, running_source, service
 
 from pyngress.config import CompileOptions
-from pyngress.sources.kubernetes import KubeClient, Reflector, WatchSettings
+from pyngress.sources.kubernetes import KubeClient, KubernetesSource, Reflector, WatchSettings
 from pyngress.sources.kubernetes.resources import SERVICE, Resource
 from pyngress.sources.kubernetes.store import Change, Store
 
@@ -247,3 +248,18 @@ async def test_controller_configmap_change_rebuilds_settings() -> None:
             api.delete_object("ConfigMap", "ingress", "pyngress")
             await wait_until(lambda: running.applied[-1].settings.proxy_read_timeout == default_timeout,
                              what="defaults again")
+
+
+async def test_a_reflector_that_dies_stops_the_source_loudly() -> None:
+    async with fake_cluster() as cluster:
+        cluster.api.put_object(service("web"))
+        source = KubernetesSource(cluster.client, CompileOptions(), lambda s: None, settings=FAST,
+                                  log=logging.getLogger("test.kube"))
+
+        def bug(changes: Sequence[Change]) -> None:
+            raise KeyError("a bug while handling changes")
+
+        source._changed = bug  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError, match="a Kubernetes watch failed"):
+            await asyncio.wait_for(source.run(), 5)
+        assert not source.synced.is_set() and source.reflectors == {}  # every other watch stopped too

@@ -69,8 +69,13 @@ class KubeClient:
                     raise _error(resp, raw)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ApiError(0, f"{method} {path}: {exc!r}") from exc
-        decoded = json.loads(raw) if raw else {}
-        return decoded if isinstance(decoded, dict) else {}
+        try:
+            decoded = json.loads(raw) if raw else {}
+        except ValueError:
+            raise ApiError(0, f"{method} {path}: the answer is not JSON") from None
+        if not isinstance(decoded, dict):
+            raise ApiError(0, f"{method} {path}: the answer is not a JSON object")
+        return decoded
 
     async def watch(self, path: str, params: Mapping[str, str]) -> aiohttp.ClientResponse:
         """Open a watch stream; the caller reads lines from `.content` and must `release()` it."""

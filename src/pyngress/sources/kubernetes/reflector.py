@@ -138,6 +138,8 @@ class Reflector:
             if not token:
                 break
             params["continue"] = str(token)
+        if not resource_version:  # we could never watch from this list: treat it as a failed one
+            raise ApiError(0, f"list of {self.resource.kind} carried no resourceVersion")
         changes = self.store.replace(listed, resource_version)
         self.backoff.reset()
         self.synced.set()

@@ -21,12 +21,12 @@ applied: that is what `/readyz` must wait for (serving before it would answer 40
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pyngress.config import CompileOptions, compile_snapshot
 from pyngress.config.endpoint_update import refresh_endpoints
@@ -38,6 +38,7 @@ from pyngress.sources.kubernetes.reflector import Reflector, WatchSettings
 from pyngress.sources.kubernetes.store import Change, Store
 
 SLICES = "EndpointSlice"
+STATUS_INPUTS = ("Ingress", "IngressClass", "Service")
 
 
 @dataclass(slots=True)
@@ -61,7 +62,10 @@ class KubernetesSource:
         self.rng = rng or random.Random()
         self.log = log or logging.getLogger(__name__)
         self.synced = asyncio.Event()  # readiness: every kind listed once and the first Snapshot applied
-        self.updated = asyncio.Event()  # set on every change, status ones included (status publishing waits)
+        # set on every change of what status publishing reads (Ingress, IngressClass, Service), status-only
+        # changes included; the publisher clears it
+        self.updated = asyncio.Event()
+        self.failed: BaseException | None = None  # a reflector died of a bug: run() re-raises it
         self.current: Snapshot | None = None
         self.counters = RebuildCounters()
         configmap, configmap_ns = r.configmap_resource(options.configmap)
@@ -72,6 +76,7 @@ class KubernetesSource:
         self.reflectors: dict[str, Reflector] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
+        self._failure_seen = asyncio.Event()  # set only on failure: lets the initial sync wait end early
         self._dirty_kinds: set[str] = set()
         self._dirty_services: set[tuple[str, str]] = set()
 
@@ -89,6 +94,7 @@ class KubernetesSource:
             self.synced.set()
             while True:
                 await self._wake.wait()
+                self._raise_if_failed()
                 await asyncio.sleep(self.debounce)  # let the rest of the burst arrive
                 self._wake.clear()
                 await self._rebuild()
@@ -99,24 +105,42 @@ class KubernetesSource:
         reflector = Reflector(self.client, resource, namespace, self.stores[resource.kind], self._changed,
                               settings=self.settings, rng=self.rng, log=self.log)
         self.reflectors[resource.kind] = reflector
-        self._tasks[resource.kind] = asyncio.create_task(reflector.run(), name=f"watch {resource.kind}")
+        task = asyncio.create_task(reflector.run(), name=f"watch {resource.kind}")
+        task.add_done_callback(self._reflector_done)
+        self._tasks[resource.kind] = task
         return reflector
+
+    def _reflector_done(self, task: asyncio.Task[None]) -> None:
+        """A reflector only ends by cancellation; any other end is a bug. Stop rather than serve a cache that
+        silently stopped following the cluster (the process exits and Kubernetes restarts it)."""
+        if task.cancelled() or self.failed is not None:
+            return
+        self.failed = task.exception() or RuntimeError(f"{task.get_name()} ended")
+        self.log.error("%s failed: %r", task.get_name(), self.failed)
+        self._wake.set()
+        self._failure_seen.set()
 
     async def _wait_synced(self, reflectors: Sequence[Reflector]) -> None:
         waits = [asyncio.ensure_future(x.synced.wait()) for x in reflectors]
+        failure = asyncio.ensure_future(self._failure_seen.wait())
+        either: list[asyncio.Future[Any]] = [asyncio.gather(*waits), failure]
         try:
-            await asyncio.gather(*waits)
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for w in waits:
+            for w in (*either, *waits):
                 w.cancel()
+        self._raise_if_failed()
+
+    def _raise_if_failed(self) -> None:
+        if self.failed is not None:
+            raise RuntimeError("a Kubernetes watch failed") from self.failed
 
     async def _stop(self, kind: str) -> None:
         task = self._tasks.pop(kind, None)
         self.reflectors.pop(kind, None)
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.gather(task, return_exceptions=True)  # a failed one was reported when it failed
 
     async def _stop_all(self) -> None:
         for kind in list(self._tasks):
@@ -124,8 +148,9 @@ class KubernetesSource:
 
     def _changed(self, changes: Sequence[Change]) -> None:
         """Called by the reflectors, on the loop, right after their store changed. No await here."""
-        self.updated.set()
         for change in changes:
+            if change.kind in STATUS_INPUTS:
+                self.updated.set()
             if not change.spec_changed:
                 continue
             self._dirty_kinds.add(change.kind)

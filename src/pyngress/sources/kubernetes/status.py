@@ -21,7 +21,7 @@ from pyngress.model import Ingress, IngressClass
 from pyngress.sources.kubernetes.addresses import LoadBalancerIngress, needs_write, service_status, static_status
 from pyngress.sources.kubernetes.client import ApiError, KubeClient
 from pyngress.sources.kubernetes.election import LeaderElector
-from pyngress.sources.kubernetes.resources import INGRESS
+from pyngress.sources.kubernetes.resources import INGRESS, SERVICE
 from pyngress.sources.kubernetes.source import KubernetesSource
 
 CONFLICT_RETRIES = 5
@@ -66,17 +66,26 @@ class StatusPublisher:
             for w in waits:
                 w.cancel()
 
-    def desired(self) -> list[LoadBalancerIngress]:
+    async def desired(self) -> list[LoadBalancerIngress]:
         if self.addresses:
             return static_status(self.addresses)
-        if self.publish_service:
-            namespace, _, name = self.publish_service.rpartition("/")
-            entry = self.source.stores["Service"].entries.get(f"{namespace or 'default'}/{name}")
-            return service_status(entry.status) if entry is not None else []
-        return []
+        if not self.publish_service:
+            return []
+        namespace, _, name = self.publish_service.rpartition("/")
+        namespace = namespace or "default"
+        entry = self.source.stores["Service"].entries.get(f"{namespace}/{name}")
+        if entry is not None:
+            return service_status(entry.status)
+        if self.source.namespace in ("", namespace):
+            return []  # we watch its namespace: it does not exist (yet)
+        try:  # --namespace leaves our own Service's namespace unwatched: read it
+            return service_status((await self.client.request("GET", SERVICE.object_path(namespace, name)))
+                                  .get("status"))
+        except ApiError:
+            return []
 
     async def sync(self) -> None:
-        desired = self.desired()
+        desired = await self.desired()
         if not desired:
             return
         stores = self.source.stores
