@@ -263,3 +263,15 @@ async def test_a_reflector_that_dies_stops_the_source_loudly() -> None:
         with pytest.raises(RuntimeError, match="a Kubernetes watch failed"):
             await asyncio.wait_for(source.run(), 5)
         assert not source.synced.is_set() and source.reflectors == {}  # every other watch stopped too
+
+
+async def test_watches_that_end_at_once_back_off() -> None:
+    settings = dataclasses.replace(FAST, backoff_base=0.05, backoff_cap=0.5)
+    async with fake_cluster() as cluster, reflecting(cluster.client, settings=settings) as w:
+        api = cluster.api
+        api.fail_next(1000, 200, match=lambda r: r.query.get("watch") == "true")  # an empty 200 at once
+        api.close_watches()
+        await asyncio.sleep(1.0)
+        watches = api.count("/services", watch=True)
+        assert watches <= 10, f"{watches} watches in 1 s"  # backoff 0.05 doubling, capped 0.5: about 6
+        assert w.reflector.counters.errors >= 2

@@ -45,6 +45,7 @@ from pyngress.sources.kubernetes.events import (
 from pyngress.sources.kubernetes.resources import Resource
 from pyngress.sources.kubernetes.store import Change, Entry, Store
 
+SHORT_WATCH = 1.0  # seconds: a watch that ends sooner without a single event counts as a failure
 MAX_LINE = 64 * 2**20  # one watch event larger than this is a broken stream, not an object we could hold
 
 
@@ -159,10 +160,16 @@ class Reflector:
                 raise Gone from exc
             raise
         self.counters.watches += 1
+        loop = asyncio.get_running_loop()
+        started, events = loop.time(), self.counters.events
         try:
             await self._read(response)
         finally:
             response.release()
+        if self.counters.events == events and loop.time() - started < SHORT_WATCH:
+            # closed at once, with nothing in it (a proxy in the way, a server shedding load): back off
+            # rather than re-watch in a tight loop
+            raise ApiError(0, f"watch of {self.resource.kind} ended at once with no event")
 
     async def _read(self, response: aiohttp.ClientResponse) -> None:
         buffer = b""
@@ -180,7 +187,9 @@ class Reflector:
             *lines, buffer = buffer.split(b"\n")
             if len(buffer) > MAX_LINE:
                 raise WatchDecodeError(f"a watch event over {MAX_LINE} bytes")
-            self._handle([decode_event(line) for line in lines if line.strip()])
+            events = [decode_event(line) for line in lines if line.strip()]
+            if events:
+                self._handle(events)
 
     def _handle(self, events: Sequence[WatchEvent]) -> None:
         changes: list[Change] = []
