@@ -52,3 +52,17 @@ async def test_kubeconfig_token_is_sent_and_a_wrong_one_refused(tmp_path: Path) 
             await client.close()
     finally:
         await api.close()
+
+
+async def test_kubeconfig_from_the_environment(tmp_path: Path) -> None:
+    api = await FakeApiServer(token="fake-token").start()
+    try:
+        path = api.kubeconfig(str(tmp_path / "kubeconfig"))
+        client = await connect(environ={"KUBECONFIG": f"{path}:/nonexistent"}, service_account=str(tmp_path))
+        try:
+            assert client.base_url == api.url
+            assert (await client.request("GET", SERVICE.collection_path()))["kind"] == "ServiceList"
+        finally:
+            await client.close()
+    finally:
+        await api.close()

@@ -126,14 +126,14 @@ async def connect(kubeconfig: str | None = None, context: str | None = None, *,
         load_incluster_config(client_configuration=config, token_filename=token_file,  # type: ignore[no-untyped-call]
                               cert_filename=os.path.join(service_account, "ca.crt"), environ=environ)
     else:
-        await load_kube_config(config_file=kubeconfig or _default_kubeconfig(), context=context,
+        await load_kube_config(config_file=kubeconfig or _default_kubeconfig(environ), context=context,
                                client_configuration=config, persist_config=False)
     return KubeClient(str(config.host), ssl_context=_ssl_context(config), token=_token_source(config),
                       server_hostname=config.tls_server_name or None)
 
 
-def _default_kubeconfig() -> str:
-    first = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
+def _default_kubeconfig(environ: Mapping[str, str]) -> str:
+    first = environ.get("KUBECONFIG", "").split(os.pathsep)[0]
     return first or os.path.expanduser("~/.kube/config")
 
 
