@@ -53,8 +53,10 @@ async def test_run_kubernetes_serves_and_follows_kubectl() -> None:
                 await k.apply(ingress("web", "b.example.com", "web"))
                 await _eventually(port, "b.example.com", 200)
                 await _eventually(port, "a.example.com", 404)
+                proc.send_signal(signal.SIGHUP)  # recompiles from the caches; must not stop the process
                 await k("delete", "endpointslice", "web-a")
                 await _eventually(port, "b.example.com", 503)
+                assert proc.returncode is None
                 loop = asyncio.get_running_loop()
                 deadline = loop.time() + 10
                 while "203.0.113.5" not in await k("get", "ingress", "web", "-o", "jsonpath={.status}"):

@@ -8,7 +8,8 @@ acts only while this replica leads.
 
 With `--workers N` every worker runs all of this itself: N watches per replica and N election candidates
 (their identities carry the pid, so exactly one of them leads). In a cluster, prefer more replicas of one
-worker each: Kubernetes spreads them, and the API server load stays one watch set per Pod.
+worker each: Kubernetes spreads them, and the API server load stays one watch set per Pod. SIGHUP recompiles
+from the caches (the watches themselves are always current); SIGTERM and SIGINT drain and exit 0.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ async def serve_cluster(options: RunOptions, *, reuse_port: bool, loop_name: str
             publisher = StatusPublisher(client, source, elector, publish_service=kube.publish_service,
                                         addresses=kube.publish_status_address, log=log)
             tasks += [asyncio.create_task(elector.run()), asyncio.create_task(publisher.run())]
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, source.request_rebuild)
         await _until_stopped(tasks)
         log.info("draining (grace %.0fs)", options.grace)
         for task in tasks:

@@ -101,6 +101,11 @@ class KubernetesSource:
         finally:
             await self._stop_all()
 
+    def request_rebuild(self) -> None:
+        """Recompile from the caches now (SIGHUP, as in file mode). Safe to call from any callback."""
+        self._dirty_kinds.add("(requested)")
+        self._wake.set()
+
     def _start(self, resource: r.Resource, namespace: str) -> Reflector:
         reflector = Reflector(self.client, resource, namespace, self.stores[resource.kind], self._changed,
                               settings=self.settings, rng=self.rng, log=self.log)
