@@ -50,15 +50,16 @@ class StatusPublisher:
     async def run(self) -> None:
         await self.source.synced.wait()
         while True:
+            self.source.updated.clear()  # before reading: a change during sync() wakes the next round
+            if self.elector is not None:
+                self.elector.changed.clear()
             if self.elector is None or self.elector.is_leader:
-                self.source.updated.clear()
                 await self.sync()
             await self._wake()
 
     async def _wake(self) -> None:
         waits = [asyncio.ensure_future(self.source.updated.wait())]
         if self.elector is not None:
-            self.elector.changed.clear()
             waits.append(asyncio.ensure_future(self.elector.changed.wait()))
         try:
             await asyncio.wait(waits, timeout=self.resync, return_when=asyncio.FIRST_COMPLETED)
