@@ -275,3 +275,25 @@ async def test_watches_that_end_at_once_back_off() -> None:
         watches = api.count("/services", watch=True)
         assert watches <= 10, f"{watches} watches in 1 s"  # backoff 0.05 doubling, capped 0.5: about 6
         assert w.reflector.counters.errors >= 2
+
+
+async def test_namespace_restricts_what_is_watched() -> None:
+    async with fake_cluster() as cluster:
+        api = cluster.api
+        for ns in ("shop", "other"):
+            api.put_object(service("web", namespace=ns))
+            api.put_object(ingress("web", f"{ns}.example.com", "web", namespace=ns))
+        source = KubernetesSource(cluster.client, CompileOptions(), lambda s: None, namespace="shop",
+                                  settings=FAST, log=logging.getLogger("test.kube"))
+        task = asyncio.create_task(source.run())
+        try:
+            await asyncio.wait_for(source.synced.wait(), 5)
+            assert source.current is not None and [r.host for r in source.current.routes] == ["shop.example.com"]
+            assert set(source.stores["Service"].entries) == {"shop/web"}
+            paths = {p for _, p, _ in api.requests if p.endswith(("/services", "/ingresses"))}
+            assert paths == {"/api/v1/namespaces/shop/services",
+                             "/apis/networking.k8s.io/v1/namespaces/shop/ingresses"}
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
