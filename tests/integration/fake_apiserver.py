@@ -104,6 +104,10 @@ class FakeApiServer:
 
     async def close(self) -> None:
         self.close_watches()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while self.watchers and loop.time() < deadline:  # let every watch handler return on its own
+            await asyncio.sleep(0.005)
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -316,7 +320,8 @@ class FakeApiServer:
         while (left := end - loop.time()) > 0:
             wait = min(left, self.bookmark_interval) if bookmarks and self.bookmark_interval else left
             try:
-                event = await asyncio.wait_for(watcher.queue.get(), wait)
+                async with asyncio.timeout(wait):  # no inner task, unlike wait_for: nothing to leak
+                    event = await watcher.queue.get()
             except TimeoutError:
                 if bookmarks and not watcher.stalled:
                     await _send(response, {"type": "BOOKMARK", "object": {
