@@ -1,7 +1,8 @@
 """Cluster mode end to end: kubectl changes every watched kind on the test API server, the proxy follows.
 
 After each step the proxy's Snapshot must equal a from-scratch compile of what `kubectl get` says the cluster
-holds (routing parity with file mode), and requests through the proxy must reach the expected pod. Each change
+holds (routing parity with file mode), and requests through the proxy must reach the expected pod. It runs on
+asyncio and on uvloop (what `pyngress run` uses). Each change
 must land within the 1 s budget: the test measures the time from kubectl returning (the API server has stored
 the change) to the proxy installing the Snapshot that reflects it.
 """
@@ -15,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness import EchoBackend
+from harness import EchoBackend, async_test
 from kube_support import (
     Cluster,
     Running,
@@ -95,6 +96,7 @@ class Steps:
 
 
 @needs_kubectl
+@async_test
 async def test_proxy_follows_kubectl_changes_of_every_kind() -> None:
     async with contextlib.AsyncExitStack() as exits:
         pods = [await EchoBackend.start(f"pod-{c}") for c in "abc"]

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
-from harness import wait_until
+from harness import async_test, wait_until
 from kube_support import FAST, endpoint_slice, fake_cluster, ingress, running_source, service
 
 from pyngress.config import CompileOptions
@@ -55,6 +55,7 @@ def _svc(name: str, port_name: str = "http") -> dict[str, Any]:
     return service(name, port_name=port_name)
 
 
+@async_test
 async def test_delete_during_disconnection_is_applied_after_the_410_relist() -> None:
     async with fake_cluster() as cluster, reflecting(cluster.client) as w:
         api = cluster.api
@@ -76,6 +77,7 @@ async def test_delete_during_disconnection_is_applied_after_the_410_relist() -> 
                    for q in watches)
 
 
+@async_test
 async def test_no_missed_or_duplicate_events_across_clean_closes() -> None:
     async with fake_cluster() as cluster, reflecting(cluster.client) as w:
         api = cluster.api
