@@ -1,10 +1,10 @@
 """Cluster mode end to end: kubectl changes every watched kind on the test API server, the proxy follows.
 
 After each step the proxy's Snapshot must equal a from-scratch compile of what `kubectl get` says the cluster
-holds (routing parity with file mode), and requests through the proxy must reach the expected pod. It runs on
-asyncio and on uvloop (what `pyngress run` uses). Each change
-must land within the 1 s budget: the test measures the time from kubectl returning (the API server has stored
-the change) to the proxy installing the Snapshot that reflects it.
+holds (routing parity with file mode), and requests through the proxy must reach the expected pod. Each
+change must land within the 1 s budget: the test measures the time from kubectl returning (the API server has
+stored the change) to the proxy installing the Snapshot that reflects it. It runs on asyncio and on uvloop
+(what `pyngress run` uses).
 """
 
 from __future__ import annotations
