@@ -176,3 +176,25 @@ def _merge_list(current: list[Any], patch: list[Any], order: list[Any]) -> list[
     ordered = [o[key] for o in order if o[key] in items]
     # items nobody mentions (added by another writer) stay, after the ordered ones
     return [items[k] for k in ordered] + [v for k, v in items.items() if k not in ordered]
+
+
+def rbac_allows(rules: list[Obj], method: str, path: str, query: Any) -> bool:
+    """Whether ClusterRole `rules` allow this request, with the API server's verb mapping (GET of a
+    collection is list, or watch with watch=true; PUT update; POST create...)."""
+    parts = [p for p in path.split("/") if p]
+    if parts[:2] == ["api", "v1"]:
+        group, rest = "", parts[2:]
+    elif parts[:1] == ["apis"] and len(parts) >= 3:
+        group, rest = parts[1], parts[3:]
+    else:
+        return True  # discovery, /version
+    if not rest:
+        return True
+    if rest[0] == "namespaces" and len(rest) >= 3:
+        rest = rest[2:]
+    resource = rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
+    named = len(rest) > 1
+    verb = {"GET": "get" if named else ("watch" if query.get("watch") == "true" else "list"), "POST": "create",
+            "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method, "")
+    return any(group in r.get("apiGroups", ()) and resource in r.get("resources", ())
+               and verb in r.get("verbs", ()) for r in rules)

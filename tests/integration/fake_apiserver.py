@@ -39,10 +39,13 @@ from fake_api_data import (
     Obj,
     group_list,
     merge_patch,
+    rbac_allows,
     resource_list,
     selected,
     strategic_merge,
 )
+
+RBAC_SUBJECT_TOKEN = "controller-token"
 
 
 @dataclass
@@ -85,6 +88,11 @@ class FakeApiServer:
         self.compacted = 0  # watches from a resourceVersion below this get 410
         self.watchers: list[Watcher] = []
         self.faults: list[Fault] = []
+        # ClusterRole-style rules ({apiGroups, resources, verbs}) bound to the subject whose token is
+        # RBAC_SUBJECT_TOKEN (see `kubeconfig(subject=True)`): anything else it asks is 403. Discovery is
+        # always allowed, as system:discovery grants it. Other tokens are the cluster admin.
+        self.rbac: list[Obj] = []
+        self.denied: list[tuple[str, str, dict[str, str]]] = []
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.pages: dict[str, list[Obj]] = {}
         self.port = 0
@@ -115,10 +123,11 @@ class FakeApiServer:
     def url(self) -> str:
         return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}"
 
-    def kubeconfig(self, path: str) -> str:
+    def kubeconfig(self, path: str, *, subject: bool = False) -> str:
+        """A kubeconfig for this server: the admin's, or (`subject`) the one `rbac` applies to."""
         config = {"apiVersion": "v1", "kind": "Config", "current-context": "fake",
                   "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-                  "users": [{"name": "fake", "user": {"token": "fake-token"}}],
+                  "users": [{"name": "fake", "user": {"token": RBAC_SUBJECT_TOKEN if subject else "fake-token"}}],
                   "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}]}
         with open(path, "w") as f:
             json.dump(config, f)
@@ -204,6 +213,10 @@ class FakeApiServer:
         self.requests.append((request.method, request.path, dict(request.query)))
         if self.token is not None and request.headers.get("Authorization") != f"Bearer {self.token}":
             return _status(401, "Unauthorized", "Unauthorized")
+        as_subject = request.headers.get("Authorization") == f"Bearer {RBAC_SUBJECT_TOKEN}"
+        if as_subject and not rbac_allows(self.rbac or [], request.method, request.path, request.query):
+            self.denied.append((request.method, request.path, dict(request.query)))
+            return _status(403, "Forbidden", f"{request.method} {request.path} is not allowed by the role")
         for fault in self.faults:
             if fault.remaining > 0 and fault.match(request):
                 fault.remaining -= 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fake_api_data import merge_patch, selected, strategic_merge
+from fake_api_data import merge_patch, rbac_allows, selected, strategic_merge
 
 OBJ = {"metadata": {"name": "a", "namespace": "x", "labels": {"app": "web", "tier": "front"}}, "type": "Opaque"}
 
@@ -32,3 +32,15 @@ def test_strategic_merge_by_key_with_element_order() -> None:
                       "ports": [{"port": 8080, "name": "alt"}, {"port": 443, "$patch": "delete"}]}}
     assert strategic_merge(live, patch) == {"spec": {"ports": [
         {"port": 80, "name": "http"}, {"port": 8080, "name": "alt"}, {"port": 9090, "name": "theirs"}]}}
+
+
+def test_rbac_verbs_follow_the_api_server_mapping() -> None:
+    rules = [{"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": ["list", "watch"]},
+             {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses/status"], "verbs": ["update"]}]
+    ing = "/apis/networking.k8s.io/v1/namespaces/a/ingresses"
+    assert rbac_allows(rules, "GET", ing, {}) and rbac_allows(rules, "GET", ing, {"watch": "true"})
+    assert not rbac_allows(rules, "GET", f"{ing}/web", {})  # get is not list
+    assert rbac_allows(rules, "PUT", f"{ing}/web/status", {}) and not rbac_allows(rules, "PUT", f"{ing}/web", {})
+    assert not rbac_allows(rules, "GET", "/api/v1/services", {})  # another group
+    assert rbac_allows(rules, "GET", "/apis/networking.k8s.io/v1", {})  # discovery
+    assert rbac_allows(rules, "GET", "/version", {})

@@ -1,5 +1,6 @@
 """`pyngress run --kubernetes` as a real process against the test API server: it serves what kubectl puts in
-the cluster, follows changes, writes Ingress status as the elected leader, and stops cleanly on SIGTERM."""
+the cluster, follows changes, writes Ingress status as the elected leader, and stops cleanly on SIGTERM, all
+with only the permissions of the ClusterRole in deploy/ (the fake enforces it)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import contextlib
 import signal
 import socket
 import sys
+from pathlib import Path
+from typing import Any
 
+import yaml
 from harness import EchoBackend, RawClient
 from kube_support import endpoint_slice, fake_cluster, ingress, ingress_class, needs_kubectl, service
 
@@ -17,6 +21,12 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _cluster_role_rules() -> list[dict[str, Any]]:
+    manifest = Path(__file__).parents[2] / "deploy" / "kubernetes" / "pyngress.yaml"
+    role = next(d for d in yaml.safe_load_all(manifest.read_text()) if d and d["kind"] == "ClusterRole")
+    return list(role["rules"])
 
 
 async def _status(port: int, host: str) -> int:
@@ -42,9 +52,13 @@ async def test_run_kubernetes_serves_and_follows_kubectl() -> None:
             k = cluster.kubectl
             await k.apply(ingress_class(), service("web"), endpoint_slice("web-a", "web", [pod]),
                           ingress("web", "a.example.com", "web"))
+            # the controller runs as a subject bound to the ClusterRole shipped in deploy/: least privilege
+            # must be enough for everything it does (lists, watches, the Lease, status writes)
+            cluster.api.rbac = _cluster_role_rules()
+            controller = cluster.api.kubeconfig(str(cluster.tmp / "controller"), subject=True)
             port = _free_port()
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "pyngress", "run", "--kubernetes", "--kubeconfig", cluster.kubeconfig,
+                sys.executable, "-m", "pyngress", "run", "--kubernetes", "--kubeconfig", controller,
                 "--http-port", str(port), "--address", "127.0.0.1", "--shutdown-grace", "2",
                 "--publish-status-address", "203.0.113.5", "--election-namespace", "default",
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
@@ -64,10 +78,12 @@ async def test_run_kubernetes_serves_and_follows_kubectl() -> None:
                     await asyncio.sleep(0.05)
                 holder = await k("get", "lease", "pyngress-leader", "-o", "jsonpath={.spec.holderIdentity}")
                 assert holder.endswith(f"_{proc.pid}")
+                assert cluster.api.denied == []
             finally:
                 proc.send_signal(signal.SIGTERM)
                 output, _ = await asyncio.wait_for(proc.communicate(), 30)
             assert proc.returncode == 0, output.decode()
+            assert cluster.api.denied == []  # the Lease release on shutdown was allowed too
             assert b"configuration version" in output
             # the stopped leader released its Lease for the next replica
             holder = await k("get", "lease", "pyngress-leader", "-o", "jsonpath={.spec.holderIdentity}")

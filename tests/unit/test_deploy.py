@@ -79,7 +79,7 @@ def test_cluster_role_grants_only_what_the_controller_uses() -> None:
         ("discovery.k8s.io", "endpointslices"): {"list", "watch"},
         ("networking.k8s.io", "ingressclasses"): {"list", "watch"},
         ("networking.k8s.io", "ingresses"): {"get", "list", "watch"},
-        ("networking.k8s.io", "ingresses/status"): {"get", "update"},
+        ("networking.k8s.io", "ingresses/status"): {"update"},
         ("coordination.k8s.io", "leases"): {"get", "create", "update"},
     }
     binding = _objects()["ClusterRoleBinding"]
