@@ -87,21 +87,22 @@ async def serve_cluster(options: RunOptions, *, reuse_port: bool, loop_name: str
                                         addresses=kube.publish_status_address, log=log)
             tasks += [asyncio.create_task(elector.run()), asyncio.create_task(publisher.run())]
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, source.request_rebuild)
-        await _until_stopped(tasks)
+        failed = await _until_stopped(tasks)
         log.info("draining (grace %.0fs)", options.grace)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await server.drain(options.grace)
         log.info("worker %d stopped", os.getpid())
-        return 0
+        return 1 if failed else 0
     finally:
         with contextlib.suppress(ApiError):
             await client.close()
 
 
-async def _until_stopped(tasks: list[asyncio.Task[None]]) -> None:
-    """Until SIGTERM/SIGINT, or one of the long-running tasks dies (a bug: stop rather than serve stale)."""
+async def _until_stopped(tasks: list[asyncio.Task[None]]) -> bool:
+    """Until SIGTERM/SIGINT (False), or one of the long-running tasks dies (True: a bug or a watch that
+    cannot go on; stop, exit 1 and let Kubernetes restart us rather than serve a stale configuration)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -109,6 +110,9 @@ async def _until_stopped(tasks: list[asyncio.Task[None]]) -> None:
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
     stopper.cancel()
+    failed = False
     for task in done:
-        if task is not stopper and not task.cancelled() and task.exception() is not None:
+        if task is not stopper and not task.cancelled():
+            failed = True
             log.error("%s failed: %r", task.get_name(), task.exception())
+    return failed
