@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -90,3 +92,18 @@ async def test_run_kubernetes_serves_and_follows_kubectl() -> None:
             assert holder == ""
     finally:
         await pod.close()
+
+
+def test_run_kubernetes_without_credentials_exits_1(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")}
+    env["HOME"] = str(tmp_path)  # no ~/.kube/config either
+    result = subprocess.run([sys.executable, "-m", "pyngress", "run", "--kubernetes", "--http-port", "0"],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 1 and "cannot configure the Kubernetes client" in result.stderr
+
+
+def test_files_and_kubernetes_are_exclusive(tmp_path: Path) -> None:
+    for args in (["--kubernetes", "-f", str(tmp_path)], []):
+        result = subprocess.run([sys.executable, "-m", "pyngress", "run", *args], capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode == 2 and "give manifests with -f/--filename, or --kubernetes" in result.stderr
