@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from pyngress.model import Meta, Service
+from pyngress.model import Meta, Secret, Service
 from pyngress.sources.kubernetes import addresses, lease
 from pyngress.sources.kubernetes.backoff import Backoff, parse_retry_after
 from pyngress.sources.kubernetes.events import WatchDecodeError, decode_event, object_key, to_entry
@@ -76,6 +76,17 @@ def test_list_items_without_kind_are_parsed_as_their_resource() -> None:
     assert isinstance(entry.obj, Service) and entry.obj.ports[0].port == 80
     assert entry.resource_version == "12" and entry.status == raw["status"]
     assert object_key(raw) == "shop/web" and object_key({"metadata": {"name": "c"}}) == "/c"
+
+
+def test_only_secrets_pyngress_can_use_are_decoded_and_kept() -> None:
+    def secret(type_: str, **data: str) -> dict[str, object]:
+        return {"metadata": {"name": "s", "namespace": "x", "resourceVersion": "3"}, "type": type_, "data": data}
+
+    assert isinstance(to_entry(SECRET, secret("kubernetes.io/tls", **{"tls.crt": "", "tls.key": ""})).obj, Secret)
+    assert isinstance(to_entry(SECRET, secret("Opaque", **{"ca.crt": "YQ=="})).obj, Secret)
+    assert isinstance(to_entry(SECRET, secret("Opaque", auth="YQ==")).obj, Secret)
+    token = to_entry(SECRET, secret("kubernetes.io/service-account-token", token="YQ=="))
+    assert token.obj is None and token.resource_version == "3" and token.problems == ()
 
 
 def test_malformed_object_is_kept_as_problems() -> None:

@@ -22,6 +22,7 @@ from pyngress.sources.kubernetes.store import Entry
 
 BOOKMARK, ERROR = "BOOKMARK", "ERROR"
 STATUS_KINDS = ("Ingress", "Service")  # kinds whose raw status we keep (status publishing reads them)
+SECRET_KEYS = {"tls.crt", "tls.key", "ca.crt", "auth"}  # a Secret with one of these may be used (see below)
 
 
 class WatchDecodeError(ValueError):
@@ -61,8 +62,21 @@ def object_key(raw: dict[str, Any]) -> str:
 
 
 def to_entry(resource: Resource, raw: dict[str, Any]) -> Entry:
+    rv = str((raw.get("metadata") or {}).get("resourceVersion", ""))
+    if resource.kind == "Secret" and not is_useful_secret(raw):
+        return Entry(rv, None)  # remembered by version only: its data is never decoded nor held
     doc = {**raw, "kind": resource.kind, "apiVersion": resource.api_version}
     obj, problems = parse_manifest(doc)
     status = raw.get("status") if resource.kind in STATUS_KINDS else None
-    rv = str((raw.get("metadata") or {}).get("resourceVersion", ""))
     return Entry(rv, obj, tuple(problems), status)
+
+
+def is_useful_secret(raw: dict[str, Any]) -> bool:
+    """TLS certificates (`kubernetes.io/tls`, or any Secret with tls.crt/tls.key), CA bundles (ca.crt, for
+    client certificate checks) and basic-auth files (`auth`), as ingress-nginx reads them. Service account
+    tokens, docker configs and application Secrets are not kept: in a big cluster they are most of the
+    Secrets, and nothing in pyngress reads them."""
+    if raw.get("type") == "kubernetes.io/tls":
+        return True
+    keys = {*(raw.get("data") or {}), *(raw.get("stringData") or {})}
+    return bool(keys & SECRET_KEYS)
