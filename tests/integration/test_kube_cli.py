@@ -1,19 +1,23 @@
 """`pyngress run --kubernetes` as a real process against the test API server: it serves what kubectl puts in
-the cluster, follows changes, writes Ingress status as the elected leader, and stops cleanly on SIGTERM, all
+the cluster (HTTPS with a certificate from a cluster Secret too), follows changes, writes Ingress status as the
+elected leader, and stops cleanly on SIGTERM, all
 with only the permissions of the ClusterRole in deploy/ (the fake enforces it)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import trustme
 import yaml
 from harness import EchoBackend, RawClient
 from kube_support import endpoint_slice, fake_cluster, ingress, ingress_class, needs_kubectl, service
@@ -29,6 +33,40 @@ def _cluster_role_rules() -> list[dict[str, Any]]:
     manifest = Path(__file__).parents[2] / "deploy" / "kubernetes" / "pyngress.yaml"
     role = next(d for d in yaml.safe_load_all(manifest.read_text()) if d and d["kind"] == "ClusterRole")
     return list(role["rules"])
+
+
+def _tls_secret(cert: trustme.LeafCert) -> dict[str, Any]:
+    chain = b"".join(blob.bytes() for blob in cert.cert_chain_pems)
+    return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": "b-tls", "namespace": "default"},
+            "data": {"tls.crt": base64.b64encode(chain).decode(),
+                     "tls.key": base64.b64encode(cert.private_key_pem.bytes()).decode()}}
+
+
+def _with_tls(ingress_object: dict[str, Any]) -> dict[str, Any]:
+    ingress_object["spec"]["tls"] = [{"hosts": ["b.example.com"], "secretName": "b-tls"}]
+    return ingress_object
+
+
+async def _https_eventually(port: int, host: str, ca: trustme.CA, timeout: float = 10.0) -> None:
+    """Until an HTTPS request for `host` verifies against `ca` (the Secret's certificate) and gets a 200."""
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        with contextlib.suppress(OSError, ssl.SSLError):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname=host)
+            try:
+                writer.write(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+                if (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 200"):
+                    return
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError, ssl.SSLError):
+                    await writer.wait_closed()
+        assert loop.time() < deadline, f"no verified HTTPS answer for {host}"
+        await asyncio.sleep(0.05)
 
 
 async def _status(port: int, host: str) -> int:
@@ -58,10 +96,11 @@ async def test_run_kubernetes_serves_and_follows_kubectl() -> None:
             # must be enough for everything it does (lists, watches, the Lease, status writes)
             cluster.api.rbac = _cluster_role_rules()
             controller = cluster.api.kubeconfig(str(cluster.tmp / "controller"), subject=True)
-            port = _free_port()
+            port, https_port = _free_port(), _free_port()
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "pyngress", "run", "--kubernetes", "--kubeconfig", controller,
-                "--http-port", str(port), "--address", "127.0.0.1", "--shutdown-grace", "2",
+                "--http-port", str(port), "--https-port", str(https_port), "--address", "127.0.0.1",
+                "--shutdown-grace", "2",
                 "--publish-status-address", "203.0.113.5", "--election-namespace", "default",
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
             try:
@@ -80,6 +119,13 @@ async def test_run_kubernetes_serves_and_follows_kubectl() -> None:
                     await asyncio.sleep(0.05)
                 holder = await k("get", "lease", "pyngress-leader", "-o", "jsonpath={.spec.holderIdentity}")
                 assert holder.endswith(f"_{proc.pid}")
+                # a TLS Secret and an Ingress tls entry from the cluster: the HTTPS listener presents it
+                ca = trustme.CA()
+                web = _with_tls(ingress("web", "b.example.com", "web"))
+                secret = _tls_secret(ca.issue_cert("b.example.com"))
+                await k.apply(secret, web, endpoint_slice("web-a", "web", [pod]))
+                await _https_eventually(https_port, "b.example.com", ca)
+                assert await _status(port, "b.example.com") == 308  # ssl-redirect, as ingress-nginx
                 assert cluster.api.denied == []
             finally:
                 proc.send_signal(signal.SIGTERM)

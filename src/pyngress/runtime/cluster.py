@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyngress.model import Snapshot
+from pyngress.runtime.https_listener import listen_https
 from pyngress.runtime.server import ProxyServer
+from pyngress.runtime.tls_contexts import TLSContexts
 from pyngress.sources.kubernetes import ApiError, KubernetesSource, connect
 from pyngress.sources.kubernetes.election import LeaderElector
 from pyngress.sources.kubernetes.status import StatusPublisher
@@ -79,6 +81,16 @@ async def serve_cluster(options: RunOptions, *, reuse_port: bool, loop_name: str
             return 2
         log.info("worker %d serving http on %s:%d (%s, cluster mode: %s)", os.getpid(), options.host, port,
                  loop_name, f"namespace {kube.namespace}" if kube.namespace else "all namespaces")
+        assert options.fake_certificate is not None  # app.run() made it
+        try:  # issue 4's HTTPS listener: its certificates follow each install, as in file mode
+            https_port = await listen_https(server, options.host, options.https_port, reuse_port=reuse_port,
+                                            contexts=TLSContexts(*options.fake_certificate),
+                                            redirect_port=options.https_redirect_port)
+        except OSError as exc:
+            log.error("cannot listen on %s:%d: %s", options.host, options.https_port, exc.strerror or exc)
+            await server.drain(0)
+            return 2
+        log.info("worker %d serving https on %s:%d", os.getpid(), options.host, https_port)
         tasks = [asyncio.create_task(source.run(), name="kubernetes source")]
         if kube.update_status and (kube.publish_service or kube.publish_status_address):
             elector = LeaderElector(client, kube.election_namespace or own_namespace(), kube.election_id,

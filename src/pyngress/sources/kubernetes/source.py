@@ -24,6 +24,7 @@ import asyncio
 import dataclasses
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -185,7 +186,7 @@ class KubernetesSource:
             objects = [o for store in self.stores.values() for o in store.objects()]
             problems = [p for store in self.stores.values() for p in store.problems()]
             new = await asyncio.to_thread(compile_snapshot, objects, self.options, version=version,
-                                          problems=problems)
+                                          problems=problems, now=time.time())  # certificate expiry
             self.counters.full += 1
         else:
             self.counters.fast += 1
