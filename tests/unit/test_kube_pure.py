@@ -6,6 +6,8 @@ import datetime
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pyngress.model import Meta, Secret, Service
 from pyngress.sources.kubernetes import addresses, lease
@@ -178,3 +180,42 @@ def test_status_addresses() -> None:
     desired = addresses.static_status(["198.51.100.2", "198.51.100.1"])
     assert not addresses.needs_write(service, desired)
     assert addresses.needs_write({}, desired) and addresses.needs_write(None, desired)
+
+
+# -- store, by property ------------------------------------------------------------------------------------
+
+OPS = st.lists(st.tuples(st.sampled_from(["put", "delete"]), st.integers(0, 5), st.integers(80, 83)), max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(seen=OPS, missed=OPS)
+def test_events_then_a_relist_leave_the_cache_equal_to_the_cluster(seen: list[tuple[str, int, int]],
+                                                                   missed: list[tuple[str, int, int]]) -> None:
+    """Apply some writes as watch events, then lose the watch while more happen, then relist: the cache
+    equals the cluster, and the relist's changes are exactly what differed (the gap's deletes included)."""
+    cluster: dict[str, Entry] = {}
+    store = Store("Service")
+    rv = 1
+    for op, i, port in seen:
+        rv += 1
+        key, entry = f"ns/s{i}", svc(f"s{i}", str(rv), port=80 if port == 80 else 81)
+        if op == "put":
+            cluster[key] = entry
+            store.apply(ADDED if key not in store.entries else MODIFIED, key, entry)
+        elif key in cluster:
+            del cluster[key]
+            store.apply(DELETED, key, entry)
+        assert store.entries == cluster
+    before = dict(store.entries)
+    for op, i, port in missed:  # the watch is down: the cluster moves on alone
+        rv += 1
+        key = f"ns/s{i}"
+        if op == "put":
+            cluster[key] = svc(f"s{i}", str(rv), port=80 if port == 80 else 81)
+        else:
+            cluster.pop(key, None)
+    changes = store.replace(dict(cluster), str(rv))
+    assert store.entries == cluster and store.resource_version == str(rv)
+    expected = {k for k in before.keys() | cluster.keys() if before.get(k) != cluster.get(k)}
+    assert {c.key for c in changes} == expected
+    assert all((c.type == DELETED) == (c.key not in cluster) for c in changes)
