@@ -139,19 +139,43 @@ def run(paths: tuple[str, ...], ingress_class: str, watch_without_class: bool, c
 
 
 @main.command()
-@_class_options
+@lambda f: _class_options(f, paths_required=False)
 @_default_cert_option
+@click.option("--kubernetes", is_flag=True, help="Check what the cluster holds instead of files (issue 6).")
+@click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), help="kubeconfig file.")
+@click.option("--kube-context", help="kubeconfig context.")
+@click.option("--namespace", default="", help="Only this namespace (default: all).")
 def check(paths: tuple[str, ...], ingress_class: str, watch_without_class: bool, configmap: str,
-          default_ssl_certificate: str) -> None:
-    """Validate manifests as the API server would and print the routing table. Exit 1 on any error."""
+          default_ssl_certificate: str, kubernetes: bool, kubeconfig: str | None, kube_context: str | None,
+          namespace: str) -> None:
+    """Validate manifests as the API server would and print the routing table. Exit 1 on any error.
+    With --kubernetes: the same for what the cluster holds now, as `run --kubernetes` would serve it."""
     import time
 
     from pyngress.config import build_from_paths, format_check
 
     options = _compile_options(ingress_class, watch_without_class, configmap, default_ssl_certificate)
-    snapshot = build_from_paths(list(paths), options, now=time.time())  # now: certificates must not have expired
+    if bool(paths) == kubernetes:
+        raise click.UsageError("give manifests with -f/--filename, or --kubernetes (not both)")
+    if kubernetes:  # issue 6
+        snapshot = _cluster_snapshot(options, kubeconfig, kube_context, namespace)
+    else:  # now: certificates must not have expired
+        snapshot = build_from_paths(list(paths), options, now=time.time())
     click.echo(format_check(snapshot))
     sys.exit(1 if any(p.severity == "error" for p in snapshot.problems) else 0)
+
+
+def _cluster_snapshot(options: CompileOptions, kubeconfig: str | None, context: str | None,
+                      namespace: str) -> Any:
+    import asyncio
+
+    from pyngress.sources.kubernetes.once import snapshot_of_cluster
+
+    try:
+        return asyncio.run(snapshot_of_cluster(options, kubeconfig=kubeconfig, context=context,
+                                               namespace=namespace))
+    except Exception as exc:  # no credentials, cluster unreachable: the reason, not a traceback
+        raise click.ClickException(f"cannot read the cluster: {exc!r}") from None
 
 
 def _cpus(ctx: click.Context, param: click.Parameter, value: str | None) -> list[float] | None:

@@ -153,3 +153,20 @@ def test_files_and_kubernetes_are_exclusive(tmp_path: Path) -> None:
         result = subprocess.run([sys.executable, "-m", "pyngress", "run", *args], capture_output=True, text=True,
                                 timeout=60)
         assert result.returncode == 2 and "give manifests with -f/--filename, or --kubernetes" in result.stderr
+
+
+async def test_check_kubernetes_prints_what_the_cluster_would_serve() -> None:
+    async with fake_cluster() as cluster:
+        api = cluster.api
+        api.put_object(ingress_class())
+        api.put_object(service("web"))
+        api.put_object(ingress("web", "a.example.com", "web"))
+        api.put_object(ingress("broken", "b.example.com", "missing"))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pyngress", "check", "--kubernetes", "--kubeconfig", cluster.kubeconfig,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        text = out.decode()
+        assert proc.returncode == 1, err.decode()  # the broken Ingress is an error
+        assert "a.example.com" in text and "default/web" in text
+        assert "Ingress default/broken" in text and "Service default/missing not found" in text
