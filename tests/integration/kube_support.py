@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from fake_apiserver import FakeApiServer
 from harness import EchoBackend, running_proxy
 
@@ -62,10 +64,18 @@ def ingress(name: str, host: str, svc: str, *, path: str = "/", cls: str | None 
             "metadata": {"name": name, "namespace": namespace}, "spec": spec}
 
 
-def tls_secret(name: str, namespace: str = "default") -> dict[str, Any]:
+def tls_secret(name: str, cert: trustme.LeafCert, namespace: str = "default") -> dict[str, Any]:
+    chain = b"".join(blob.bytes() for blob in cert.cert_chain_pems)
     return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
             "metadata": {"name": name, "namespace": namespace},
-            "stringData": {"tls.crt": "not a real certificate", "tls.key": "not a real key"}}
+            "data": {"tls.crt": base64.b64encode(chain).decode(),
+                     "tls.key": base64.b64encode(cert.private_key_pem.bytes()).decode()}}
+
+
+def with_tls(ingress_object: dict[str, Any], secret: str) -> dict[str, Any]:
+    hosts = [rule["host"] for rule in ingress_object["spec"]["rules"]]
+    ingress_object["spec"]["tls"] = [{"hosts": hosts, "secretName": secret}]
+    return ingress_object
 
 
 class Kubectl:

@@ -6,7 +6,6 @@ with only the permissions of the ClusterRole in deploy/ (the fake enforces it)."
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import os
 import signal
@@ -20,7 +19,16 @@ from typing import Any
 import trustme
 import yaml
 from harness import EchoBackend, RawClient
-from kube_support import endpoint_slice, fake_cluster, ingress, ingress_class, needs_kubectl, service
+from kube_support import (
+    endpoint_slice,
+    fake_cluster,
+    ingress,
+    ingress_class,
+    needs_kubectl,
+    service,
+    tls_secret,
+    with_tls,
+)
 
 
 def _free_port() -> int:
@@ -33,19 +41,6 @@ def _cluster_role_rules() -> list[dict[str, Any]]:
     manifest = Path(__file__).parents[2] / "deploy" / "kubernetes" / "pyngress.yaml"
     role = next(d for d in yaml.safe_load_all(manifest.read_text()) if d and d["kind"] == "ClusterRole")
     return list(role["rules"])
-
-
-def _tls_secret(cert: trustme.LeafCert) -> dict[str, Any]:
-    chain = b"".join(blob.bytes() for blob in cert.cert_chain_pems)
-    return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-            "metadata": {"name": "b-tls", "namespace": "default"},
-            "data": {"tls.crt": base64.b64encode(chain).decode(),
-                     "tls.key": base64.b64encode(cert.private_key_pem.bytes()).decode()}}
-
-
-def _with_tls(ingress_object: dict[str, Any]) -> dict[str, Any]:
-    ingress_object["spec"]["tls"] = [{"hosts": ["b.example.com"], "secretName": "b-tls"}]
-    return ingress_object
 
 
 async def _https_eventually(port: int, host: str, ca: trustme.CA, timeout: float = 10.0) -> None:
@@ -121,8 +116,8 @@ async def test_run_kubernetes_serves_and_follows_kubectl() -> None:
                 assert holder.endswith(f"_{proc.pid}")
                 # a TLS Secret and an Ingress tls entry from the cluster: the HTTPS listener presents it
                 ca = trustme.CA()
-                web = _with_tls(ingress("web", "b.example.com", "web"))
-                secret = _tls_secret(ca.issue_cert("b.example.com"))
+                web = with_tls(ingress("web", "b.example.com", "web"), "b-tls")
+                secret = tls_secret("b-tls", ca.issue_cert("b.example.com"))
                 await k.apply(secret, web, endpoint_slice("web-a", "web", [pod]))
                 await _https_eventually(https_port, "b.example.com", ca)
                 assert await _status(port, "b.example.com") == 308  # ssl-redirect, as ingress-nginx

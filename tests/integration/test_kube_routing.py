@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import trustme
 from harness import EchoBackend, async_test
 from kube_support import (
     Cluster,
@@ -28,6 +29,7 @@ from kube_support import (
     service,
     source_and_proxy,
     tls_secret,
+    with_tls,
 )
 
 from pyngress.config import CompileOptions, compile_snapshot, parse_manifest
@@ -136,9 +138,20 @@ async def test_proxy_follows_kubectl_changes_of_every_kind() -> None:
         await s.apply(ingress_class(default=True), ingress("plain", "d.example.com", "web", cls=None),
                       expect={"d.example.com": {"pod-a"}})  # default class admission and selection
 
+        # Secret create, update (a rotated certificate), delete, for an Ingress with a tls entry
+        ca = trustme.CA()
+        await s.apply(with_tls(ingress("web", "b.example.com", "web"), "web-tls"),
+                      expect={"b.example.com": {"308"}})  # ssl-redirect once the host has TLS
+        first = running.source.current
+        await s.apply(tls_secret("web-tls", ca.issue_cert("b.example.com")), expect={"b.example.com": {"308"}})
+        with_cert = running.source.current
+        await s.apply(tls_secret("web-tls", ca.issue_cert("b.example.com")), expect={"b.example.com": {"308"}})
+        rotated = running.source.current
+        assert first is not None and with_cert is not None and rotated is not None
+        assert first.tls != with_cert.tls != rotated.tls  # each certificate change is a new configuration
+        await s.kubectl("delete", "secret", "web-tls", expect={"b.example.com": {"308"}})
         before = running.source.counters.applied
-        await s.apply(tls_secret("web-tls"), expect={"b.example.com": {"pod-a"}})  # Secret create, delete
-        await s.kubectl("delete", "secret", "web-tls", expect={"b.example.com": {"pod-a"}})
-        assert running.source.counters.applied == before  # no swap for a result that did not change
+        await s.apply(tls_secret("unused", ca.issue_cert("c.example.com")), expect={"b.example.com": {"308"}})
+        assert running.source.counters.applied == before  # a Secret nobody uses changes nothing: no swap
         assert max(s.latencies) < BUDGET, f"slowest change took {max(s.latencies):.3f}s: {s.latencies}"
         print("change -> swap latencies (s):", " ".join(f"{t:.3f}" for t in s.latencies))
