@@ -59,6 +59,7 @@ def test_deployment_runs_two_hardened_replicas_probed_on_the_admin_port() -> Non
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
     assert "--kubernetes" in container["args"] and "--publish-service=pyngress/pyngress" in container["args"]
+    assert "--https-redirect-port=443" in container["args"]  # redirects to https:// name the Service's port
     assert spec["selector"]["matchLabels"] == spec["template"]["metadata"]["labels"]
     pdb = _objects()["PodDisruptionBudget"]["spec"]
     assert pdb["minAvailable"] == 1 and pdb["selector"] == spec["selector"]
