@@ -206,3 +206,9 @@ def test_the_status_the_kubernetes_source_writes_on_load_balancer_services() -> 
         "shop/web": {"loadBalancer": {}},  # its port 10080 is not bound: nothing to advertise
     }
     assert "shop/db" not in load_balancer_status(snap.streams, ["10.0.0.5"])  # a ConfigMap entry: no status
+
+
+def test_the_configmaps_a_source_must_provide() -> None:
+    assert StreamOptions().configmaps == ()
+    assert StreamOptions(tcp_services_configmap="ingress/tcp").configmaps == ("ingress/tcp",)
+    assert StreamOptions("ingress/tcp", "udp").configmaps == ("ingress/tcp", "udp")

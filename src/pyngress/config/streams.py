@@ -72,6 +72,11 @@ class StreamOptions:
     serve_load_balancer_services: bool = False
     lb_port_offset: int = 0  # added to a LoadBalancer Service's port to get the listen port
 
+    @property
+    def configmaps(self) -> tuple[str, ...]:
+        """The ConfigMaps ("namespace/name" or "name") a source must provide besides the controller's own."""
+        return tuple(name for name in (self.tcp_services_configmap, self.udp_services_configmap) if name)
+
 
 NO_STREAMS = StreamOptions()
 _UNRESOLVED = Backend("", "", "", "")  # a StreamService's backend until `_add` resolves it
