@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
@@ -67,7 +68,9 @@ class TcpClient(asyncio.Protocol):
         self._client_eof = self._upstream_eof = False
         self._held = False  # reading paused because too much arrived before the pod connection was ready
         self._connecting: asyncio.Task[None] | None = None
-        self.connect_deadline = 0.0  # loop time at which the current connect attempt has failed
+        # loop time at which the current connect attempt has failed; infinite until an attempt starts, so a tick
+        # between `_connect` and the task's first step cancels nothing
+        self.connect_deadline = math.inf
         self._attempt_expired = False
 
     # -- client transport callbacks ------------------------------------------------------------------
