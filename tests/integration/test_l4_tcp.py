@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import hashlib
 import socket
+from collections.abc import Iterator
 
 from harness import async_test, refused_port
 from l4_harness import (
@@ -178,30 +179,54 @@ async def test_least_conn_sends_a_new_connection_to_the_idler_pod() -> None:
             await p.close()
 
 
-@async_test
-async def test_a_connect_that_hangs_times_out_and_the_next_endpoint_is_used() -> None:
-    # A listener whose accept queue is full: Linux drops further SYNs, so connecting to it hangs.
+@contextlib.contextmanager
+def stuck_listener() -> Iterator[int]:
+    """A listener whose accept queue is full: Linux drops further SYNs, so connecting to it hangs."""
     stuck = socket.socket()
     stuck.bind(("127.0.0.1", 0))
     stuck.listen(0)
     fillers = []
-    for _ in range(2):
-        s = socket.socket()
-        s.setblocking(False)
-        s.connect_ex(stuck.getsockname())
-        fillers.append(s)
-    pod = await TcpPod.start("db-live")
-    listen = free_port()
-    snap = tcp_entry([stuck.getsockname()[1], pod.port], listen, proxy_connect_timeout="0.3")
     try:
-        async with serving(snap) as server:
-            started = asyncio.get_running_loop().time()
-            for i in range(2):  # round robin offers the stuck endpoint to one of these first
-                assert await tcp_round_trip(listen, b"n%d" % i) == b"n%d" % i
-            assert asyncio.get_running_loop().time() - started >= 0.3  # someone waited for the timeout
-            assert server.streams.stats.get(f"127.0.0.1:{stuck.getsockname()[1]}").requests >= 1
-            assert pod.connections == 2
+        for _ in range(2):
+            s = socket.socket()
+            fillers.append(s)
+            s.setblocking(False)
+            s.connect_ex(stuck.getsockname())
+        yield stuck.getsockname()[1]
     finally:
-        await pod.close()
         for s in [stuck, *fillers]:
             s.close()
+
+
+@async_test
+async def test_bytes_sent_while_connecting_are_kept_across_a_retry() -> None:
+    pod = await TcpPod.start("db-live")
+    listen = free_port()
+    with stuck_listener() as stuck:
+        snap = tcp_entry([stuck, pod.port], listen, proxy_connect_timeout="0.3")
+        try:
+            async with serving(snap) as server:
+                data = _payload(1 << 20)  # more than the 256 KiB kept before reading pauses
+                answers = [await tcp_round_trip(listen, data) for _ in range(2)]  # one of them meets the stuck one
+                assert answers == [data, data]
+                assert server.streams.stats.get(f"127.0.0.1:{stuck}").requests >= 1
+        finally:
+            await pod.close()
+
+
+@async_test
+async def test_a_connect_that_hangs_times_out_and_the_next_endpoint_is_used() -> None:
+    pod = await TcpPod.start("db-live")
+    listen = free_port()
+    with stuck_listener() as stuck:
+        snap = tcp_entry([stuck, pod.port], listen, proxy_connect_timeout="0.3")
+        try:
+            async with serving(snap) as server:
+                started = asyncio.get_running_loop().time()
+                for i in range(2):  # round robin offers the stuck endpoint to one of these first
+                    assert await tcp_round_trip(listen, b"n%d" % i) == b"n%d" % i
+                assert asyncio.get_running_loop().time() - started >= 0.3  # someone waited for the timeout
+                assert server.streams.stats.get(f"127.0.0.1:{stuck}").requests >= 1
+                assert pod.connections == 2
+        finally:
+            await pod.close()
