@@ -53,6 +53,7 @@ class UdpListener(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.flows: OrderedDict[Address, Flow] = OrderedDict()  # least recently active first
         self.dropped = 0  # datagrams we could not relay (no endpoint, full socket buffer, no fd)
+        self._failing = False  # opening flows fails (logged once until one succeeds again)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop's is not a subclass
@@ -85,8 +86,11 @@ class UdpListener(asyncio.DatagramProtocol):
         try:
             sock = _connected_socket(endpoint)
         except OSError as exc:  # out of file descriptors, no route: this datagram is lost
-            log.warning("%s: cannot open a flow to %s: %s", config.service.listen_key, endpoint.key, exc)
+            if not self._failing:  # once per run of failures, not once per datagram
+                log.warning("%s: cannot open a flow to %s: %s", config.service.listen_key, endpoint.key, exc)
+            self._failing = True
             return None
+        self._failing = False
         flow = Flow(self, client, endpoint, sock, config.settings.proxy_stream_responses)
         self.flows[client] = flow
         runtime.stats.started(endpoint.key)
