@@ -126,6 +126,8 @@ _KEYS: dict[str, Callable[[str], dict[str, Any]]] = {
     "load-balance": _one("load_balance", parse_algorithm),
     "session-cookie-salt": _one("session_cookie_salt", str.strip),
     "affinity-table-size": _one("affinity_table_size", parse_count),
+    # issue 4
+    "http2-max-concurrent-streams": _one("http2_max_concurrent_streams", parse_count),
 }
 
 

@@ -35,6 +35,8 @@ class ProxySettings:
     # all of them (or one header line longer than one buffer) gets 431.
     header_buffer_size: int = 8192
     header_buffer_count: int = 4
+    # issue 4, HTTP/2: SETTINGS_MAX_CONCURRENT_STREAMS we announce (nginx's http2_max_concurrent_streams)
+    http2_max_concurrent_streams: int = 128  # http2-max-concurrent-streams
 
     @property
     def max_head_size(self) -> int:

@@ -26,6 +26,7 @@ from pyngress.model import ProxySettings, Snapshot
 from pyngress.runtime.downstream import Downstream
 from pyngress.runtime.pool import UpstreamPool
 from pyngress.runtime.request_head import request_id_source
+from pyngress.runtime.sessions import Session
 from pyngress.runtime.state import Dataplane, Serving
 
 
@@ -41,6 +42,8 @@ class ProxyServer:
         self.tick = 1.0
         self.pool = UpstreamPool(self.loop, self)
         self.connections: set[Downstream] = set()
+        # issue 4: connections that are not HTTP/1.1 Downstreams (HTTP/2 connections, WebSocket tunnels)
+        self.sessions: set[Session] = set()
         self.draining = False
         self.date = http_date()
         self.request_ids = request_id_source()
@@ -58,6 +61,8 @@ class ProxyServer:
         """Swap in a new configuration; live state carries over by backend and endpoint key."""
         serving = self.dataplane.install(snapshot)
         self.pool.retain(serving.endpoint_keys)
+        for session in list(self.sessions):
+            session.retain(serving.endpoint_keys)
         return serving
 
     async def listen(self, host: str = "0.0.0.0", port: int = 8080, *, reuse_port: bool = False,
@@ -80,7 +85,15 @@ class ProxyServer:
 
     def connection_closed(self, conn: Downstream) -> None:
         self.connections.discard(conn)
-        if self.draining and not self.connections:
+        if self.draining and not self.connections and not self.sessions:
+            self._all_closed.set()
+
+    def session_opened(self, session: Session) -> None:
+        self.sessions.add(session)
+
+    def session_closed(self, session: Session) -> None:
+        self.sessions.discard(session)
+        if self.draining and not self.connections and not self.sessions:
             self._all_closed.set()
 
     async def drain(self, grace: float = 30.0) -> None:
@@ -91,12 +104,16 @@ class ProxyServer:
         for conn in list(self.connections):
             if not conn.queue and conn.head_started < 0:
                 conn.close()
-        if self.connections:
+        for session in list(self.sessions):
+            session.drain()  # HTTP/2: GOAWAY, then close once the open streams are answered
+        if self.connections or self.sessions:
             try:
                 await asyncio.wait_for(self._all_closed.wait(), grace)
             except TimeoutError:
                 for conn in list(self.connections):
                     conn.abort()
+                for session in list(self.sessions):
+                    session.abort()
         self.pool.close_idle()
         for server in self._servers:
             await server.wait_closed()
@@ -124,6 +141,8 @@ class ProxyServer:
             upstream = conn.queue[0].upstream if conn.queue else None
             if upstream is not None:  # only the first exchange of a connection talks to an upstream
                 upstream.check_timeouts(now - slack, settings.proxy_read_timeout, settings.proxy_send_timeout)
+        for session in list(self.sessions):
+            session.tick(now - slack, settings)
         self.pool.expire(now)
         self._schedule_tick()
 

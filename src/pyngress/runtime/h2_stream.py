@@ -1,0 +1,343 @@
+"""One HTTP/2 request stream, forwarded as an HTTP/1.1 exchange (issue 4).
+
+Request: the pseudo-headers become the HTTP/1.1 request line and Host (`:authority`, else a Host field),
+the fields go through the same `request_head.HeadBuilder` as an HTTP/1.1 request (so forwarded headers,
+request ids, dropping of hop-by-hop fields and size limits are the same), split Cookie fields are joined
+(RFC 9113 8.2.3), and a body whose length is not announced is sent chunked. HTTP/2 forbids
+connection-specific fields; h2 refuses a request carrying one.
+
+Response: `Upstream` forwards any response as HTTP/1.1 bytes (the `ClientSide` contract). A stream parses them
+again with httptools (C; small next to h2's own cost per frame), drops the hop-by-hop fields, and sends
+HEADERS and DATA. The stream ends when the upstream says the response is complete (`finished`).
+
+Errors map as for HTTP/1.1: no route 404, no endpoint 503, connect failure 502, timeouts 504, with one retry
+on another endpoint for idempotent requests. An upstream that dies mid-response resets the stream
+(INTERNAL_ERROR): the client sees a failed stream, never a truncated body that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from typing import TYPE_CHECKING
+
+import h2.exceptions
+import httptools
+
+from pyngress.runtime import http1, picking, request_head
+from pyngress.runtime.downstream import PAUSE_BUFFER
+from pyngress.runtime.exchange import NO_BODY, Exchange
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from pyngress.model import ProxySettings, Route
+    from pyngress.runtime.h2 import H2Downstream
+    from pyngress.runtime.state import Serving
+    from pyngress.runtime.upstream import Upstream
+
+PAUSE_WINDOW = 1  # the client's flow-control window is shut and our buffer is over its limit
+PAUSE_TRANSPORT = 2  # the client connection's write buffer is full
+PENDING_LIMIT = 64 * 1024  # response bytes kept for a shut window before the upstream is paused
+
+INTERNAL_ERROR = 0x2
+NO_ERROR = 0x0
+
+_DROP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te",
+                   b"trailer", b"http2-settings"})
+
+
+class H2Stream:
+    def __init__(self, connection: H2Downstream, stream_id: int) -> None:
+        self.connection = connection
+        self.server = connection.server
+        self.stream_id = stream_id
+        self.client_ip = connection.client_ip
+        self.gone = False  # reset by the client, or the connection is lost
+        self.ex: Exchange | None = None
+        self.request_ended = False
+        self.response_ended = False
+        self._paused = 0  # ClientSide pause reasons (PAUSE_UPSTREAM, PAUSE_BUFFER): hold back window updates
+        self._unacked = 0
+        self._upstream_paused = 0  # PAUSE_WINDOW | PAUSE_TRANSPORT
+        self._paused_conn: Upstream | None = None  # the upstream connection we paused, to resume it
+        self._parser: httptools.HttpResponseParser | None = None
+        self._fields: list[tuple[bytes, bytes]] = []
+        self._out: deque[bytes] = deque()
+        self._out_size = 0
+
+    # -- the request ----------------------------------------------------------------------------------------
+
+    def on_request(self, headers: list[tuple[bytes, bytes]], ended: bool) -> None:
+        self.request_ended = ended
+        serving = self.server.dataplane.serving
+        ex = self._exchange(headers, ended, serving)
+        if isinstance(ex, int):
+            self._answer_early(ex)
+            return
+        self.ex = ex
+        route = picking.route_for(ex, serving)
+        if route is None:
+            self.answer_status(ex, 404)
+            return
+        self.dispatch(ex, serving, route)
+
+    def _exchange(self, headers: list[tuple[bytes, bytes]], ended: bool, serving: Serving) -> Exchange | int:
+        builder = request_head.HeadBuilder(serving)
+        method = path = authority = b""
+        cookies: list[bytes] = []
+        length = False
+        try:
+            for name, value in headers:
+                if name[:1] == b":":
+                    if name == b":method":
+                        method = value
+                    elif name == b":path":
+                        path = value
+                    elif name == b":authority":
+                        authority = value
+                    continue
+                if name == b"cookie":
+                    cookies.append(value)
+                    continue
+                if name == b"host":
+                    authority = authority or value
+                    continue
+                length = length or name == b"content-length"
+                status = builder.add_header(name, value)
+                if status:
+                    return status
+            builder.add_url(path)
+        except http1.RequestError as exc:
+            return exc.status
+        if not authority:
+            return 400
+        if cookies:
+            builder.add_header(b"cookie", b"; ".join(cookies))
+        builder.add_header(b"host", authority)
+        if not ended and not length:
+            builder.add_header(b"transfer-encoding", b"chunked")  # HTTP/2 bodies have no announced length
+        connection = self.connection
+        trusted = serving.trust_all or (bool(serving.trusted) and serving.is_trusted(self.client_ip))
+        return builder.finish(self, method, "1.1", True, connection.peer, trusted, self.server.request_ids)
+
+    def dispatch(self, ex: Exchange, serving: Serving, route: Route, failed: int = 503) -> None:
+        """As Downstream.dispatch: pick an endpoint for this stream alone and send."""
+        key = route.balancer_key
+        balancer = serving.balancers.get(key)
+        contextual = ex.tried or key in serving.contextual
+        ctx = picking.fill_context(self.connection.pick_context, ex, serving, key, self.server.now) \
+            if contextual else self.server.no_context
+        endpoint = balancer.pick(ctx) if balancer is not None else None
+        if endpoint is None:
+            self.answer_status(ex, failed)
+            return
+        ex.endpoint = endpoint
+        ex.attempts += 1
+        cookie = serving.cookies.get(key) if contextual else None
+        if cookie is not None and balancer is not None:
+            picking.affinity_cookie(ex, cookie[0], balancer, endpoint, route, ctx.affinity)
+        if key in serving.tracked:
+            picking.start_attempt(ex, serving, endpoint, self.server.loop.time())
+        self.server.pool.acquire(endpoint, ex, serving.settings)
+
+    def on_data(self, data: bytes, flow_controlled: int) -> None:
+        ex = self.ex
+        if ex is None or self.response_ended or ex.framing == NO_BODY:
+            self.connection._ack(flow_controlled, self.stream_id)
+            return
+        ex.add_body(data)
+        if ex.upstream is None:
+            self._paused |= PAUSE_BUFFER  # kept in memory until an upstream connection is attached
+        if self._paused:
+            self._unacked += flow_controlled  # handed back when the upstream has taken the bytes
+        else:
+            self.connection._ack(flow_controlled, self.stream_id)
+
+    def on_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        self.on_end()  # HTTP/1.1 upstreams get no request trailers (as with chunked HTTP/1.1 requests)
+
+    def on_end(self) -> None:
+        self.request_ended = True
+        ex = self.ex
+        if ex is not None and ex.framing != NO_BODY and not ex.request_done and not self.response_ended:
+            ex.end_body()
+        if self.response_ended and not self._out:
+            self.connection.stream_done(self)
+
+    def reset_by_client(self) -> None:
+        self.gone = True
+        ex = self.ex
+        if ex is not None:
+            picking.end_attempt(ex, False, self.server.loop.time())
+            if ex.upstream is not None:
+                ex.upstream.abandon()
+        self._out.clear()
+
+    # -- ClientSide: what the upstream calls ---------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None:
+            parser = self._parser = httptools.HttpResponseParser(self)
+        # Upstream framed these bytes itself, so they parse; the stream ends on `finished`, not on the parser
+        # (which cannot know that a response to HEAD has no body)
+        with contextlib.suppress(httptools.HttpParserError):
+            parser.feed_data(data)
+        self.connection.flush()
+
+    def writelines(self, pieces: list[bytes]) -> None:
+        self.write(b"".join(pieces))
+
+    def should_close(self, ex: Exchange) -> bool:
+        return False
+
+    def finished(self, ex: Exchange) -> None:
+        picking.end_attempt(ex, ex.response_started, self.server.loop.time())
+        self.response_ended = True
+        conn = self._paused_conn
+        if conn is not None:  # the upstream connection goes back to the pool: it must be reading again
+            self._paused_conn = None
+            conn.resume_reading()
+        self.send_pending()
+        self.connection.flush()
+
+    def retry(self, ex: Exchange, status: int) -> None:
+        assert ex.endpoint is not None
+        picking.end_attempt(ex, False, self.server.loop.time())
+        ex.upstream = None
+        ex.tried = (*ex.tried, ex.endpoint.key)
+        if ex.attempts >= 2 or not ex.idempotent or not ex.replayable or self.gone:
+            self.answer_status(ex, status)
+            return
+        serving = self.server.dataplane.serving
+        route = picking.route_for(ex, serving)
+        if route is None:
+            self.answer_status(ex, status)
+            return
+        self.dispatch(ex, serving, route, failed=status)
+
+    def dispatch_again(self, ex: Exchange) -> None:
+        assert ex.endpoint is not None
+        self.server.pool.acquire(ex.endpoint, ex, self.server.dataplane.serving.settings)
+
+    def answer_status(self, ex: Exchange, status: int) -> None:
+        if self.gone:
+            return
+        self.write(http1.generated_response(status, self.server.date, close=False,
+                                            head_only=ex.method == b"HEAD"))
+        self.finished(ex)
+
+    def _answer_early(self, status: int) -> None:
+        """A request refused before it became an exchange (bad head, CONNECT...)."""
+        self.write(http1.generated_response(status, self.server.date, close=False))
+        self.response_ended = True
+        self.send_pending()
+        self.connection.flush()
+
+    def pause(self, reason: int) -> None:
+        self._paused |= reason
+
+    def resume(self, reason: int) -> None:
+        self._paused &= ~reason
+        if not self._paused and self._unacked:
+            unacked, self._unacked = self._unacked, 0
+            self.connection._ack(unacked, self.stream_id)
+            self.connection.flush()
+
+    def close(self) -> None:
+        """The response broke off mid-body: the client must see a failed stream."""
+        self._reset(INTERNAL_ERROR)
+
+    def tunnel(self, ex: Exchange, upstream: asyncio.Transport, head: bytes, rest: bytes) -> None:
+        upstream.close()  # an HTTP/2 stream never asks for an HTTP/1.1 upgrade
+        self._reset(INTERNAL_ERROR)
+
+    # -- httptools callbacks: the HTTP/1.1 response, turned into HEADERS and DATA --------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lower = name.lower()
+        if lower not in _DROP:
+            self._fields.append((lower, value))
+
+    def on_headers_complete(self) -> None:
+        assert self._parser is not None
+        status = self._parser.get_status_code()
+        fields, self._fields = self._fields, []
+        if self.gone:
+            return
+        self.connection.conn.send_headers(self.stream_id, [(b":status", b"%d" % status), *fields])
+
+    def on_body(self, body: bytes) -> None:
+        if not self.gone:
+            self._out.append(body)
+            self._out_size += len(body)
+            self.send_pending()
+
+    # -- flow control towards the client ---------------------------------------------------------------------
+
+    def send_pending(self) -> None:
+        """Send what the client's windows allow; end the stream once the response is complete and sent."""
+        if self.gone:
+            return
+        conn = self.connection.conn
+        out = self._out
+        try:
+            while out:
+                window = conn.local_flow_control_window(self.stream_id)
+                if window <= 0:
+                    break
+                chunk = out[0]
+                size = min(window, conn.max_outbound_frame_size, len(chunk))
+                conn.send_data(self.stream_id, chunk[:size] if size < len(chunk) else chunk)
+                if size < len(chunk):
+                    out[0] = chunk[size:]
+                else:
+                    out.popleft()
+                self._out_size -= size
+            if not out and self.response_ended:
+                self._end()
+        except h2.exceptions.StreamClosedError:
+            self.gone = True
+            out.clear()
+            return
+        if self._out_size > PENDING_LIMIT:
+            self.pause_upstream(PAUSE_WINDOW)
+        elif self._upstream_paused & PAUSE_WINDOW:
+            self.resume_upstream(PAUSE_WINDOW)
+
+    def _end(self) -> None:
+        self.connection.conn.end_stream(self.stream_id)
+        if not self.request_ended:  # RFC 9113 8.1: answered before the request ended; we read no more of it
+            self.connection.conn.reset_stream(self.stream_id, NO_ERROR)
+        self.connection.stream_done(self)
+
+    def _reset(self, code: int) -> None:
+        if not self.gone:
+            self.gone = True
+            self._out.clear()
+            with contextlib.suppress(h2.exceptions.StreamClosedError):
+                self.connection.conn.reset_stream(self.stream_id, code)
+            self.connection.flush()
+        self.connection.stream_done(self)
+
+    def pause_upstream(self, reason: int) -> None:
+        upstream = self.ex.upstream if self.ex is not None else None
+        if upstream is not None and not self._upstream_paused:
+            upstream.pause_reading()
+            self._paused_conn = upstream
+        self._upstream_paused |= reason
+
+    def resume_upstream(self, reason: int) -> None:
+        was = self._upstream_paused
+        self._upstream_paused &= ~reason
+        conn = self._paused_conn
+        if was and not self._upstream_paused and conn is not None:
+            self._paused_conn = None
+            conn.resume_reading()
+
+    def check_timeouts(self, now: float, settings: ProxySettings) -> None:
+        upstream = self.ex.upstream if self.ex is not None else None
+        if upstream is not None:
+            upstream.check_timeouts(now, settings.proxy_read_timeout, settings.proxy_send_timeout)
+
