@@ -159,8 +159,6 @@ class H2Client:
         graceful GOAWAY (RFC 9113 6.8) lets the streams up to its last stream id complete."""
         self._buf += data
         out = bytearray()
-
-
         while len(self._buf) >= 9:
             length = int.from_bytes(self._buf[:3], "big")
             if len(self._buf) < 9 + length:
