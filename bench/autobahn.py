@@ -10,15 +10,14 @@ CI runs a subset (tests/integration/test_websocket_autobahn.py).
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integration"))
 
-import uvloop  # noqa: E402
-from ws_conformance import compare  # noqa: E402
+import uvloop
+from ws_conformance import compare
 
 
 async def main(cases: list[str] | None) -> int:
@@ -27,7 +26,8 @@ async def main(cases: list[str] | None) -> int:
     elapsed = time.monotonic() - started
     ok_direct = {c for c, r in direct.items() if r.passed}
     ok_proxied = {c for c, r in proxied.items() if r.passed}
-    print(f"{len(direct)} cases in {elapsed:.0f} s: {len(ok_direct)} pass direct, {len(ok_proxied)} through pyngress")
+    print(f"{len(direct)} cases in {elapsed:.0f} s: {len(ok_direct)} pass direct, "
+          f"{len(ok_proxied)} through pyngress")
     worse = sorted(ok_direct - ok_proxied)
     print("pass direct, fail through pyngress:", worse or "none")
     print("fail direct, pass through pyngress:", sorted(ok_proxied - ok_direct) or "none")

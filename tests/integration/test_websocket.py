@@ -6,8 +6,17 @@ import asyncio
 import contextlib
 import os
 
-from harness import EchoBackend, RawClient, async_test, build_request, route, running_proxy, service, snapshot, \
-    wait_until
+from harness import (
+    EchoBackend,
+    RawClient,
+    async_test,
+    build_request,
+    route,
+    running_proxy,
+    service,
+    snapshot,
+    wait_until,
+)
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from wsbackend import ws_echo
@@ -84,8 +93,9 @@ async def test_reload_keeps_the_session_unless_its_pod_is_removed() -> None:
 @async_test
 async def test_idle_tunnel_closes_after_proxy_read_timeout() -> None:
     settings = ProxySettings(proxy_read_timeout=0.3)
-    async with ws_echo() as pod, running_proxy(snapshot([route(service("ws", [pod.endpoint]))], settings=settings)) \
-            as proxy, connect(f"ws://127.0.0.1:{proxy.port}/", ping_interval=None) as ws:
+    async with ws_echo() as pod, \
+            running_proxy(snapshot([route(service("ws", [pod.endpoint]))], settings=settings)) as proxy, \
+            connect(f"ws://127.0.0.1:{proxy.port}/", ping_interval=None) as ws:
         await ws.recv()
         for i in range(4):  # activity keeps it open past the timeout
             await asyncio.sleep(0.15)
