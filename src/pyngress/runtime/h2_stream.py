@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING
 import h2.exceptions
 import httptools
 
-from pyngress.runtime import http1, picking, request_head
+from pyngress.runtime import h2_relay, http1, picking, request_head
 from pyngress.runtime.downstream import PAUSE_BUFFER
 from pyngress.runtime.exchange import NO_BODY, Exchange
 
 if TYPE_CHECKING:
     import asyncio
 
-    from pyngress.model import ProxySettings, Route
+    from pyngress.model import Endpoint, ProxySettings, Route
     from pyngress.runtime.h2 import H2Downstream
     from pyngress.runtime.state import Serving
     from pyngress.runtime.upstream import Upstream
@@ -65,6 +65,8 @@ class H2Stream:
         self._fields: list[tuple[bytes, bytes]] = []
         self._out: deque[bytes] = deque()
         self._out_size = 0
+        self.relay: h2_relay.Relay | None = None  # gRPC routes: relayed to an HTTP/2 stream to the pod
+        self.trailers: list[tuple[bytes, bytes]] | None = None  # response trailers, sent after the last DATA
 
     # -- the request ----------------------------------------------------------------------------------------
 
@@ -79,8 +81,20 @@ class H2Stream:
         route = picking.route_for(ex, serving)
         if route is None:
             self.answer_status(ex, 404)
+        elif route.backend_protocol in h2_relay.GRPC_PROTOCOLS:
+            self._relay(ex, serving, route, headers, ended)
+        else:
+            self.dispatch(ex, serving, route)
+
+    def _relay(self, ex: Exchange, serving: Serving, route: Route, headers: list[tuple[bytes, bytes]],
+               ended: bool) -> None:
+        endpoint = self._pick(ex, serving, route)
+        if endpoint is None:
+            self.answer_generated(503)
             return
-        self.dispatch(ex, serving, route)
+        tls = route.backend_protocol == "GRPCS"
+        relay = self.relay = h2_relay.Relay(self, endpoint, h2_relay.upstream_headers(self, headers, tls), ended)
+        self.server.h2_upstreams.acquire(endpoint, relay, tls)
 
     def _exchange(self, headers: list[tuple[bytes, bytes]], ended: bool, serving: Serving) -> Exchange | int:
         builder = request_head.HeadBuilder(serving)
@@ -123,6 +137,13 @@ class H2Stream:
 
     def dispatch(self, ex: Exchange, serving: Serving, route: Route, failed: int = 503) -> None:
         """As Downstream.dispatch: pick an endpoint for this stream alone and send."""
+        endpoint = self._pick(ex, serving, route)
+        if endpoint is None:
+            self.answer_status(ex, failed)
+            return
+        self.server.pool.acquire(endpoint, ex, serving.settings)
+
+    def _pick(self, ex: Exchange, serving: Serving, route: Route) -> Endpoint | None:
         key = route.balancer_key
         balancer = serving.balancers.get(key)
         contextual = ex.tried or key in serving.contextual
@@ -130,8 +151,7 @@ class H2Stream:
             if contextual else self.server.no_context
         endpoint = balancer.pick(ctx) if balancer is not None else None
         if endpoint is None:
-            self.answer_status(ex, failed)
-            return
+            return None
         ex.endpoint = endpoint
         ex.attempts += 1
         cookie = serving.cookies.get(key) if contextual else None
@@ -139,9 +159,12 @@ class H2Stream:
             picking.affinity_cookie(ex, cookie[0], balancer, endpoint, route, ctx.affinity)
         if key in serving.tracked:
             picking.start_attempt(ex, serving, endpoint, self.server.loop.time())
-        self.server.pool.acquire(endpoint, ex, serving.settings)
+        return endpoint
 
     def on_data(self, data: bytes, flow_controlled: int) -> None:
+        if self.relay is not None:
+            self.relay.client_data(data, flow_controlled)
+            return
         ex = self.ex
         if ex is None or self.response_ended or ex.framing == NO_BODY:
             self.connection._ack(flow_controlled, self.stream_id)
@@ -155,10 +178,16 @@ class H2Stream:
             self.connection._ack(flow_controlled, self.stream_id)
 
     def on_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        if self.relay is not None:
+            self.relay.client_end(headers)
+            self.request_ended = True
+            return
         self.on_end()  # HTTP/1.1 upstreams get no request trailers (as with chunked HTTP/1.1 requests)
 
     def on_end(self) -> None:
         self.request_ended = True
+        if self.relay is not None and not self.relay.request_ended:
+            self.relay.client_end()
         ex = self.ex
         if ex is not None and ex.framing != NO_BODY and not ex.request_done and not self.response_ended:
             ex.end_body()
@@ -167,6 +196,8 @@ class H2Stream:
 
     def reset_by_client(self) -> None:
         self.gone = True
+        if self.relay is not None:
+            self.relay.client_reset()
         ex = self.ex
         if ex is not None:
             picking.end_attempt(ex, False, self.server.loop.time())
@@ -230,7 +261,14 @@ class H2Stream:
 
     def _answer_early(self, status: int) -> None:
         """A request refused before it became an exchange (bad head, CONNECT...)."""
-        self.write(http1.generated_response(status, self.server.date, close=False))
+        self.answer_generated(status)
+
+    def answer_generated(self, status: int) -> None:
+        """Answer with a generated response outside the Exchange machinery (refusals, the gRPC relay)."""
+        if self.gone:
+            return
+        head_only = self.ex is not None and self.ex.method == b"HEAD"
+        self.write(http1.generated_response(status, self.server.date, close=False, head_only=head_only))
         self.response_ended = True
         self.send_pending()
         self.connection.flush()
@@ -248,6 +286,9 @@ class H2Stream:
     def close(self) -> None:
         """The response broke off mid-body: the client must see a failed stream."""
         self._reset(INTERNAL_ERROR)
+
+    def close_with(self, code: int) -> None:
+        self._reset(code)
 
     def tunnel(self, ex: Exchange, upstream: asyncio.Transport, head: bytes, rest: bytes) -> None:
         upstream.close()  # an HTTP/2 stream never asks for an HTTP/1.1 upgrade
@@ -301,13 +342,18 @@ class H2Stream:
             self.gone = True
             out.clear()
             return
-        if self._out_size > PENDING_LIMIT:
+        if self.relay is not None:
+            self.relay.client_drained(self._out_size)
+        elif self._out_size > PENDING_LIMIT:
             self.pause_upstream(PAUSE_WINDOW)
         elif self._upstream_paused & PAUSE_WINDOW:
             self.resume_upstream(PAUSE_WINDOW)
 
     def _end(self) -> None:
-        self.connection.conn.end_stream(self.stream_id)
+        if self.trailers is not None:
+            self.connection.conn.send_headers(self.stream_id, self.trailers, end_stream=True)
+        else:
+            self.connection.conn.end_stream(self.stream_id)
         if not self.request_ended:  # RFC 9113 8.1: answered before the request ended; we read no more of it
             self.connection.conn.reset_stream(self.stream_id, NO_ERROR)
         self.connection.stream_done(self)
@@ -337,6 +383,9 @@ class H2Stream:
             conn.resume_reading()
 
     def check_timeouts(self, now: float, settings: ProxySettings) -> None:
+        if self.relay is not None:
+            self.relay.check_timeout(now, settings)
+            return
         upstream = self.ex.upstream if self.ex is not None else None
         if upstream is not None:
             upstream.check_timeouts(now, settings.proxy_read_timeout, settings.proxy_send_timeout)

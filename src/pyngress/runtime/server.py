@@ -24,6 +24,7 @@ from email.utils import formatdate
 from pyngress.balancing import PickContext
 from pyngress.model import ProxySettings, Snapshot
 from pyngress.runtime.downstream import Downstream
+from pyngress.runtime.h2_upstream import H2UpstreamPool
 from pyngress.runtime.pool import UpstreamPool
 from pyngress.runtime.request_head import request_id_source
 from pyngress.runtime.sessions import Session
@@ -44,6 +45,7 @@ class ProxyServer:
         self.connections: set[Downstream] = set()
         # issue 4: connections that are not HTTP/1.1 Downstreams (HTTP/2 connections, WebSocket tunnels)
         self.sessions: set[Session] = set()
+        self.h2_upstreams = H2UpstreamPool(self)  # HTTP/2 connections to gRPC pods
         self.draining = False
         self.date = http_date()
         self.request_ids = request_id_source()
@@ -63,6 +65,7 @@ class ProxyServer:
         self.pool.retain(serving.endpoint_keys)
         for session in list(self.sessions):
             session.retain(serving.endpoint_keys)
+        self.h2_upstreams.retain(serving.endpoint_keys)
         return serving
 
     async def listen(self, host: str = "0.0.0.0", port: int = 8080, *, reuse_port: bool = False,
@@ -115,6 +118,7 @@ class ProxyServer:
                 for session in list(self.sessions):
                     session.abort()
         self.pool.close_idle()
+        self.h2_upstreams.close_all()
         for server in self._servers:
             await server.wait_closed()
         if self._ticker is not None:
@@ -144,6 +148,7 @@ class ProxyServer:
         for session in list(self.sessions):
             session.tick(now - slack, settings)
         self.pool.expire(now)
+        self.h2_upstreams.expire(now, settings.upstream_keepalive_timeout)
         self._schedule_tick()
 
 
