@@ -70,8 +70,12 @@ class H2Downstream(asyncio.Protocol):
         self.write_paused = False
         self.draining = False
         self.closed = False
+        self._flush_scheduled = False
         self._goaway_at = -1  # the last stream id we accept after our GOAWAY; -1 before it
-        config = h2.config.H2Configuration(client_side=False, header_encoding=None)
+        # Outbound fields come from llhttp-validated upstream responses (lower-cased by us): h2 need not check
+        # them again. Inbound fields are the client's and are validated.
+        config = h2.config.H2Configuration(client_side=False, header_encoding=None,
+                                           validate_outbound_headers=False)
         self.conn = h2.connection.H2Connection(config)
 
     # -- connection events -------------------------------------------------------------------------------
@@ -92,22 +96,26 @@ class H2Downstream(asyncio.Protocol):
         self.conn.initiate_connection()
         self.conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         self.server.session_opened(self)
-        self.flush()
+        self.flush_now()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.transport = None
-        for stream in list(self.streams.values()):
-            stream.reset_by_client()
-        self.streams.clear()
+        self._streams_gone()
         self.server.session_closed(self)
+
+    def _streams_gone(self) -> None:
+        streams = list(self.streams.values())
+        self.streams.clear()
+        for stream in streams:
+            stream.reset_by_client()
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.server.now
         try:
             events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError:
-            self.flush()  # h2 has queued its GOAWAY with the error code
+            self.flush_now()  # h2 has queued its GOAWAY with the error code
             self.close()
             return
         for event in events:
@@ -139,6 +147,7 @@ class H2Downstream(asyncio.Protocol):
             if stream is not None:
                 stream.on_trailers(event.headers or [])
         elif isinstance(event, h2.events.ConnectionTerminated):
+            self._streams_gone()  # h2 sends nothing more after a GOAWAY from the client
             self.close()
 
     def _request(self, event: h2.events.RequestReceived) -> None:
@@ -160,6 +169,14 @@ class H2Downstream(asyncio.Protocol):
             self.close()
 
     def flush(self) -> None:
+        """Write what h2 has queued, once per loop iteration: every upstream that answers in this iteration
+        adds its frames first, so many streams share one write (one syscall)."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.server.loop.call_soon(self.flush_now)
+
+    def flush_now(self) -> None:
+        self._flush_scheduled = False
         data = self.conn.data_to_send()
         if data and self.transport is not None:
             self.transport.write(data)
@@ -193,7 +210,7 @@ class H2Downstream(asyncio.Protocol):
             return
         self.draining = True
         self._goaway_at = self.conn.highest_inbound_stream_id
-        self.flush()
+        self.flush_now()
         self.transport.write(GoAwayFrame(0, last_stream_id=self._goaway_at, error_code=0).serialize())
         if not self.streams:
             self.close()
@@ -204,5 +221,6 @@ class H2Downstream(asyncio.Protocol):
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
+            self.flush_now()
             self.closed = True
             self.transport.close()

@@ -115,7 +115,7 @@ class Relay:
         self.done = True
         conn = self.upstream
         if conn is not None:
-            with contextlib.suppress(h2.exceptions.StreamClosedError):
+            with contextlib.suppress(h2.exceptions.ProtocolError):
                 conn.conn.reset_stream(self.upstream_id, CANCEL)
             conn.stream_done(self.upstream_id)
             conn.flush()
@@ -144,7 +144,7 @@ class Relay:
                     h2conn.send_headers(sid, self._request_trailers, end_stream=True)
                 else:
                     h2conn.end_stream(sid)
-        except h2.exceptions.StreamClosedError:
+        except h2.exceptions.ProtocolError:
             queue.clear()
         conn.flush()
         if acked:
@@ -166,7 +166,10 @@ class Relay:
             return
         self.response_started = True
         if not stream.gone:
-            stream.connection.conn.send_headers(stream.stream_id, headers)
+            try:
+                stream.connection.conn.send_headers(stream.stream_id, headers)
+            except h2.exceptions.ProtocolError:
+                stream.gone = True
             stream.connection.flush()
 
     def upstream_data(self, data: bytes, flow_controlled: int) -> None:
@@ -204,7 +207,7 @@ class Relay:
         if conn is None:
             return
         if not self.end_sent:  # the pod answered before the client finished sending: stop the rest
-            with contextlib.suppress(h2.exceptions.StreamClosedError):
+            with contextlib.suppress(h2.exceptions.ProtocolError):
                 conn.conn.reset_stream(self.upstream_id, CANCEL)
         conn.stream_done(self.upstream_id)
         conn.flush()

@@ -307,7 +307,10 @@ class H2Stream:
         fields, self._fields = self._fields, []
         if self.gone:
             return
-        self.connection.conn.send_headers(self.stream_id, [(b":status", b"%d" % status), *fields])
+        try:
+            self.connection.conn.send_headers(self.stream_id, [(b":status", b"%d" % status), *fields])
+        except h2.exceptions.ProtocolError:  # the stream or the connection closed under us
+            self.gone = True
 
     def on_body(self, body: bytes) -> None:
         if not self.gone:
@@ -338,7 +341,7 @@ class H2Stream:
                 self._out_size -= size
             if not out and self.response_ended:
                 self._end()
-        except h2.exceptions.StreamClosedError:
+        except h2.exceptions.ProtocolError:  # StreamClosedError, or the connection is closing
             self.gone = True
             out.clear()
             return
@@ -362,7 +365,7 @@ class H2Stream:
         if not self.gone:
             self.gone = True
             self._out.clear()
-            with contextlib.suppress(h2.exceptions.StreamClosedError):
+            with contextlib.suppress(h2.exceptions.ProtocolError):
                 self.connection.conn.reset_stream(self.stream_id, code)
             self.connection.flush()
         self.connection.stream_done(self)
