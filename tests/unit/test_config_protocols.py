@@ -34,3 +34,23 @@ def test_http2_max_concurrent_streams_from_the_configmap() -> None:
     assert compiled(ingress({})).settings.http2_max_concurrent_streams == 128
     snap = compiled(ingress({}), configmap({"http2-max-concurrent-streams": "16"}))
     assert snap.settings.http2_max_concurrent_streams == 16
+
+
+def test_the_grpc_and_websocket_examples_load_without_problems() -> None:
+    from pathlib import Path
+
+    from pyngress.config import CompileOptions
+    from pyngress.sources.files import FileSource
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    grpc = FileSource([examples / "grpc"], CompileOptions(), _Recorder()).load_initial()
+    assert grpc.problems == () and [(r.host, r.backend_protocol) for r in grpc.routes] == [
+        ("grpc.example.com", "GRPC")]
+    assert len(grpc.backends["grpc-demo/greeter:grpc"].endpoints) == 2
+    ws = FileSource([examples / "websocket"], CompileOptions(), _Recorder()).load_initial()
+    assert ws.problems == () and [(r.host, r.path) for r in ws.routes] == [("localhost", "/chat")]
+
+
+class _Recorder:
+    def __call__(self, *args: object) -> None:
+        pass
