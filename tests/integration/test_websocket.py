@@ -166,3 +166,43 @@ async def test_raw_tunnel_relays_early_bytes_after_101_and_half_closes() -> None
     finally:
         server.close()
         await server.wait_closed()
+
+
+def _masked_text(payload: bytes) -> bytes:
+    """One client WebSocket text frame (RFC 6455 5.2: client frames are masked), payload < 126 bytes."""
+    mask = b"\x01\x02\x03\x04"
+    return bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def _server_texts(data: bytes) -> list[bytes]:
+    """The payloads of the unmasked short text frames in `data`."""
+    texts = []
+    while len(data) >= 2 and len(data) >= 2 + (data[1] & 0x7F):
+        size = data[1] & 0x7F
+        texts.append(data[2 : 2 + size])
+        data = data[2 + size :]
+    return texts
+
+
+@async_test
+async def test_websocket_over_http2_extended_connect() -> None:
+    async with ws_echo() as pod, running_proxy(snapshot([route(service("ws", [pod.endpoint]))])) as proxy, \
+            await H2Client.connect(proxy.port) as client:
+        assert client.conn.remote_settings.enable_connect_protocol == 1
+        stream = client.conn.get_next_available_stream_id()
+        client.responses[stream] = resp = H2Response()
+        client.conn.send_headers(stream, [(b":method", b"CONNECT"), (b":protocol", b"websocket"),
+                                          (b":scheme", b"http"), (b":path", b"/chat?x=1"),
+                                          (b":authority", b"example.com"), (b"sec-websocket-version", b"13")])
+        client.flush()
+        await wait_until(lambda: resp.status != 0, what="CONNECT answer")
+        assert resp.status == 200
+        await wait_until(lambda: b"hello from ws-0" in resp.body, what="the pod's greeting")
+        await client.send_body(stream, _masked_text(b"over h2"), end=False)
+        await wait_until(lambda: b"over h2" in resp.body, what="echo")
+        assert _server_texts(bytes(resp.body)) == [b"hello from ws-0", b"over h2"]
+        assert pod.paths == ["/chat?x=1"] and pod.headers[0]["upgrade"] == "websocket"
+        assert "sec-websocket-key" in pod.headers[0]
+        client.conn.reset_stream(stream)
+        client.flush()
+        await wait_until(lambda: pod.open == 0, what="pod connection closed")

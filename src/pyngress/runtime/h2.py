@@ -92,6 +92,7 @@ class H2Downstream(asyncio.Protocol):
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: settings.http2_max_concurrent_streams,
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: settings.max_head_size,
+            h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,  # RFC 8441: WebSocket over HTTP/2
         })
         self.conn.initiate_connection()
         self.conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import h2.exceptions
 import httptools
 
-from pyngress.runtime import h2_relay, http1, picking, request_head
+from pyngress.runtime import h2_relay, h2_tunnel, http1, picking, request_head
 from pyngress.runtime.downstream import PAUSE_BUFFER
 from pyngress.runtime.exchange import NO_BODY, Exchange
 
@@ -41,6 +41,7 @@ PAUSE_TRANSPORT = 2  # the client connection's write buffer is full
 PENDING_LIMIT = 64 * 1024  # response bytes kept for a shut window before the upstream is paused
 
 INTERNAL_ERROR = 0x2
+CANCEL = 0x8
 NO_ERROR = 0x0
 
 _DROP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te",
@@ -60,13 +61,15 @@ class H2Stream:
         self._paused = 0  # ClientSide pause reasons (PAUSE_UPSTREAM, PAUSE_BUFFER): hold back window updates
         self._unacked = 0
         self._upstream_paused = 0  # PAUSE_WINDOW | PAUSE_TRANSPORT
-        self._paused_conn: Upstream | None = None  # the upstream connection we paused, to resume it
+        self._paused_conn: Upstream | asyncio.Transport | None = None  # what we paused, to resume it
         self._parser: httptools.HttpResponseParser | None = None
         self._fields: list[tuple[bytes, bytes]] = []
         self._out: deque[bytes] = deque()
         self._out_size = 0
         self.relay: h2_relay.Relay | None = None  # gRPC routes: relayed to an HTTP/2 stream to the pod
         self.trailers: list[tuple[bytes, bytes]] | None = None  # response trailers, sent after the last DATA
+        self.pod: h2_tunnel.PodSide | None = None  # RFC 8441 WebSocket: the pod's socket after its 101
+        self._tunnel_seen = 0.0
 
     # -- the request ----------------------------------------------------------------------------------------
 
@@ -98,7 +101,7 @@ class H2Stream:
 
     def _exchange(self, headers: list[tuple[bytes, bytes]], ended: bool, serving: Serving) -> Exchange | int:
         builder = request_head.HeadBuilder(serving)
-        method = path = authority = b""
+        method = path = authority = protocol = b""
         cookies: list[bytes] = []
         length = False
         try:
@@ -110,6 +113,8 @@ class H2Stream:
                         path = value
                     elif name == b":authority":
                         authority = value
+                    elif name == b":protocol":
+                        protocol = value
                     continue
                 if name == b"cookie":
                     cookies.append(value)
@@ -126,6 +131,11 @@ class H2Stream:
             return exc.status
         if not authority:
             return 400
+        if method == b"CONNECT" and protocol.lower() == b"websocket":  # RFC 8441: a WebSocket over this stream
+            method, ended = b"GET", True  # becomes an HTTP/1.1 upgrade; the stream's DATA is the tunnel's
+            for name, value in ((b"upgrade", b"websocket"), (b"connection", b"upgrade"),
+                                (b"sec-websocket-key", h2_tunnel.websocket_key())):
+                builder.add_header(name, value)
         if cookies:
             builder.add_header(b"cookie", b"; ".join(cookies))
         builder.add_header(b"host", authority)
@@ -162,6 +172,9 @@ class H2Stream:
         return endpoint
 
     def on_data(self, data: bytes, flow_controlled: int) -> None:
+        if self.pod is not None:
+            self.pod.client_data(data, flow_controlled)
+            return
         if self.relay is not None:
             self.relay.client_data(data, flow_controlled)
             return
@@ -186,6 +199,8 @@ class H2Stream:
 
     def on_end(self) -> None:
         self.request_ended = True
+        if self.pod is not None:
+            self.pod.client_end()
         if self.relay is not None and not self.relay.request_ended:
             self.relay.client_end()
         ex = self.ex
@@ -196,6 +211,8 @@ class H2Stream:
 
     def reset_by_client(self) -> None:
         self.gone = True
+        if self.pod is not None:
+            self.pod.close()
         if self.relay is not None:
             self.relay.client_reset()
         ex = self.ex
@@ -291,8 +308,16 @@ class H2Stream:
         self._reset(code)
 
     def tunnel(self, ex: Exchange, upstream: asyncio.Transport, head: bytes, rest: bytes) -> None:
-        upstream.close()  # an HTTP/2 stream never asks for an HTTP/1.1 upgrade
-        self._reset(INTERNAL_ERROR)
+        """The pod accepted the WebSocket of an extended CONNECT (RFC 8441): see runtime.h2_tunnel."""
+        picking.end_attempt(ex, True, self.server.loop.time())
+        if self.gone:
+            upstream.close()
+            return
+        self._tunnel_seen = self.server.now
+        self.pod = h2_tunnel.open_tunnel(self, upstream, head, rest)
+
+    def tunnel_activity(self) -> None:
+        self._tunnel_seen = self.server.now
 
     # -- httptools callbacks: the HTTP/1.1 response, turned into HEADERS and DATA --------------------------
 
@@ -353,6 +378,8 @@ class H2Stream:
             self.resume_upstream(PAUSE_WINDOW)
 
     def _end(self) -> None:
+        if self.pod is not None:
+            self.pod.close()
         if self.trailers is not None:
             self.connection.conn.send_headers(self.stream_id, self.trailers, end_stream=True)
         else:
@@ -362,6 +389,8 @@ class H2Stream:
         self.connection.stream_done(self)
 
     def _reset(self, code: int) -> None:
+        if self.pod is not None:
+            self.pod.close()
         if not self.gone:
             self.gone = True
             self._out.clear()
@@ -371,7 +400,9 @@ class H2Stream:
         self.connection.stream_done(self)
 
     def pause_upstream(self, reason: int) -> None:
-        upstream = self.ex.upstream if self.ex is not None else None
+        upstream: Upstream | asyncio.Transport | None = self.ex.upstream if self.ex is not None else None
+        if self.pod is not None:
+            upstream = self.pod.transport
         if upstream is not None and not self._upstream_paused:
             upstream.pause_reading()
             self._paused_conn = upstream
@@ -386,6 +417,10 @@ class H2Stream:
             conn.resume_reading()
 
     def check_timeouts(self, now: float, settings: ProxySettings) -> None:
+        if self.pod is not None:
+            if now - self._tunnel_seen > settings.proxy_read_timeout:
+                self._reset(CANCEL)  # an idle WebSocket, as over HTTP/1.1
+            return
         if self.relay is not None:
             self.relay.check_timeout(now, settings)
             return
