@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 
+from h2client import H2Client, H2Response
 from harness import (
     EchoBackend,
     RawClient,
