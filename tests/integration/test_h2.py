@@ -186,3 +186,23 @@ async def test_http1_still_served_next_to_h2c_on_the_same_port() -> None:
     async with stack() as s, await H2Client.connect(s.proxy.port) as client:
         assert (await client.request("GET", "/h2")).status == 200
         assert (await s.proxy.get("/h1")).status == 200
+
+
+@async_test
+async def test_streams_opened_after_goaway_are_refused_and_idle_connections_get_goaway() -> None:
+    async with stack() as s, await H2Client.connect(s.proxy.port) as client:
+        slow = client.start("GET", "/delay/0.5")
+        await s.backend.wait_requests(1)
+        drain = asyncio.create_task(s.proxy.server.drain(5.0))
+        await wait_until(lambda: client.goaway is not None, what="GOAWAY")
+        late = client.start("GET", "/late")  # the client has not seen it yet: as if it crossed the GOAWAY
+        assert (await client.response(late)).reset == 7  # REFUSED_STREAM: safe to retry elsewhere
+        assert (await client.response(slow)).status == 200
+        await asyncio.wait_for(drain, 5)
+        assert len(s.backend.requests) == 1
+    settings = ProxySettings(keep_alive=0.3)
+    async with stack(settings=settings) as s, await H2Client.connect(s.proxy.port) as client:
+        assert (await client.request("GET", "/once")).status == 200
+        await asyncio.wait_for(client.closed.wait(), 5)  # idle past keep-alive: GOAWAY, then closed
+        assert client.goaway is not None and client.goaway.error_code == 0
+        assert not s.proxy.server.sessions

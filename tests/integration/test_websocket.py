@@ -207,3 +207,19 @@ async def test_websocket_over_http2_extended_connect() -> None:
         client.conn.reset_stream(stream)
         client.flush()
         await wait_until(lambda: pod.open == 0, what="pod connection closed")
+
+
+@async_test
+async def test_drain_leaves_tunnels_open_until_the_grace_period_ends() -> None:
+    async with ws_echo() as pod, running_proxy(snapshot([route(service("ws", [pod.endpoint]))])) as proxy, \
+            connect(f"ws://127.0.0.1:{proxy.port}/") as ws:
+        await ws.recv()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        drain = asyncio.create_task(proxy.server.drain(0.5))
+        await ws.send("during drain")
+        assert await ws.recv() == "during drain"  # still open while draining
+        await asyncio.wait_for(drain, 5)
+        assert loop.time() - started >= 0.45
+        await asyncio.wait_for(ws.wait_closed(), 5)
+        assert not proxy.server.sessions
