@@ -129,7 +129,7 @@ class H2Downstream(asyncio.Protocol):
             if stream is not None:
                 stream.on_data(event.data or b"", event.flow_controlled_length or 0)
             else:
-                self._ack(event.flow_controlled_length or 0, event.stream_id or 0)
+                self.ack(event.flow_controlled_length or 0, event.stream_id or 0)
         elif isinstance(event, h2.events.RequestReceived):
             self._request(event)
         elif isinstance(event, h2.events.StreamEnded):
@@ -160,7 +160,7 @@ class H2Downstream(asyncio.Protocol):
         self.streams[stream_id] = stream
         stream.on_request(event.headers or [], event.stream_ended is not None)
 
-    def _ack(self, size: int, stream_id: int) -> None:
+    def ack(self, size: int, stream_id: int) -> None:
         if size:
             self.conn.acknowledge_received_data(size, stream_id)
 

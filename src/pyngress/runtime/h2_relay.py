@@ -148,7 +148,7 @@ class Relay:
             queue.clear()
         conn.flush()
         if acked:
-            self.stream.connection._ack(acked, self.stream.stream_id)
+            self.stream.connection.ack(acked, self.stream.stream_id)
             self.stream.connection.flush()
 
     # -- pod -> client -------------------------------------------------------------------------------------
@@ -178,12 +178,11 @@ class Relay:
         self.stream.on_body(data)  # sends what the client's window allows; calls client_drained
         self.stream.connection.flush()
 
-    def client_drained(self, pending: int) -> None:
-        """The client's side of the stream holds `pending` unsent bytes: below the limit, let the pod go on."""
-        from pyngress.runtime.h2_stream import PENDING_LIMIT
-
+    def client_drained(self, below_limit: bool) -> None:
+        """The client's side of the stream sent what it could; `below_limit`: little enough is left that the
+        pod may send more (its bytes are acknowledged now)."""
         conn = self.upstream
-        if self._held_acks and pending <= PENDING_LIMIT and conn is not None and not self.done:
+        if self._held_acks and below_limit and conn is not None and not self.done:
             held, self._held_acks = self._held_acks, 0
             conn.conn.acknowledge_received_data(held, self.upstream_id)
             conn.flush()

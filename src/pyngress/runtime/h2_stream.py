@@ -1,10 +1,8 @@
 """One HTTP/2 request stream, forwarded as an HTTP/1.1 exchange (issue 4).
 
-Request: the pseudo-headers become the HTTP/1.1 request line and Host (`:authority`, else a Host field),
-the fields go through the same `request_head.HeadBuilder` as an HTTP/1.1 request (so forwarded headers,
-request ids, dropping of hop-by-hop fields and size limits are the same), split Cookie fields are joined
-(RFC 9113 8.2.3), and a body whose length is not announced is sent chunked. HTTP/2 forbids
-connection-specific fields; h2 refuses a request carrying one.
+Request: `runtime.h2_request` turns the header list into an Exchange with its HTTP/1.1 head; the stream is
+then routed and balanced on its own and handed to the upstream pool like any request, or, on a gRPC route,
+relayed to an HTTP/2 stream to the pod (`runtime.h2_relay`).
 
 Response: `Upstream` forwards any response as HTTP/1.1 bytes (the `ClientSide` contract). A stream parses them
 again with httptools (C; small next to h2's own cost per frame), drops the hop-by-hop fields, and sends
@@ -24,7 +22,7 @@ from typing import TYPE_CHECKING
 import h2.exceptions
 import httptools
 
-from pyngress.runtime import h2_relay, h2_tunnel, http1, picking, request_head
+from pyngress.runtime import h2_relay, h2_request, h2_tunnel, http1, picking
 from pyngress.runtime.downstream import PAUSE_BUFFER
 from pyngress.runtime.exchange import NO_BODY, Exchange
 
@@ -76,7 +74,7 @@ class H2Stream:
     def on_request(self, headers: list[tuple[bytes, bytes]], ended: bool) -> None:
         self.request_ended = ended
         serving = self.server.dataplane.serving
-        ex = self._exchange(headers, ended, serving)
+        ex = h2_request.exchange_for(self, headers, ended, serving)
         if isinstance(ex, int):
             self._answer_early(ex)
             return
@@ -98,52 +96,6 @@ class H2Stream:
         tls = route.backend_protocol == "GRPCS"
         relay = self.relay = h2_relay.Relay(self, endpoint, h2_relay.upstream_headers(self, headers, tls), ended)
         self.server.h2_upstreams.acquire(endpoint, relay, tls)
-
-    def _exchange(self, headers: list[tuple[bytes, bytes]], ended: bool, serving: Serving) -> Exchange | int:
-        builder = request_head.HeadBuilder(serving)
-        method = path = authority = protocol = b""
-        cookies: list[bytes] = []
-        length = False
-        try:
-            for name, value in headers:
-                if name[:1] == b":":
-                    if name == b":method":
-                        method = value
-                    elif name == b":path":
-                        path = value
-                    elif name == b":authority":
-                        authority = value
-                    elif name == b":protocol":
-                        protocol = value
-                    continue
-                if name == b"cookie":
-                    cookies.append(value)
-                    continue
-                if name == b"host":
-                    authority = authority or value
-                    continue
-                length = length or name == b"content-length"
-                status = builder.add_header(name, value)
-                if status:
-                    return status
-            builder.add_url(path)
-        except http1.RequestError as exc:
-            return exc.status
-        if not authority:
-            return 400
-        if method == b"CONNECT" and protocol.lower() == b"websocket":  # RFC 8441: a WebSocket over this stream
-            method, ended = b"GET", True  # becomes an HTTP/1.1 upgrade; the stream's DATA is the tunnel's
-            for name, value in ((b"upgrade", b"websocket"), (b"connection", b"upgrade"),
-                                (b"sec-websocket-key", h2_tunnel.websocket_key())):
-                builder.add_header(name, value)
-        if cookies:
-            builder.add_header(b"cookie", b"; ".join(cookies))
-        builder.add_header(b"host", authority)
-        if not ended and not length:
-            builder.add_header(b"transfer-encoding", b"chunked")  # HTTP/2 bodies have no announced length
-        connection = self.connection
-        trusted = serving.trust_all or (bool(serving.trusted) and serving.is_trusted(self.client_ip))
-        return builder.finish(self, method, "1.1", True, connection.peer, trusted, self.server.request_ids)
 
     def dispatch(self, ex: Exchange, serving: Serving, route: Route, failed: int = 503) -> None:
         """As Downstream.dispatch: pick an endpoint for this stream alone and send."""
@@ -180,7 +132,7 @@ class H2Stream:
             return
         ex = self.ex
         if ex is None or self.response_ended or ex.framing == NO_BODY:
-            self.connection._ack(flow_controlled, self.stream_id)
+            self.connection.ack(flow_controlled, self.stream_id)
             return
         ex.add_body(data)
         if ex.upstream is None:
@@ -188,7 +140,7 @@ class H2Stream:
         if self._paused:
             self._unacked += flow_controlled  # handed back when the upstream has taken the bytes
         else:
-            self.connection._ack(flow_controlled, self.stream_id)
+            self.connection.ack(flow_controlled, self.stream_id)
 
     def on_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
         if self.relay is not None:
@@ -297,7 +249,7 @@ class H2Stream:
         self._paused &= ~reason
         if not self._paused and self._unacked:
             unacked, self._unacked = self._unacked, 0
-            self.connection._ack(unacked, self.stream_id)
+            self.connection.ack(unacked, self.stream_id)
             self.connection.flush()
 
     def close(self) -> None:
@@ -371,7 +323,7 @@ class H2Stream:
             out.clear()
             return
         if self.relay is not None:
-            self.relay.client_drained(self._out_size)
+            self.relay.client_drained(self._out_size <= PENDING_LIMIT)
         elif self._out_size > PENDING_LIMIT:
             self.pause_upstream(PAUSE_WINDOW)
         elif self._upstream_paused & PAUSE_WINDOW:

@@ -75,7 +75,7 @@ class PodSide(asyncio.Protocol):
         self.write_paused = False
         if self.unacked:
             unacked, self.unacked = self.unacked, 0
-            self.stream.connection._ack(unacked, self.stream.stream_id)
+            self.stream.connection.ack(unacked, self.stream.stream_id)
             self.stream.connection.flush()
 
     # -- from the client stream ---------------------------------------------------------------------------
@@ -83,13 +83,13 @@ class PodSide(asyncio.Protocol):
     def client_data(self, data: bytes, flow_controlled: int) -> None:
         self.stream.tunnel_activity()
         if self.closed:
-            self.stream.connection._ack(flow_controlled, self.stream.stream_id)
+            self.stream.connection.ack(flow_controlled, self.stream.stream_id)
             return
         self.transport.write(data)
         if self.write_paused:
             self.unacked += flow_controlled
         else:
-            self.stream.connection._ack(flow_controlled, self.stream.stream_id)
+            self.stream.connection.ack(flow_controlled, self.stream.stream_id)
 
     def client_end(self) -> None:
         if not self.closed and self.transport.can_write_eof():
