@@ -9,7 +9,7 @@ Method (as bench/run.py, whose helpers it reuses):
   warm-up run; interleaved rounds (which proxy goes first alternates); medians and the pyngress/nginx ratio.
 * Pinning as in run.py: the proxy on CPU 0, h2load and the backend on the others.
 
-Usage: python bench/h2.py [--rounds 3] [--duration 10] [--connections 10] [--streams 10]
+Usage: python bench/http2.py [--rounds 3] [--duration 10] [--connections 10] [--streams 10]
                           [--pyngress-cmd "python -m pyngress"] [--pin | --no-pin]
 """
 
