@@ -71,6 +71,7 @@ class H2Downstream(asyncio.Protocol):
         self.draining = False
         self.closed = False
         self._flush_scheduled = False
+        self._marked: list[H2Stream] = []
         self._goaway_at = -1  # the last stream id we accept after our GOAWAY; -1 before it
         # Outbound fields come from llhttp-validated upstream responses (lower-cased by us): h2 need not check
         # them again. Inbound fields are the client's and are validated.
@@ -176,8 +177,19 @@ class H2Downstream(asyncio.Protocol):
             self._flush_scheduled = True
             self.server.loop.call_soon(self.flush_now)
 
+    def mark(self, stream: H2Stream) -> None:
+        """`stream` has response bytes to send: it sends them at the next flush."""
+        if not stream.marked:
+            stream.marked = True
+            self._marked.append(stream)
+            self.flush()
+
     def flush_now(self) -> None:
         self._flush_scheduled = False
+        marked, self._marked = self._marked, []
+        for stream in marked:
+            stream.marked = False
+            stream.send_pending()
         data = self.conn.data_to_send()
         if data and self.transport is not None:
             self.transport.write(data)

@@ -64,6 +64,8 @@ class H2Stream:
         self._fields: list[tuple[bytes, bytes]] = []
         self._out: deque[bytes] = deque()
         self._out_size = 0
+        self.end_sent = False  # END_STREAM is out: nothing more to send on this stream
+        self.marked = False  # queued for the connection's next flush
         self.relay: h2_relay.Relay | None = None  # gRPC routes: relayed to an HTTP/2 stream to the pod
         self.trailers: list[tuple[bytes, bytes]] | None = None  # response trailers, sent after the last DATA
         self.pod: h2_tunnel.PodSide | None = None  # RFC 8441 WebSocket: the pod's socket after its 101
@@ -293,13 +295,15 @@ class H2Stream:
         if not self.gone:
             self._out.append(body)
             self._out_size += len(body)
-            self.send_pending()
+            # sent when the connection flushes (this loop iteration's end), or by `finished` if that comes
+            # first: then the last DATA frame carries END_STREAM instead of an empty frame after it
+            self.connection.mark(self)
 
     # -- flow control towards the client ---------------------------------------------------------------------
 
     def send_pending(self) -> None:
         """Send what the client's windows allow; end the stream once the response is complete and sent."""
-        if self.gone:
+        if self.gone or self.end_sent:
             return
         conn = self.connection.conn
         out = self._out
@@ -310,12 +314,15 @@ class H2Stream:
                     break
                 chunk = out[0]
                 size = min(window, conn.max_outbound_frame_size, len(chunk))
-                conn.send_data(self.stream_id, chunk[:size] if size < len(chunk) else chunk)
+                last = size == len(chunk) and len(out) == 1 and self.response_ended and self.trailers is None
+                conn.send_data(self.stream_id, chunk[:size] if size < len(chunk) else chunk, end_stream=last)
                 if size < len(chunk):
                     out[0] = chunk[size:]
                 else:
                     out.popleft()
                 self._out_size -= size
+                if last:
+                    self.end_sent = True
             if not out and self.response_ended:
                 self._end()
         except h2.exceptions.ProtocolError:  # StreamClosedError, or the connection is closing
@@ -334,8 +341,9 @@ class H2Stream:
             self.pod.close()
         if self.trailers is not None:
             self.connection.conn.send_headers(self.stream_id, self.trailers, end_stream=True)
-        else:
+        elif not self.end_sent:
             self.connection.conn.end_stream(self.stream_id)
+        self.end_sent = True
         if not self.request_ended:  # RFC 9113 8.1: answered before the request ended; we read no more of it
             self.connection.conn.reset_stream(self.stream_id, NO_ERROR)
         self.connection.stream_done(self)
