@@ -206,3 +206,36 @@ async def test_streams_opened_after_goaway_are_refused_and_idle_connections_get_
         await asyncio.wait_for(client.closed.wait(), 5)  # idle past keep-alive: GOAWAY, then closed
         assert client.goaway is not None and client.goaway.error_code == 0
         assert not s.proxy.server.sessions
+
+
+@async_test
+async def test_h2c_preface_split_over_two_reads_is_still_recognised() -> None:
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    async with stack() as s:
+        reader, writer = await asyncio.open_connection("127.0.0.1", s.proxy.port)
+        try:
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+            conn.initiate_connection()
+            conn.send_headers(1, [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"a.test"),
+                                  (b":path", b"/split")], end_stream=True)
+            data = conn.data_to_send()
+            writer.write(data[:10])  # "PRI * HTTP": llhttp sees a partial request line
+            await writer.drain()
+            await wait_until(lambda: any(c.head_started >= 0 for c in s.proxy.server.connections),
+                             what="the partial preface read")
+            writer.write(data[10:])
+            status = None
+            while status is None:
+                chunk = await asyncio.wait_for(reader.read(65536), 5)
+                assert chunk, "connection closed"
+                for event in conn.receive_data(chunk):
+                    if isinstance(event, h2.events.ResponseReceived):
+                        status = dict(event.headers or [])[b":status"]
+                writer.write(conn.data_to_send())
+            assert status == b"200" and s.backend.requests[-1].target == "/split"
+        finally:
+            writer.close()
+            await writer.wait_closed()
