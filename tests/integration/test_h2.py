@@ -239,3 +239,20 @@ async def test_h2c_preface_split_over_two_reads_is_still_recognised() -> None:
         finally:
             writer.close()
             await writer.wait_closed()
+
+
+@async_test
+async def test_each_stream_uses_the_configuration_of_its_arrival_across_a_reload() -> None:
+    async with contextlib.AsyncExitStack() as exits:
+        old, new = await EchoBackend.start("old"), await EchoBackend.start("new")
+        exits.push_async_callback(old.close)
+        exits.push_async_callback(new.close)
+        proxy = await exits.enter_async_context(running_proxy(snapshot([route(service("svc", [old]))])))
+        client = await exits.enter_async_context(await H2Client.connect(proxy.port))
+        slow = client.start("GET", "/delay/0.4")
+        await old.wait_requests(1)
+        proxy.server.install(snapshot([route(service("svc", [new]))], version=2))
+        after = await asyncio.gather(*(client.request("GET", f"/after/{i}") for i in range(5)))
+        assert {json.loads(r.body)["pod"] for r in after} == {"new"}
+        assert json.loads((await client.response(slow)).body)["pod"] == "old"  # in flight: finished on old
+        assert len(proxy.server.sessions) == 1  # the same client connection throughout
