@@ -152,3 +152,14 @@ async def test_unreachable_grpc_pod_is_unavailable() -> None:
             with pytest.raises(aio.AioRpcError) as info:
                 await channel.unary_unary("/test.Echo/Unary")(b"x", timeout=10)
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+@async_test
+async def test_http1_request_to_a_grpc_route_fails_fast_with_502() -> None:
+    async with grpc_pod("pod") as endpoint, running_proxy(snapshot([grpc_route([endpoint])])) as proxy, \
+            await proxy.client() as client:
+        started = asyncio.get_running_loop().time()
+        resp = await client.request("POST", "/test.Echo/Unary", [("Content-Type", "application/grpc")],
+                                    body=b"\x00\x00\x00\x00\x01x")
+        assert resp.status == 502
+        assert asyncio.get_running_loop().time() - started < 3  # not the 60 s read timeout

@@ -181,7 +181,9 @@ class Upstream(asyncio.Protocol):
         while self._mode == HEAD:
             end = buf.find(b"\r\n\r\n")
             if end < 0:
-                if len(buf) > MAX_RESPONSE_HEAD:
+                # not HTTP/1.x at all (an HTTP/2-only pod, e.g. gRPC, sends its SETTINGS frame): fail now
+                # rather than wait for a head that never comes (issue 4); checked only while a head is partial
+                if len(buf) > MAX_RESPONSE_HEAD or not b"HTTP/".startswith(buf[:5]):
                     self._fail(502)
                 else:
                     self._head_buf = buf
