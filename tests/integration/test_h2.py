@@ -7,6 +7,7 @@ import contextlib
 import json
 from collections import Counter
 
+import h2.settings
 from h2client import H2Client
 from harness import (
     EchoBackend,
@@ -109,11 +110,15 @@ async def test_max_concurrent_streams_is_announced_and_enforced_per_configmap() 
     settings = ProxySettings(http2_max_concurrent_streams=8)
     async with stack(settings=settings) as s, await H2Client.connect(s.proxy.port) as client:
         assert client.conn.remote_settings.max_concurrent_streams == 8
-        loop = asyncio.get_running_loop()
-        started = loop.time()
         ids = [client.start("GET", "/delay/0.3") for _ in range(8)]
+        # a client that ignores the limit: its extra stream is refused, the others go on
+        client.conn.remote_settings = h2.settings.Settings(client=False, initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1000})
+        extra = client.start("GET", "/one-too-many")
+        assert (await client.response(extra)).reset == 7  # REFUSED_STREAM
         assert all(r.status == 200 for r in await asyncio.gather(*(client.response(i) for i in ids)))
-        assert loop.time() - started < 3
+        assert (await client.request("GET", "/after")).status == 200  # the connection lives on
+        assert "/one-too-many" not in [r.target for r in s.backend.requests]
     async with stack() as s, await H2Client.connect(s.proxy.port) as client:
         assert client.conn.remote_settings.max_concurrent_streams == 128
 

@@ -10,8 +10,8 @@ Connections arrive two ways: h2c with prior knowledge on the plain port (`runtim
 ALPN `h2` (the TLS listener calls `take_over`). Both end in `take_over(server, transport, first_bytes)`.
 
 Limits and flow control:
-- SETTINGS_MAX_CONCURRENT_STREAMS from the ConfigMap's `http2-max-concurrent-streams` (128, as nginx). h2
-  enforces it as a connection error for a client that ignores it (RFC 9113 allows a stream error too).
+- SETTINGS_MAX_CONCURRENT_STREAMS from the ConfigMap's `http2-max-concurrent-streams` (128, as nginx). A
+  client that opens more gets the extra streams refused (REFUSED_STREAM); the others go on.
 - The client's request bodies: each stream's window (64 KiB) is handed back only as the upstream takes the
   bytes (`H2Stream.resume`), so a slow pod slows its own client stream, not the others, and memory stays
   bounded by the windows. The connection window is large enough for every stream's window at once.
@@ -46,6 +46,16 @@ if TYPE_CHECKING:
 STREAM_WINDOW = 65535  # the protocol's default initial window: what a stream may send before we take it
 CONNECTION_WINDOW = 16 * 1024 * 1024  # enough for many streams' windows at once; bounded by the stream limit
 REFUSED_STREAM = 0x7
+UNLIMITED = 2**31 - 1
+
+
+def _local_settings(max_streams: int, max_head_size: int) -> h2.settings.Settings:
+    return h2.settings.Settings(client=False, initial_values={
+        h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_streams,
+        h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+        h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: max_head_size,
+        h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,  # RFC 8441: WebSocket over HTTP/2
+    })
 
 
 def take_over(server: ProxyServer, transport: asyncio.BaseTransport, first_bytes: bytes = b"") -> H2Downstream:
@@ -66,6 +76,7 @@ class H2Downstream(asyncio.Protocol):
         self.peer = request_head.Peer("", 0)
         self.pick_context = PickContext()
         self.streams: dict[int, H2Stream] = {}
+        self.max_streams = 128  # SETTINGS_MAX_CONCURRENT_STREAMS as announced (http2-max-concurrent-streams)
         self.last_activity = server.now
         self.write_paused = False
         self.draining = False
@@ -89,13 +100,12 @@ class H2Downstream(asyncio.Protocol):
         self.peer = request_head.Peer(self.client_ip, sock[1] if sock else 0)
         self.pick_context = PickContext(self.client_ip)
         settings = self.server.dataplane.serving.settings
-        self.conn.local_settings = h2.settings.Settings(client=False, initial_values={
-            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: settings.http2_max_concurrent_streams,
-            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: settings.max_head_size,
-            h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,  # RFC 8441: WebSocket over HTTP/2
-        })
-        self.conn.initiate_connection()
+        self.max_streams = settings.http2_max_concurrent_streams
+        self.conn.local_settings = _local_settings(self.max_streams, settings.max_head_size)
+        self.conn.initiate_connection()  # announces max_streams
+        # h2 would enforce the limit as a connection error, ending every stream of a client that opens one
+        # too many; we refuse just that stream (RFC 9113 5.1.2) in `_request`, so h2 is given no limit.
+        self.conn.local_settings = _local_settings(UNLIMITED, settings.max_head_size)
         self.conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         self.server.session_opened(self)
         self.flush_now()
@@ -154,8 +164,9 @@ class H2Downstream(asyncio.Protocol):
 
     def _request(self, event: h2.events.RequestReceived) -> None:
         stream_id = event.stream_id or 0
-        if self._goaway_at >= 0 and stream_id > self._goaway_at:
-            self.conn.reset_stream(stream_id, REFUSED_STREAM)  # opened after our GOAWAY: retry elsewhere
+        if (self._goaway_at >= 0 and stream_id > self._goaway_at) or len(self.streams) >= self.max_streams:
+            # opened after our GOAWAY, or over the announced limit: refused, so safe to retry
+            self.conn.reset_stream(stream_id, REFUSED_STREAM)
             return
         stream = H2Stream(self, stream_id)
         self.streams[stream_id] = stream
