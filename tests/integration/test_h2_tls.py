@@ -65,6 +65,7 @@ async def test_alpn_h2_over_tls_is_served_by_h2downstream() -> None:
                                                                                   "pod-2": 10}
                 big = await client.request("POST", "/upload", body=b"z" * 300_000)
                 assert json.loads(big.body)["body_bytes"] == 300_000
+                assert s.backend.requests[-1].header("x-forwarded-proto") == "https"
             # a client offering only http/1.1 on the same listener gets HTTP/1.1
             reader, writer = await asyncio.open_connection(
                 "127.0.0.1", port, ssl=client_context(ca, ["http/1.1"]), server_hostname="example.com")

@@ -57,7 +57,8 @@ def upstream_headers(stream: H2Stream, headers: list[tuple[bytes, bytes]], tls: 
             request_id = request_id or name == b"x-request-id"
             fields.append((name, value))
     peer = stream.connection.peer
-    ours = [(b"x-forwarded-for", peer.address), (b"x-real-ip", peer.address), (b"x-forwarded-proto", b"http"),
+    proto = b"https" if stream.connection.tls else b"http"
+    ours = [(b"x-forwarded-for", peer.address), (b"x-real-ip", peer.address), (b"x-forwarded-proto", proto),
             (b"x-forwarded-host", authority), (b"x-forwarded-port", peer.port)]
     if not request_id and stream.server.dataplane.serving.settings.generate_request_id:
         ours.append((b"x-request-id", stream.server.request_ids()))
