@@ -163,3 +163,22 @@ async def test_http1_request_to_a_grpc_route_fails_fast_with_502() -> None:
                                     body=b"\x00\x00\x00\x00\x01x")
         assert resp.status == 502
         assert asyncio.get_running_loop().time() - started < 3  # not the 60 s read timeout
+
+
+@async_test
+async def test_grpc_client_over_tls_alpn_to_an_h2c_pod() -> None:
+    from test_h2_tls import tls_listener
+
+    ca = trustme.CA()
+    async with grpc_pod("pod-tls") as endpoint, running_proxy(snapshot([grpc_route([endpoint])])) as proxy:
+        listener, port = await tls_listener(proxy.server, ca)
+        try:
+            creds = grpc.ssl_channel_credentials(root_certificates=ca.cert_pem.bytes())
+            async with aio.secure_channel(f"127.0.0.1:{port}", creds,
+                                          options=[("grpc.ssl_target_name_override", "example.com")]) as channel:
+                assert await channel.unary_unary("/test.Echo/Unary")(b"tls", timeout=10) == b"pod-tls:tls"
+                replies = [m async for m in channel.unary_stream("/test.Echo/Stream")(b"5", timeout=10)]
+                assert len(replies) == 5
+        finally:
+            listener.close()
+            await listener.wait_closed()
