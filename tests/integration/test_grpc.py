@@ -31,6 +31,10 @@ class Pod:
         context.set_trailing_metadata((("x-pod", self.name),))
         return self.name.encode() + b":" + request
 
+    async def slow(self, request: bytes, context: aio.ServicerContext) -> bytes:
+        await asyncio.sleep(float(request))
+        return b"late"
+
     async def stream(self, request: bytes, context: aio.ServicerContext) -> AsyncIterator[bytes]:
         for i in range(int(request)):
             yield b"%s:%d:" % (self.name.encode(), i) + b"x" * (i * 1000)
@@ -51,6 +55,7 @@ async def grpc_pod(name: str, tls: trustme.CA | None = None) -> AsyncIterator[En
     pod = Pod(name)
     handler = grpc.method_handlers_generic_handler("test.Echo", {
         "Unary": grpc.unary_unary_rpc_method_handler(pod.unary),
+        "Slow": grpc.unary_unary_rpc_method_handler(pod.slow),
         "Stream": grpc.unary_stream_rpc_method_handler(pod.stream),
         "Chat": grpc.stream_stream_rpc_method_handler(pod.chat),
         "Collect": grpc.stream_unary_rpc_method_handler(pod.collect),
@@ -182,3 +187,18 @@ async def test_grpc_client_over_tls_alpn_to_an_h2c_pod() -> None:
         finally:
             listener.close()
             await listener.wait_closed()
+
+
+@async_test
+async def test_proxy_read_timeout_bounds_a_silent_call() -> None:
+    from pyngress.model import ProxySettings
+
+    async with grpc_pod("slow") as endpoint, \
+            running_proxy(snapshot([grpc_route([endpoint])], settings=ProxySettings(proxy_read_timeout=0.3))) \
+            as proxy, aio.insecure_channel(f"127.0.0.1:{proxy.port}") as channel:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(aio.AioRpcError) as info:
+            await channel.unary_unary("/test.Echo/Slow")(b"3", timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # HTTP 504 from the proxy
+        assert asyncio.get_running_loop().time() - started < 2.5
+        assert await channel.unary_unary("/test.Echo/Slow")(b"0", timeout=10) == b"late"
