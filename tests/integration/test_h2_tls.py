@@ -76,3 +76,40 @@ async def test_alpn_h2_over_tls_is_served_by_h2downstream() -> None:
         finally:
             listener.close()
             await listener.wait_closed()
+
+
+def _no_verify_h2() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    return ctx
+
+
+@async_test
+async def test_the_https_listener_serves_h2_by_alpn_with_hsts_and_forwarded_proto() -> None:
+    from harness import EchoBackend
+    from tls_harness import CA, app, compile_docs, secret, tls_proxy
+
+    pod = await EchoBackend.start("secure-pod")
+    try:
+        leaf = CA.issue_cert("secure.example.com")
+        snap = compile_docs([secret("secure", leaf),
+                             *app("secure", ["secure.example.com"], pod.port,
+                                  tls=[(["secure.example.com"], "secure")])])
+        async with tls_proxy(snap) as proxy:
+            async with await H2Client.connect(proxy.https_port, ssl_context=_no_verify_h2(),
+                                              server_hostname="secure.example.com") as client:
+                resp = await client.request("GET", "/over-h2", host="secure.example.com")
+                assert resp.status == 200
+                assert (resp.header(b"strict-transport-security") or b"").startswith(b"max-age=31536000")
+                assert json.loads(resp.body)["headers"]["x-forwarded-proto"] == "https"
+            # h2c on the plain port to a host with TLS: redirected like HTTP/1.1 (ssl-redirect)
+            async with await H2Client.connect(proxy.http_port) as plain:
+                moved = await plain.request("GET", "/cart?id=7", host="secure.example.com")
+                assert moved.status == 308
+                assert moved.header(b"location") == b"https://secure.example.com:%d/cart?id=7" % proxy.https_port
+                acme = await plain.request("GET", "/.well-known/acme-challenge/x", host="secure.example.com")
+                assert acme.status == 200
+    finally:
+        await pod.close()

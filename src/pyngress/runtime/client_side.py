@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 class ClientSide(Protocol):
     client_ip: str
     gone: bool  # the client is gone: nothing can be answered any more
+    https: bool  # the client's connection is TLS (affinity cookies are then Secure)
 
     def write(self, data: bytes) -> None: ...
     def writelines(self, pieces: list[bytes]) -> None: ...

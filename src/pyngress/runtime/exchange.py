@@ -16,7 +16,7 @@ from pyngress.runtime import http1
 
 if TYPE_CHECKING:
     from pyngress.balancing.stats import EndpointStats
-    from pyngress.model import Endpoint
+    from pyngress.model import Endpoint, UpstreamTLS
     from pyngress.runtime.client_side import ClientSide
     from pyngress.runtime.upstream import Upstream
 
@@ -39,6 +39,7 @@ class Exchange:
         "framing",
         "head",
         "host",
+        "hsts",
         "http10",
         "keep_alive",
         "method",
@@ -54,6 +55,7 @@ class Exchange:
         "tried",
         "upgrade",
         "upstream",
+        "upstream_tls",
     )
 
     def __init__(self, client: ClientSide, method: bytes, head: bytes, host: bytes, path: bytes,
@@ -85,6 +87,8 @@ class Exchange:
         self.tracked_at = 0.0  # loop time that attempt started
         self.set_cookie: bytes | None = None  # a Set-Cookie line the response must carry (session affinity)
         self.cookie: bytes | None = None  # the request's Cookie field(s)
+        self.upstream_tls: UpstreamTLS | None = None  # backend-protocol HTTPS: how to connect (runtime.pool)
+        self.hsts: bytes | None = None  # the Strict-Transport-Security line of an HTTPS response (runtime.https)
         # issue 4, WebSocket: None for a plain request; for `Upgrade: websocket`, the bytes the client sent after
         # its head (held back until the upstream answers 101: before that they could be read as a request)
         self.upgrade: bytes | None = None

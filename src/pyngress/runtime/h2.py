@@ -98,11 +98,8 @@ class H2Downstream(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if peer else ""
         sock = transport.get_extra_info("sockname")
-        self.peer = request_head.Peer(self.client_ip, sock[1] if sock else 0)
-        self.tls = transport.get_extra_info("ssl_object") is not None
-        if self.tls:  # HTTP/2 over TLS (ALPN h2): the backends are told the client used https
-            self.peer.untrusted_tail = self.peer.untrusted_tail.replace(
-                b"X-Forwarded-Proto: http\r\n", b"X-Forwarded-Proto: https\r\n")
+        self.tls = transport.get_extra_info("ssl_object") is not None  # HTTP/2 over TLS (ALPN h2)
+        self.peer = request_head.Peer(self.client_ip, sock[1] if sock else 0, self.tls)
         self.pick_context = PickContext(self.client_ip)
         settings = self.server.dataplane.serving.settings
         self.max_streams = settings.http2_max_concurrent_streams

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 import h2.exceptions
 import httptools
 
-from pyngress.runtime import h2_relay, h2_request, h2_tunnel, http1, picking
+from pyngress.model import UpstreamTLS
+from pyngress.runtime import h2_https, h2_relay, h2_request, h2_tunnel, http1, picking
 from pyngress.runtime.downstream import PAUSE_BUFFER
 from pyngress.runtime.exchange import NO_BODY, Exchange
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from pyngress.runtime.state import Serving
     from pyngress.runtime.upstream import Upstream
 
+DEFAULT_UPSTREAM_TLS = UpstreamTLS()  # GRPCS without proxy-ssl-* settings: encrypted, not verified
 PAUSE_WINDOW = 1  # the client's flow-control window is shut and our buffer is over its limit
 PAUSE_TRANSPORT = 2  # the client connection's write buffer is full
 PENDING_LIMIT = 64 * 1024  # response bytes kept for a shut window before the upstream is paused
@@ -52,6 +54,7 @@ class H2Stream:
         self.server = connection.server
         self.stream_id = stream_id
         self.client_ip = connection.client_ip
+        self.https = connection.tls
         self.gone = False  # reset by the client, or the connection is lost
         self.ex: Exchange | None = None
         self.request_ended = False
@@ -84,6 +87,8 @@ class H2Stream:
         route = picking.route_for(ex, serving)
         if route is None:
             self.answer_status(ex, 404)
+        elif route.https is not None and h2_https.intercept(self, ex, route.https):
+            pass  # redirected to https (h2c on the plain port)
         elif route.backend_protocol in h2_relay.GRPC_PROTOCOLS:
             self._relay(ex, serving, route, headers, ended)
         else:
@@ -95,8 +100,9 @@ class H2Stream:
         if endpoint is None:
             self.answer_generated(503)
             return
-        tls = route.backend_protocol == "GRPCS"
-        relay = self.relay = h2_relay.Relay(self, endpoint, h2_relay.upstream_headers(self, headers, tls), ended)
+        tls = (route.upstream_tls or DEFAULT_UPSTREAM_TLS) if route.backend_protocol == "GRPCS" else None
+        fields = h2_relay.upstream_headers(self, headers, tls is not None)
+        relay = self.relay = h2_relay.Relay(self, endpoint, fields, ended)
         self.server.h2_upstreams.acquire(endpoint, relay, tls)
 
     def dispatch(self, ex: Exchange, serving: Serving, route: Route, failed: int = 503) -> None:
@@ -227,7 +233,12 @@ class H2Stream:
         if self.gone:
             return
         self.write(http1.generated_response(status, self.server.date, close=False,
-                                            head_only=ex.method == b"HEAD"))
+                                            head_only=ex.method == b"HEAD", extra_headers=ex.hsts or b""))
+        self.finished(ex)
+
+    def answer(self, ex: Exchange, response: bytes) -> None:
+        """A complete generated response (a redirect)."""
+        self.write(response)
         self.finished(ex)
 
     def _answer_early(self, status: int) -> None:

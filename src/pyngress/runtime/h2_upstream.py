@@ -8,8 +8,9 @@ turned into an HTTP/1.1 exchange.
 the pod's SETTINGS_MAX_CONCURRENT_STREAMS, or after a GOAWAY). A connection with no stream left for
 `upstream-keepalive-timeout` is closed by the ticker; connections to endpoints a reload removed are closed
 once idle. Connecting is the only step that needs a task; relays waiting for it are queued on the connection.
-GRPCS does not verify the pod's certificate (ingress-nginx's `proxy-ssl-verify` defaults to off too) and
-offers ALPN h2.
+GRPCS follows the route's `proxy-ssl-*` annotations as HTTPS does (`UpstreamTLS`: not verified unless
+`proxy-ssl-verify`, as ingress-nginx), and offers ALPN h2. Plain and TLS connections to one pod are pooled
+apart.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
+from pyngress.model import UpstreamTLS
+from pyngress.runtime import tls_contexts
+
 if TYPE_CHECKING:
     from pyngress.model import Endpoint
     from pyngress.runtime.h2_relay import Relay
@@ -34,9 +38,9 @@ WINDOW = 1024 * 1024  # per stream and connection, towards the pod: a pod's resp
 
 
 class H2Upstream(asyncio.Protocol):
-    def __init__(self, pool: H2UpstreamPool, endpoint: Endpoint) -> None:
+    def __init__(self, pool: H2UpstreamPool, endpoint: Endpoint, key: str) -> None:
         self.pool = pool
-        self.key = endpoint.key
+        self.key = key
         self.transport: asyncio.Transport | None = None
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
         self.relays: dict[int, Relay] = {}
@@ -136,45 +140,47 @@ class H2UpstreamPool:
         self.server = server
         self._conns: dict[str, list[H2Upstream]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._tls: ssl.SSLContext | None = None
+        self._tls: dict[UpstreamTLS, ssl.SSLContext] = {}
 
-    def acquire(self, endpoint: Endpoint, relay: Relay, tls: bool) -> None:
-        """Give `relay` a connection to `endpoint`: now if one is up, else once it is."""
-        for conn in self._conns.get(endpoint.key, ()):
+    def acquire(self, endpoint: Endpoint, relay: Relay, tls: UpstreamTLS | None) -> None:
+        """Give `relay` a connection to `endpoint` (over TLS with `tls`): now if one is up, else once it is."""
+        key = endpoint.key if tls is None else endpoint.key + tls.pool_suffix
+        for conn in self._conns.get(key, ()):
             if conn.usable and not conn.full:
                 if conn.transport is None:
                     conn.waiting.append(relay)
                 else:
                     relay.upstream_ready(conn)
                 return
-        conn = H2Upstream(self, endpoint)
+        conn = H2Upstream(self, endpoint, key)
         conn.waiting.append(relay)
-        self._conns.setdefault(endpoint.key, []).append(conn)
+        self._conns.setdefault(key, []).append(conn)
         task = self.server.loop.create_task(self._connect(conn, endpoint, tls))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _connect(self, conn: H2Upstream, endpoint: Endpoint, tls: bool) -> None:
+    async def _connect(self, conn: H2Upstream, endpoint: Endpoint, tls: UpstreamTLS | None) -> None:
         settings = self.server.dataplane.serving.settings
         try:
             await asyncio.wait_for(self.server.loop.create_connection(
                 lambda: conn, endpoint.address, endpoint.port,
-                ssl=self._client_tls() if tls else None,
-                server_hostname=endpoint.address if tls else None), settings.proxy_connect_timeout)
+                ssl=self._client_tls(tls) if tls is not None else None,
+                server_hostname=tls_contexts.upstream_server_hostname(tls) if tls is not None else None),
+                settings.proxy_connect_timeout)
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             self.forget(conn)
             waiting, conn.waiting = conn.waiting, []
             for relay in waiting:
                 relay.connect_failed(504 if isinstance(exc, TimeoutError) else 502)
 
-    def _client_tls(self) -> ssl.SSLContext:
-        if self._tls is None:
-            ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE  # proxy-ssl-verify off, as ingress-nginx's default
+    def _client_tls(self, spec: UpstreamTLS) -> ssl.SSLContext:
+        """HTTPS's client context for `spec` (verification, CA, client certificate), but offering h2: a fresh
+        one (the HTTPS pool's are shared and offer http/1.1), made once per spec."""
+        ctx = self._tls.get(spec)
+        if ctx is None:
+            ctx = self._tls[spec] = tls_contexts.upstream_context.__wrapped__(spec)
             ctx.set_alpn_protocols(["h2"])
-            self._tls = ctx
-        return self._tls
+        return ctx
 
     def forget(self, conn: H2Upstream) -> None:
         conns = self._conns.get(conn.key)
@@ -188,7 +194,7 @@ class H2UpstreamPool:
 
     def retain(self, keys: Collection[str]) -> None:
         for key, conns in list(self._conns.items()):
-            if key not in keys:
+            if key.partition("#")[0] not in keys:  # the endpoint part of the pool key
                 for conn in list(conns):
                     conn.usable = False  # no new streams; closed when its last stream ends
                     if not conn.relays:
