@@ -261,3 +261,13 @@ async def test_each_stream_uses_the_configuration_of_its_arrival_across_a_reload
         assert {json.loads(r.body)["pod"] for r in after} == {"new"}
         assert json.loads((await client.response(slow)).body)["pod"] == "old"  # in flight: finished on old
         assert len(proxy.server.sessions) == 1  # the same client connection throughout
+
+
+@async_test
+async def test_keep_alive_requests_ends_an_http2_connection_with_goaway() -> None:
+    async with stack(settings=ProxySettings(keep_alive_requests=3)) as s, \
+            await H2Client.connect(s.proxy.port) as client:
+        statuses = [(await client.request("GET", f"/n/{i}")).status for i in range(3)]
+        assert statuses == [200, 200, 200]
+        await asyncio.wait_for(client.closed.wait(), 5)
+        assert client.goaway is not None and (client.goaway.error_code, client.goaway.last_stream_id) == (0, 5)

@@ -77,6 +77,7 @@ class H2Downstream(asyncio.Protocol):
         self.pick_context = PickContext()
         self.streams: dict[int, H2Stream] = {}
         self.max_streams = 128  # SETTINGS_MAX_CONCURRENT_STREAMS as announced (http2-max-concurrent-streams)
+        self.requests = 0  # streams accepted so far
         self.last_activity = server.now
         self.tls = False
         self.write_paused = False
@@ -172,7 +173,10 @@ class H2Downstream(asyncio.Protocol):
             return
         stream = H2Stream(self, stream_id)
         self.streams[stream_id] = stream
+        self.requests += 1
         stream.on_request(event.headers or [], event.stream_ended is not None)
+        if self.requests >= self.server.dataplane.serving.settings.keep_alive_requests:
+            self.drain()  # keep-alive-requests, as nginx applies it to HTTP/2: GOAWAY after this stream
 
     def ack(self, size: int, stream_id: int) -> None:
         if size:
