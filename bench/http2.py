@@ -8,15 +8,20 @@ Method (as bench/run.py, whose helpers it reuses):
 * h2load (Debian `nghttp2-client`) with `-c` connections, `-m` concurrent streams each, `-D` seconds, after a
   warm-up run; interleaved rounds (which proxy goes first alternates); medians and the pyngress/nginx ratio.
 * Pinning as in run.py: the proxy on CPU 0, h2load and the backend on the others.
+* CPU per request: user + system clock ticks of the proxy's process group during each h2load run, divided by
+  the requests done (as bench/run.py does for HTTP/1.1). On a loaded machine this is steadier than req/s.
+* `--baseline-cmd` adds a second pyngress (e.g. an older checkout: `env PYTHONPATH=/tmp/old/src python -m
+  pyngress`) to the same interleaved rounds, to compare two versions of our code.
 
 Usage: python bench/http2.py [--rounds 3] [--duration 10] [--connections 10] [--streams 10]
-                          [--pyngress-cmd "python -m pyngress"] [--pin | --no-pin]
+                          [--pyngress-cmd "python -m pyngress"] [--baseline-cmd CMD] [--pin | --no-pin]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import shlex
 import shutil
@@ -40,6 +45,7 @@ from run import (
     backend_conf,
     choose_pinning,
     free_port,
+    group_cpu_ticks,
     nginx_binary,
     pinned,
     raise_on_sigterm,
@@ -50,6 +56,7 @@ from run import (
 )
 
 NGINX_PROXY = "nginx"
+BASELINE = "baseline"
 WARMUP_SECONDS = 2
 
 
@@ -85,17 +92,22 @@ def h2load_argv(args: argparse.Namespace, port: int, duration: int) -> list[str]
             f"http://127.0.0.1:{port}/"]
 
 
-def run_h2load(args: argparse.Namespace, port: int, duration: int, cpus: str | None) -> tuple[float, int]:
-    """(req/s, failed requests) of one h2load run."""
-    argv = pinned(h2load_argv(args, port, duration), cpus)
+def run_h2load(args: argparse.Namespace, server: Server, duration: int, cpus: str | None
+               ) -> tuple[float, int, float]:
+    """(req/s, failed requests, the proxy's user+sys CPU µs per request) of one h2load run."""
+    argv = pinned(h2load_argv(args, server.port, duration), cpus)
+    before = group_cpu_ticks(server.proc.pid)
     done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=False)
+    after = group_cpu_ticks(server.proc.pid)
     rps = re.search(r"finished in [\d.]+\w*, ([\d.]+) req/s", done.stdout)
     counts = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed", done.stdout)
     if done.returncode != 0 or rps is None or counts is None:
         raise BenchError(f"{shlex.join(argv)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
-    if int(counts.group(1)) == 0:
+    requests = int(counts.group(1))
+    if requests == 0:
         raise BenchError(f"{shlex.join(argv)}: no request done:\n{done.stdout}")
-    return float(rps.group(1)), int(counts.group(3))
+    ticks = (after[0] - before[0]) + (after[1] - before[1])
+    return float(rps.group(1)), int(counts.group(3)), ticks * 1e6 / os.sysconf("SC_CLK_TCK") / requests
 
 
 def wait_h2_ready(server: Server, args: argparse.Namespace, cpus: str | None) -> None:
@@ -129,26 +141,37 @@ def running(nginx: str, args: argparse.Namespace, pin: Pinning) -> Iterator[dict
             ours = start_pyngress(shlex.split(args.pyngress_cmd), pyngress_port, backend_port, 1, workdir,
                                   pin.proxy)
             servers.append(ours)
-            for server in (proxy, ours):
+            named = {NGINX_PROXY: proxy, PYNGRESS: ours}
+            if args.baseline_cmd:
+                base_dir = workdir / BASELINE
+                base_dir.mkdir()
+                base = start_pyngress(shlex.split(args.baseline_cmd), free_port(), backend_port, 1, base_dir,
+                                      pin.proxy)
+                base.name = BASELINE
+                servers.append(base)
+                named[BASELINE] = base
+            for server in named.values():
                 wait_h2_ready(server, args, pin.load)
-            yield {NGINX_PROXY: proxy, PYNGRESS: ours}
+            yield named
         finally:
             for server in reversed(servers):
                 stop_server(server)
 
 
-def measure(args: argparse.Namespace, servers: dict[str, Server], pin: Pinning) -> dict[str, list[float]]:
+def measure(args: argparse.Namespace, servers: dict[str, Server], pin: Pinning
+            ) -> dict[str, list[tuple[float, float]]]:
+    """Per server, (req/s, CPU µs per request) of each round."""
     for name, server in servers.items():
         print(f"warm-up: {name} ({WARMUP_SECONDS} s)", flush=True)
-        run_h2load(args, server.port, WARMUP_SECONDS, pin.load)
-    results: dict[str, list[float]] = {name: [] for name in servers}
+        run_h2load(args, server, WARMUP_SECONDS, pin.load)
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in servers}
     for number in range(1, args.rounds + 1):
         order = list(servers) if number % 2 else list(reversed(servers))
         for name in order:
-            rps, failed = run_h2load(args, servers[name].port, args.duration, pin.load)
-            results[name].append(rps)
+            rps, failed, cpu_us = run_h2load(args, servers[name], args.duration, pin.load)
+            results[name].append((rps, cpu_us))
             flag = f"  ({failed} FAILED)" if failed else ""
-            print(f"round {number}: {name:9} {rps:10.0f} req/s{flag}", flush=True)
+            print(f"round {number}: {name:9} {rps:10.0f} req/s {cpu_us:8.1f} CPU µs/req{flag}", flush=True)
     return results
 
 
@@ -159,6 +182,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=10)
     parser.add_argument("--streams", type=int, default=10, help="concurrent streams per connection (-m)")
     parser.add_argument("--pyngress-cmd", default=f"{shlex.quote(sys.executable)} -m pyngress")
+    parser.add_argument("--baseline-cmd", default="", help="a second pyngress to compare in the same rounds")
     parser.add_argument("--pin", dest="pin", action="store_true", default=None)
     parser.add_argument("--no-pin", dest="pin", action="store_false")
     return parser.parse_args(argv)
@@ -180,9 +204,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BenchError as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return 2
-    medians = {name: statistics.median(values) for name, values in results.items()}
-    print(f"median req/s: nginx {medians[NGINX_PROXY]:.0f}, pyngress {medians[PYNGRESS]:.0f}, "
-          f"pyngress/nginx {medians[PYNGRESS] / medians[NGINX_PROXY]:.2f}")
+    rps = {name: statistics.median(r for r, _ in values) for name, values in results.items()}
+    cpu = {name: statistics.median(c for _, c in values) for name, values in results.items()}
+    for name in results:
+        print(f"median {name:9} {rps[name]:10.0f} req/s {cpu[name]:8.1f} CPU µs/req")
+    print(f"pyngress/nginx: req/s {rps[PYNGRESS] / rps[NGINX_PROXY]:.2f}, "
+          f"CPU per request {cpu[PYNGRESS] / cpu[NGINX_PROXY]:.2f}")
+    if BASELINE in results:
+        print(f"pyngress/baseline: req/s {rps[PYNGRESS] / rps[BASELINE]:.2f}, "
+              f"CPU per request {cpu[PYNGRESS] / cpu[BASELINE]:.2f}")
     return 0
 
 
