@@ -51,8 +51,11 @@ class Pod:
 
 
 @contextlib.asynccontextmanager
-async def grpc_pod(name: str, tls: trustme.CA | None = None) -> AsyncIterator[Endpoint]:
+async def grpc_pod(name: str, tls: trustme.CA | None = None, pods: list[Pod] | None = None
+                   ) -> AsyncIterator[Endpoint]:
     pod = Pod(name)
+    if pods is not None:  # the caller wants to look at what the pod received
+        pods.append(pod)
     handler = grpc.method_handlers_generic_handler("test.Echo", {
         "Unary": grpc.unary_unary_rpc_method_handler(pod.unary),
         "Slow": grpc.unary_unary_rpc_method_handler(pod.slow),

@@ -103,7 +103,4 @@ def _pseudo_ok(seen: int, method: bytes, path: bytes) -> bool:
 
 def trailers_malformed(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     """True if a trailer section has a pseudo-header or a field that breaks the name/value rules."""
-    for name, value in headers:
-        if name[:1] == b":" or not _name_ok(name) or not _value_ok(value):
-            return True
-    return False
+    return any(name[:1] == b":" or not _name_ok(name) or not _value_ok(value) for name, value in headers)

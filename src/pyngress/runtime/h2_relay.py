@@ -21,26 +21,34 @@ from typing import TYPE_CHECKING
 
 import h2.exceptions
 
+from pyngress.runtime import http1
+from pyngress.runtime.request_head import _rightmost_untrusted as rightmost_untrusted
+
 if TYPE_CHECKING:
     from pyngress.model import Endpoint, ProxySettings
     from pyngress.runtime.h2_stream import H2Stream
     from pyngress.runtime.h2_upstream import H2Upstream
+    from pyngress.runtime.state import Serving
 
 GRPC_PROTOCOLS = frozenset({"GRPC", "GRPCS"})
 CANCEL = 0x8
 INTERNAL_ERROR = 0x2
 
 # fields the proxy owns on the way to the pod: connection-specific ones (never valid in HTTP/2) and the
-# forwarded ones it sets itself
+# forwarded ones it sets itself (from a trusted proxy they are read first: `_forwarded`)
 _OURS = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"host",
                    b"x-forwarded-for", b"x-real-ip", b"x-forwarded-proto", b"x-forwarded-host",
                    b"x-forwarded-port", b"http2-settings"})
+_FORWARDED = frozenset({http1.FORWARDED_FOR, http1.FORWARDED_PROTO, http1.FORWARDED_HOST, http1.FORWARDED_PORT})
 
 
 def upstream_headers(stream: H2Stream, headers: list[tuple[bytes, bytes]], tls: bool) -> list[tuple[bytes, bytes]]:
     """The request's header list for the pod: pseudo-headers first, then the client's fields, then ours."""
     pseudo: list[tuple[bytes, bytes]] = []
     fields: list[tuple[bytes, bytes]] = []
+    serving = stream.server.dataplane.serving
+    roles = serving.header_roles  # knows `forwarded-for-header`, as for HTTP/1.1
+    forwarded: dict[int, bytes] = {}  # the client's X-Forwarded-* by role: used only from a trusted proxy
     authority = b""
     request_id = False
     for name, value in headers:
@@ -53,16 +61,39 @@ def upstream_headers(stream: H2Stream, headers: list[tuple[bytes, bytes]], tls: 
         elif name == b"te":
             if value.strip().lower() == b"trailers":
                 fields.append((name, value))
+        elif roles.get(name) in _FORWARDED:
+            role = roles[name]
+            old = forwarded.get(role)
+            forwarded[role] = value if old is None else old + b", " + value
         elif name not in _OURS and not name.startswith(b"proxy-"):
             request_id = request_id or name == b"x-request-id"
             fields.append((name, value))
-    peer = stream.connection.peer
-    proto = b"https" if stream.connection.tls else b"http"
-    ours = [(b"x-forwarded-for", peer.address), (b"x-real-ip", peer.address), (b"x-forwarded-proto", proto),
-            (b"x-forwarded-host", authority), (b"x-forwarded-port", peer.port)]
-    if not request_id and stream.server.dataplane.serving.settings.generate_request_id:
+    ours = _forwarded(stream, serving, authority, forwarded)
+    if not request_id and serving.settings.generate_request_id:
         ours.append((b"x-request-id", stream.server.request_ids()))
     return [*pseudo, *fields, *ours]
+
+
+def _forwarded(stream: H2Stream, serving: Serving, authority: bytes,
+               client: dict[int, bytes]) -> list[tuple[bytes, bytes]]:
+    """X-Forwarded-* and X-Real-IP as `request_head.HeadBuilder` sets them for HTTP/1.1: overwritten for an
+    untrusted client; from a trusted proxy (proxy-real-ip-cidr, or use-forwarded-headers without a CIDR
+    list) its X-Forwarded-For chain is kept with the peer appended, X-Real-IP is the right-most address of
+    that chain that is not a trusted proxy, and its X-Forwarded-Proto/Host/Port are passed through."""
+    peer = stream.connection.peer
+    xff = real_ip = peer.address
+    proto, host, port = peer.scheme, authority, peer.port
+    trusted = serving.trust_all or (bool(serving.trusted) and serving.is_trusted(stream.client_ip))
+    if trusted:
+        chain = client.get(http1.FORWARDED_FOR)
+        if chain:
+            xff = chain + b", " + peer.address
+            real_ip = rightmost_untrusted(xff, serving)
+        proto = client.get(http1.FORWARDED_PROTO) or proto
+        host = client.get(http1.FORWARDED_HOST) or host
+        port = client.get(http1.FORWARDED_PORT) or port
+    return [(b"x-forwarded-for", xff), (b"x-real-ip", real_ip), (b"x-forwarded-proto", proto),
+            (b"x-forwarded-host", host), (b"x-forwarded-port", port)]
 
 
 class Relay:

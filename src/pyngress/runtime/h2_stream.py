@@ -73,6 +73,7 @@ class H2Stream:
         self.trailers: list[tuple[bytes, bytes]] | None = None  # response trailers, sent after the last DATA
         self.pod: h2_tunnel.PodSide | None = None  # RFC 8441 WebSocket: the pod's socket after its 101
         self._tunnel_seen = 0.0
+        self._body_seen = connection.server.now  # the last request body byte (client-body-timeout)
 
     # -- the request ----------------------------------------------------------------------------------------
 
@@ -132,6 +133,7 @@ class H2Stream:
         return endpoint
 
     def on_data(self, data: bytes, flow_controlled: int) -> None:
+        self._body_seen = self.server.now
         if self.pod is not None:
             self.pod.client_data(data, flow_controlled)
             return
@@ -392,6 +394,10 @@ class H2Stream:
             if now - self._tunnel_seen > settings.proxy_read_timeout:
                 self._reset(CANCEL)  # an idle WebSocket, as over HTTP/1.1
             return
+        if not self.request_ended and now - self._body_seen > settings.client_body_timeout and \
+                (self.ex is None or self.ex.upgrade is None):
+            self._body_timed_out()
+            return
         if self.relay is not None:
             self.relay.check_timeout(now, settings)
             return
@@ -399,3 +405,23 @@ class H2Stream:
         if upstream is not None:
             upstream.check_timeouts(now, settings.proxy_read_timeout, settings.proxy_send_timeout)
 
+    def _body_timed_out(self) -> None:
+        """client-body-timeout: no request body byte for that long. As nginx: 408 if the response has not
+        started (then RST_STREAM NO_ERROR: we read no more of the body), else the stream is reset. Applies to
+        gRPC calls too (ingress-nginx: request-streaming calls idle longer need a larger client-body-timeout)."""
+        relay, ex = self.relay, self.ex
+        if relay is not None:
+            started = relay.response_started
+            relay.client_reset()
+        else:
+            started = ex is not None and ex.response_started
+            if ex is not None:
+                picking.end_attempt(ex, False, self.server.loop.time())
+                if ex.upstream is not None:
+                    ex.upstream.abandon()
+                    ex.upstream = None
+        if started:
+            self._reset(CANCEL)
+        else:
+            self.answer_generated(408)
+            self.gone = True  # an upstream connection still being opened for it must not be attached
