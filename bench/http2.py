@@ -93,8 +93,8 @@ def h2load_argv(args: argparse.Namespace, port: int, duration: int) -> list[str]
 
 
 def run_h2load(args: argparse.Namespace, server: Server, duration: int, cpus: str | None
-               ) -> tuple[float, int, float]:
-    """(req/s, failed requests, the proxy's user+sys CPU µs per request) of one h2load run."""
+               ) -> tuple[float, int, float, float]:
+    """(req/s, failed requests, the proxy's user and sys CPU µs per request) of one h2load run."""
     argv = pinned(h2load_argv(args, server.port, duration), cpus)
     before = group_cpu_ticks(server.proc.pid)
     done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=False)
@@ -106,8 +106,9 @@ def run_h2load(args: argparse.Namespace, server: Server, duration: int, cpus: st
     requests = int(counts.group(1))
     if requests == 0:
         raise BenchError(f"{shlex.join(argv)}: no request done:\n{done.stdout}")
-    ticks = (after[0] - before[0]) + (after[1] - before[1])
-    return float(rps.group(1)), int(counts.group(3)), ticks * 1e6 / os.sysconf("SC_CLK_TCK") / requests
+    per_tick = 1e6 / os.sysconf("SC_CLK_TCK") / requests
+    return (float(rps.group(1)), int(counts.group(3)), (after[0] - before[0]) * per_tick,
+            (after[1] - before[1]) * per_tick)
 
 
 def wait_h2_ready(server: Server, args: argparse.Namespace, cpus: str | None) -> None:
@@ -163,15 +164,16 @@ def measure(args: argparse.Namespace, servers: dict[str, Server], pin: Pinning
     """Per server, (req/s, CPU µs per request) of each round."""
     for name, server in servers.items():
         print(f"warm-up: {name} ({WARMUP_SECONDS} s)", flush=True)
-        run_h2load(args, server, WARMUP_SECONDS, pin.load)
+        run_h2load(args, server, WARMUP_SECONDS, pin.load)  # also the first connections to the backend
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in servers}
     for number in range(1, args.rounds + 1):
         order = list(servers) if number % 2 else list(reversed(servers))
         for name in order:
-            rps, failed, cpu_us = run_h2load(args, servers[name], args.duration, pin.load)
-            results[name].append((rps, cpu_us))
+            rps, failed, user_us, sys_us = run_h2load(args, servers[name], args.duration, pin.load)
+            results[name].append((rps, user_us + sys_us))
             flag = f"  ({failed} FAILED)" if failed else ""
-            print(f"round {number}: {name:9} {rps:10.0f} req/s {cpu_us:8.1f} CPU µs/req{flag}", flush=True)
+            print(f"round {number}: {name:9} {rps:10.0f} req/s {user_us + sys_us:8.1f} CPU µs/req "
+                  f"(user {user_us:.1f}, sys {sys_us:.1f}){flag}", flush=True)
     return results
 
 
