@@ -2,8 +2,9 @@
 
 Theory of operation. One `Reflector` per kind (Ingress, IngressClass, Service, EndpointSlice, Secret, the
 controller's ConfigMap, and Pods only while some Service asks for `pyngress.io/weight-by`) lists and watches
-into its `Store`; the tcp/udp services ConfigMaps (`--tcp-services-configmap`, issue 9) get one each too. A reflector reports every change synchronously to `_changed`, which only records what kind
-changed and wakes the rebuild loop: level-triggered, so any number of events collapse into one rebuild.
+into its `Store`; the tcp/udp services ConfigMaps (`--tcp-services-configmap`, issue 9) get one each too.
+A reflector reports every change synchronously to `_changed`, which only records what kind changed and wakes
+the rebuild loop: level-triggered, so any number of events collapse into one rebuild.
 
 The loop waits `debounce` seconds after the first change of a burst (a rollout updates dozens of slices in a
 few milliseconds), then rebuilds from the stores as they are then:
