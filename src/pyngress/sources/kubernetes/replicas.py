@@ -1,0 +1,34 @@
+"""Whether this controller Pod is the last one running: status is cleared on shutdown only then.
+
+As ingress-nginx does (`--update-status-on-shutdown`): the Pods of the controller are the Pods of our own
+namespace carrying all of our own Pod's labels (those of the Deployment's template). Our Pod comes from the
+downward API (`POD_NAME`, `POD_NAMESPACE`). Outside a cluster (no `POD_NAME`) the process is taken to be the
+only replica. When the API cannot say (an error), the answer is yes, like ingress-nginx: the worst case is a
+status cleared during a rolling update, which the next leader writes back within a couple of seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from pyngress.sources.kubernetes.client import ApiError, KubeClient
+from pyngress.sources.kubernetes.resources import POD
+
+
+async def last_replica(client: KubeClient, log: logging.Logger) -> bool:
+    name, namespace = os.environ.get("POD_NAME", ""), os.environ.get("POD_NAMESPACE", "")
+    if not name or not namespace:
+        return True
+    try:
+        pod = await client.request("GET", POD.object_path(namespace, name))
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        if not labels:
+            return True  # nothing ties us to other Pods
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        listed = await client.request("GET", POD.collection_path(namespace), params={"labelSelector": selector})
+    except ApiError as exc:
+        log.warning("cannot tell whether other controller Pods run (%s): taking this one as the last", exc)
+        return True
+    others = [p for p in listed.get("items") or [] if (p.get("metadata") or {}).get("name") != name]
+    return not others
