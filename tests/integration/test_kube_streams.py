@@ -3,7 +3,11 @@ kubectl change to them opens or closes a listener that relays traffic to the Ser
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import signal
+import sys
+from typing import Any
 
 from harness import wait_until
 from kube_support import fake_cluster, needs_kubectl, source_and_proxy
@@ -50,3 +54,61 @@ async def test_tcp_services_configmap_entries_open_and_close_listeners() -> None
         with contextlib.suppress(ConnectionError, OSError):
             await tcp_round_trip(listen, b"gone")
             raise AssertionError("the port still accepts connections")
+
+
+@needs_kubectl
+async def test_run_kubernetes_serves_tcp_services_and_load_balancer_services_with_status() -> None:
+    """The real process with the ClusterRole of deploy/: a tcp-services entry and a LoadBalancer Service both
+    relay, the Service gets our address in its status, and the last replica clears it on SIGTERM."""
+    from test_kube_cli import _cluster_role_rules
+
+    pod = await TcpPod.start("db-0")
+    try:
+        async with fake_cluster() as cluster:
+            k = cluster.kubectl
+            cm_port, offset = free_port(), free_port() - 1000
+            await k.apply(*service_manifests("db", [pod.port]),
+                          *service_manifests("game", [pod.port], service_port=1000, type_="LoadBalancer"),
+                          configmap("tcp-services", {str(cm_port): "default/db:5000"}))
+            cluster.api.rbac = _cluster_role_rules()
+            controller = cluster.api.kubeconfig(str(cluster.tmp / "controller"), subject=True)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "pyngress", "run", "--kubernetes", "--kubeconfig", controller,
+                "--http-port", "0", "--https-port", "0", "--address", "127.0.0.1", "--shutdown-grace", "1",
+                "--tcp-services-configmap", "ingress/tcp-services", "--serve-load-balancer-services",
+                "--lb-port-offset", str(offset), "--publish-status-address", "203.0.113.5",
+                "--election-namespace", "default",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            try:
+                for port in (cm_port, 1000 + offset):
+                    await _eventually_echoes(port)
+                want = '{"ingress":[{"ip":"203.0.113.5","ports":[{"port":1000,"protocol":"TCP"}]}]}'
+                await _eventually(lambda: k("get", "service", "game", "-o", "jsonpath={.status.loadBalancer}"),
+                                  want)
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                output, _ = await asyncio.wait_for(proc.communicate(), 30)
+            assert proc.returncode == 0, output.decode()
+            assert cluster.api.denied == [], cluster.api.denied
+            assert "203.0.113.5" not in await k("get", "service", "game", "-o", "jsonpath={.status}")
+    finally:
+        await pod.close()
+
+
+async def _eventually_echoes(port: int, timeout: float = 15.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        with contextlib.suppress(OSError, TimeoutError):
+            if await tcp_round_trip(port, b"ping") == b"ping":
+                return
+        assert loop.time() < deadline, f"port {port} does not relay"
+        await asyncio.sleep(0.05)
+
+
+async def _eventually(read: Any, want: str, timeout: float = 15.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (got := (await read()).strip()) != want:
+        assert loop.time() < deadline, f"got {got!r}, want {want!r}"
+        await asyncio.sleep(0.1)
