@@ -148,9 +148,10 @@ async def test_last_replica_clears_status_on_shutdown_and_others_leave_it() -> N
 
 
 async def test_last_replica_is_told_by_the_pods_sharing_our_labels(monkeypatch: pytest.MonkeyPatch) -> None:
-    def pod(name: str, app: str) -> dict[str, Any]:
+    def pod(name: str, app: str, revision: str = "5b8c4d") -> dict[str, Any]:
+        labels = {"app": app, "tier": "edge", "pod-template-hash": revision}
         return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "ingress",
-                                                                "labels": {"app": app, "tier": "edge"}}}
+                                                                "labels": labels}}
 
     async with fake_cluster() as cluster:
         cluster.api.put_object(pod("pyngress-1", "pyngress"))
@@ -158,7 +159,11 @@ async def test_last_replica_is_told_by_the_pods_sharing_our_labels(monkeypatch: 
         monkeypatch.setenv("POD_NAMESPACE", "ingress")
         monkeypatch.setenv("POD_NAME", "pyngress-1")
         assert await last_replica(cluster.client, log)
-        cluster.api.put_object(pod("pyngress-2", "pyngress"))
+        leaving = pod("pyngress-0", "pyngress")
+        leaving["metadata"]["deletionTimestamp"] = "2026-11-29T10:00:00Z"
+        cluster.api.put_object(leaving)  # terminating as well (scale to zero): does not keep the status
+        assert await last_replica(cluster.client, log)
+        cluster.api.put_object(pod("pyngress-2", "pyngress", revision="9f7e6d"))  # a rolling update's new Pod
         assert not await last_replica(cluster.client, log)
         monkeypatch.delenv("POD_NAME")
         assert await last_replica(cluster.client, log)  # outside a cluster: the only one
