@@ -148,3 +148,15 @@ def test_a_fresh_compile_of_many_routes_is_not_compared_route_by_route() -> None
     dataplane = Dataplane(few)
     table = dataplane.serving.table
     assert dataplane.install(_snapshot(*backends[:10], version=2)).table is table  # a few: compared, kept
+
+
+def test_an_endpoint_another_backend_still_has_stays_known() -> None:
+    a, b = _backend("a", 1, 2), _backend("b", 2)  # the pod on port 2 is behind both Services
+    dataplane = Dataplane(_snapshot(a, b))
+    serving = dataplane.install(_with(dataplane.serving.snapshot, _backend("a", 1)))
+    assert serving.endpoint_keys == {"127.0.0.1:1", "127.0.0.1:2"}
+    serving = dataplane.install(_with(serving.snapshot, _backend("a", 1, 3), version=3))
+    assert serving.endpoint_keys == {"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"}
+    serving = dataplane.install(_with(serving.snapshot, _backend("b", 4), version=4))
+    assert serving.endpoint_keys == {"127.0.0.1:1", "127.0.0.1:3", "127.0.0.1:4"}
+    assert serving.endpoint_keys == Dataplane(serving.snapshot).serving.endpoint_keys  # as a full build says

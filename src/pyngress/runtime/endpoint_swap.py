@@ -45,12 +45,14 @@ def swap_endpoints(current: Serving, snapshot: Snapshot, balancers: Mapping[str,
     if len(differing) > MAX_COMPARED + len(old.routes) // 8:
         return None
     changed: dict[str, tuple[Endpoint, ...]] = {}  # balancer key -> its new endpoints
+    backends: dict[str, tuple[Backend, Backend]] = {}  # backend key -> (before, after), the changed ones
     for before, after in differing:
         moved = _endpoints_moved(before, after)
         if moved is None:
             return None
         if moved:
             changed[after.balancer_key] = after.backend.endpoints
+            backends[after.backend.key] = (before.backend, after.backend)
     default_route = current.default_route
     if old.default_backend is not None and snapshot.default_backend is not None and default_route is not None:
         moved = _backend_moved(old.default_backend, snapshot.default_backend)
@@ -59,13 +61,14 @@ def swap_endpoints(current: Serving, snapshot: Snapshot, balancers: Mapping[str,
         if moved:
             default_route = dataclasses.replace(default_route, backend=snapshot.default_backend)
             changed[default_route.balancer_key] = snapshot.default_backend.endpoints
+            backends[snapshot.default_backend.key] = (old.default_backend, snapshot.default_backend)
     if not all(key in balancers for key in changed):
         return None  # cannot happen when the keys matched; be safe rather than lose a balancer
     for key, endpoints in changed.items():
         balancers[key].update(endpoints)
     endpoint_keys = current.endpoint_keys
-    if changed:
-        endpoint_keys = _endpoint_keys(snapshot)
+    if backends:
+        endpoint_keys = _endpoint_keys(current.endpoint_keys, backends, snapshot)
         current.stats.retain(endpoint_keys)
     return dataclasses.replace(current, snapshot=snapshot, default_route=default_route,
                                endpoint_keys=endpoint_keys)
@@ -100,8 +103,16 @@ def _backend_moved(before: Backend, after: Backend) -> bool | None:
     return True
 
 
-def _endpoint_keys(snapshot: Snapshot) -> frozenset[str]:
-    backends = {r.backend.key: r.backend for r in snapshot.routes}
-    if snapshot.default_backend is not None:
-        backends[snapshot.default_backend.key] = snapshot.default_backend
-    return frozenset(e.key for b in backends.values() for e in b.endpoints)
+def _endpoint_keys(keys: frozenset[str], changed: Mapping[str, tuple[Backend, Backend]],
+                   snapshot: Snapshot) -> frozenset[str]:
+    """`keys` (every endpoint of the previous Snapshot) updated for the changed backends. An endpoint they no
+    longer have may still be another backend's (one Pod behind two Services): only then are the others read."""
+    before = {e.key for old, _ in changed.values() for e in old.endpoints}
+    after = {e.key for _, new in changed.values() for e in new.endpoints}
+    gone = before - after
+    if gone:
+        unchanged = {r.backend.key: r.backend for r in snapshot.routes if r.backend.key not in changed}
+        if snapshot.default_backend is not None and snapshot.default_backend.key not in changed:
+            unchanged[snapshot.default_backend.key] = snapshot.default_backend
+        gone -= {e.key for b in unchanged.values() for e in b.endpoints if e.key in gone}
+    return (keys - gone) | after if gone or not after <= keys else keys
