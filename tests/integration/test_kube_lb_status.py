@@ -167,3 +167,26 @@ async def test_last_replica_is_told_by_the_pods_sharing_our_labels(monkeypatch: 
         assert not await last_replica(cluster.client, log)
         monkeypatch.delenv("POD_NAME")
         assert await last_replica(cluster.client, log)  # outside a cluster: the only one
+
+
+async def test_the_published_service_gives_the_address_and_is_never_written() -> None:
+    """Our own Service (type LoadBalancer, --publish-service) is served like the others but its status is the
+    cloud's: the address it shows is written on the other Services, never on itself."""
+    options = CompileOptions(streams=StreamOptions(serve_load_balancer_services=True))
+    game_port, own_port = free_port(), free_port()
+    async with fake_cluster() as cluster:
+        api = cluster.api
+        api.put_object(service_manifests("game", [9], service_port=game_port, type_="LoadBalancer")[0])
+        own = service_manifests("pyngress", [9], service_port=own_port, type_="LoadBalancer")[0]
+        api.put_object({**own, "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.7"}]}}})
+        async with running_proxy(Snapshot(version=0)) as proxy, running_source(
+                cluster.client, proxy.server.install, options=options) as running:
+            services = ServiceStatus(cluster.client, running.source, lambda: proxy.server.streams.listeners,
+                                     exclude="default/pyngress", log=log)
+            publisher = StatusPublisher(cluster.client, running.source, None, publish_service="default/pyngress",
+                                        services=services, log=log)
+            await wait_until(running.source.synced.is_set, what="synced")
+            assert f"tcp/{own_port}" in proxy.server.streams.listeners  # served like any other
+            await publisher.sync()
+            assert _service_status(api, "game")["loadBalancer"]["ingress"][0]["ip"] == "198.51.100.7"
+            assert _status_puts(api, "pyngress") == [] and services.writes == 1
