@@ -4,6 +4,7 @@ follow the new endpoints at once."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 from harness import EchoBackend, async_test, wait_until
@@ -46,3 +47,26 @@ async def test_slice_change_swaps_endpoints_without_rebuilding_routes() -> None:
         pods = {(await proxy.get("/", host="web.example.com")).json()["pod"] for _ in range(4)}
         assert pods == {"pod-b"}
         assert (await proxy.get("/", host="api.example.com")).json()["pod"] == "pod-c"
+
+
+@async_test
+async def test_a_request_in_flight_finishes_on_the_endpoint_it_was_sent_to() -> None:
+    from harness import route, running_proxy, snapshot
+    from harness import service as backend
+
+    a, b = await EchoBackend.start("pod-a"), await EchoBackend.start("pod-b")
+    try:
+        first = snapshot([route(backend("web", [a]))])
+        async with running_proxy(first) as proxy:
+            table = proxy.server.dataplane.serving.table
+            async with await proxy.client() as slow:
+                pending = asyncio.ensure_future(slow.request("GET", "/delay/0.3"))
+                await a.wait_requests(1)  # the request reached pod-a
+                proxy.server.install(snapshot([route(backend("web", [b]))], version=2))  # pod-a is gone
+                assert proxy.server.dataplane.serving.table is table
+                assert (await proxy.get("/")).json()["pod"] == "pod-b"  # new requests: the new endpoint
+                response = await pending
+                assert response.status == 200 and response.json()["pod"] == "pod-a"
+    finally:
+        await a.close()
+        await b.close()
