@@ -19,6 +19,7 @@ HTTPS policy per route (`HttpsPolicy`, None when there is nothing to do): `redir
 TLS host (listed in some served `spec.tls`, whatever its certificate's state) and `ssl-redirect` is on (the
 Ingress's annotation, else the ConfigMap's; default true), or when `force-ssl-redirect` is on; the HSTS line
 (ConfigMap `hsts`, `hsts-max-age`, `hsts-include-subdomains`, `hsts-preload`) is sent on HTTPS responses.
+Requests that match no rule get `TLSConfig.unmatched` (see `_unmatched_policy`): the policy of their host.
 
 `ssl-passthrough: "true"` gives the Ingress's rule hosts to the HTTPS listener as raw TLS relays to the host's
 backend (the route of its shortest path). `backend-protocol: HTTPS` re-encrypts to the pods (`UpstreamTLS`).
@@ -140,6 +141,7 @@ class TLSCompiler:
         self._redirect: dict[str, tuple[bool, bool]] = {}  # Ingress key -> (ssl-redirect, force-ssl-redirect)
         self._passthrough: set[str] = set()  # Ingress keys with ssl-passthrough
         self._upstream: dict[str, UpstreamTLS | None] = {}  # Ingress key + service -> spec
+        self._host_ingress: dict[str, Ingress] = {}  # rule host -> the oldest Ingress with a rule for it
         self.default = self._default_certificate(default_certificate)
 
     # -- certificates -----------------------------------------------------------------------------------
@@ -148,6 +150,9 @@ class TLSCompiler:
         refs: dict[str, _Reference] = {}
         for ingress in ingresses:
             self._read_annotations(ingress)
+            for rule in ingress.rules:
+                if rule.host:
+                    self._host_ingress.setdefault(rule.host.lower(), ingress)
             for i, entry in enumerate(ingress.tls):
                 self.tls_hosts.update(h.lower() for h in entry.hosts)
                 if entry.secret_name:
@@ -309,7 +314,24 @@ class TLSCompiler:
             default=self.default,
             passthrough=MappingProxyType(dict(sorted(passthrough.items()))),
             tls_hosts=tuple(sorted(self.tls_hosts)),
+            unmatched=self._unmatched_policy(),
         )
+
+    def _unmatched_policy(self) -> HttpsPolicy | None:
+        """Requests that match no rule, as ingress-nginx's per-host default location `/`: a host with rules
+        takes the annotations of its oldest Ingress (ingress-nginx applies them to that location), a TLS host
+        without rules the ConfigMap's ssl-redirect; any other host only the ConfigMap's force-ssl-redirect (no
+        certificate is configured for it). HSTS is the ConfigMap's line for every HTTPS response."""
+        s = self._settings
+        per_host = {host: HttpsPolicy(redirect=s.force_ssl_redirect or s.ssl_redirect, hsts=self._hsts)
+                    for host in self.tls_hosts}
+        for host, ingress in self._host_ingress.items():
+            per_host[host] = self.https_policy(ingress, host) or HttpsPolicy(redirect=False, hsts=b"")
+        others = HttpsPolicy(redirect=s.force_ssl_redirect, hsts=self._hsts)
+        if not others.redirect and not others.hsts and not any(p.redirect or p.hsts for p in per_host.values()):
+            return None
+        return HttpsPolicy(redirect=others.redirect or any(p.redirect for p in per_host.values()), hsts=self._hsts,
+                           per_host=MappingProxyType(dict(sorted(per_host.items()))), others=others)
 
 
 def _flag(notes: Annotations, name: str, default: bool) -> bool:

@@ -38,6 +38,10 @@ class HttpsPolicy:
 
     redirect: bool  # plain HTTP gets 308 to https:// (ssl-redirect on a TLS host, or force-ssl-redirect)
     hsts: bytes  # the whole "Strict-Transport-Security: ...\r\n" line for HTTPS responses, or b""
+    # Only on `TLSConfig.unmatched` (requests that match no rule): the policy of each host some rule or
+    # spec.tls names, looked up by the request's host (exact, then "*." + parent); other hosts get `others`.
+    per_host: Mapping[str, HttpsPolicy] | None = field(default=None, compare=False)
+    others: HttpsPolicy | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +93,9 @@ class TLSConfig:
     default: str = ""  # Secret key of --default-ssl-certificate when valid; "": the generated fake certificate
     passthrough: Mapping[str, Route] = field(default_factory=_no_routes)  # host -> route (ssl-passthrough)
     tls_hosts: tuple[str, ...] = ()  # every host listed in a served spec.tls, valid certificate or not
+    # Redirect/HSTS for requests that match no rule (default backend or our 404), as ingress-nginx's per-host
+    # default location; None when no host redirects and HSTS is off.
+    unmatched: HttpsPolicy | None = None
 
 
 NO_TLS = TLSConfig()
