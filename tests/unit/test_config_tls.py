@@ -246,3 +246,30 @@ def test_equal_inputs_give_equal_snapshots() -> None:
     docs = (secret("c", CA.issue_cert("a.example.com")),
             ingress("web", ["a.example.com"], [(["a.example.com"], "c")]))
     assert compile_docs(*docs) == compile_docs(*docs)
+
+
+def test_backend_tls_tuning_annotations() -> None:
+    snap = compile_docs(ingress("web", ["a.example.com"], [], annotations={
+        "nginx.ingress.kubernetes.io/backend-protocol": "HTTPS",
+        "nginx.ingress.kubernetes.io/proxy-ssl-protocols": "TLSv1 TLSv1.1 TLSv1.2",
+        "pyngress.io/proxy-ssl-ciphers": "HIGH:!aNULL:!MD5",
+        "nginx.ingress.kubernetes.io/proxy-ssl-verify-depth": "2"}))
+    up = snap.routes[0].upstream_tls
+    assert up is not None
+    assert (up.protocols, up.ciphers, up.verify_depth) == (("TLSv1.2",), "HIGH:!aNULL:!MD5", 2)
+    [warning] = tls_problems(snap)
+    assert warning.severity == "warning"
+    assert warning.field == "metadata.annotations[nginx.ingress.kubernetes.io/proxy-ssl-protocols]"
+    assert "TLSv1 TLSv1.1 ignored" in warning.message
+
+
+def test_backend_tls_tuning_bad_values_are_errors_and_keep_defaults() -> None:
+    snap = compile_docs(ingress("web", ["a.example.com"], [], annotations={
+        "nginx.ingress.kubernetes.io/backend-protocol": "HTTPS",
+        "nginx.ingress.kubernetes.io/proxy-ssl-ciphers": "NOPE-NOTHING",
+        "nginx.ingress.kubernetes.io/proxy-ssl-verify-depth": "deep"}))
+    up = snap.routes[0].upstream_tls
+    assert up is not None and (up.protocols, up.ciphers, up.verify_depth) == ((), "", 1)
+    fields = sorted(p.field for p in tls_problems(snap) if p.severity == "error")
+    assert fields == ["metadata.annotations[nginx.ingress.kubernetes.io/proxy-ssl-ciphers]",
+                      "metadata.annotations[nginx.ingress.kubernetes.io/proxy-ssl-verify-depth]"]

@@ -22,7 +22,8 @@ Ingress's annotation, else the ConfigMap's; default true), or when `force-ssl-re
 Requests that match no rule get `TLSConfig.unmatched` (see `_unmatched_policy`): the policy of their host.
 
 `ssl-passthrough: "true"` gives the Ingress's rule hosts to the HTTPS listener as raw TLS relays to the host's
-backend (the route of its shortest path). `backend-protocol: HTTPS` re-encrypts to the pods (`UpstreamTLS`).
+backend (the route of its shortest path). `backend-protocol: HTTPS` re-encrypts to the pods (`UpstreamTLS`:
+proxy-ssl-verify, -secret, -name, -server-name, -protocols, -ciphers, -verify-depth).
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ from cryptography.x509.oid import NameOID
 
 from pyngress.config.annotations import Annotations
 from pyngress.config.settings import parse_bool
+from pyngress.config.tls_values import (
+    parse_ssl_ciphers,
+    parse_ssl_protocols,
+    parse_verify_depth,
+    ssl_protocol_warnings,
+)
 from pyngress.model import (
     Certificate,
     HttpsPolicy,
@@ -267,10 +274,18 @@ class TLSCompiler:
         ca, chain, key = b"", b"", b""
         if secret_ref:
             ca, chain, key = self._proxy_secret(ingress, notes, secret_ref)
+        ciphers = notes.parsed("proxy-ssl-ciphers", "", parse_ssl_ciphers)
+        protocols = notes.parsed("proxy-ssl-protocols", "", lambda v: " ".join(parse_ssl_protocols(v)))
+        depth = notes.parsed("proxy-ssl-verify-depth", "1", lambda v: str(parse_verify_depth(v)))
+        found = notes.get("proxy-ssl-protocols")  # TLSv1/TLSv1.1 dropped: a warning, as for the ConfigMap key
+        if found is not None:
+            notes.problems += [_on_ingress(ingress, f"metadata.annotations[{found[0]}]", message, "warning")
+                               for message in ssl_protocol_warnings(found[1])]
         self._once(notes.problems)
         name = name or f"{service}.{ingress.meta.namespace}.svc"
         return UpstreamTLS(verify=verify, ca_pem=ca, client_chain_pem=chain, client_key_pem=key,
-                           server_name=name if sni else "", verify_name=name, secret=secret_ref)
+                           server_name=name if sni else "", verify_name=name, secret=secret_ref,
+                           protocols=tuple(protocols.split()), ciphers=ciphers, verify_depth=int(depth))
 
     def _proxy_secret(self, ingress: Ingress, notes: Annotations, ref: str) -> tuple[bytes, bytes, bytes]:
         namespace, _, name = ref.partition("/")

@@ -55,6 +55,9 @@ class UpstreamTLS:
     server_name: str = ""  # SNI sent to the pod ("" sends none): proxy-ssl-name with proxy-ssl-server-name
     verify_name: str = ""  # the name the pod's certificate must carry when verifying
     secret: str = ""  # "namespace/name" of proxy-ssl-secret, for messages
+    protocols: tuple[str, ...] = ()  # proxy-ssl-protocols ("TLSv1.2", "TLSv1.3"); (): OpenSSL's (TLS 1.2+)
+    ciphers: str = ""  # proxy-ssl-ciphers, an OpenSSL cipher string; "": OpenSSL's defaults
+    verify_depth: int = 1  # proxy-ssl-verify-depth: intermediates allowed above the pod's certificate (nginx: 1)
     # Upstream connections are pooled by endpoint key plus this, so a plain and a TLS route to one pod never
     # share a connection.
     pool_suffix: str = field(init=False, repr=False, compare=False)

@@ -21,11 +21,13 @@ ALPN: `ALPN_OFFER` is the one list offered on every server context (see `runtime
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime as dt
 import functools
 import logging
 import os
 import ssl
+import sys
 import tempfile
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -183,11 +185,60 @@ def upstream_context(spec: UpstreamTLS) -> ssl.SSLContext:
     else:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE  # proxy-ssl-verify off (ingress-nginx's default): encrypted, not verified
+    if spec.protocols:  # proxy-ssl-protocols
+        ctx.minimum_version = min(_VERSIONS[p] for p in spec.protocols)
+        ctx.maximum_version = max(_VERSIONS[p] for p in spec.protocols)
+    if spec.ciphers:  # proxy-ssl-ciphers: judged by config (OpenSSL selects some); keep the defaults otherwise
+        with contextlib.suppress(ssl.SSLError):
+            ctx.set_ciphers(spec.ciphers)
+    if spec.verify:
+        set_verify_depth(ctx, spec.verify_depth)
     if spec.client_chain_pem and spec.client_key_pem:
         with contextlib.suppress(ssl.SSLError):  # validated by config; OpenSSL may still refuse a weak key
             load_chain(ctx, spec.client_chain_pem, spec.client_key_pem)
     ctx.set_alpn_protocols(["http/1.1"])
     return ctx
+
+
+def set_verify_depth(ctx: ssl.SSLContext, depth: int) -> bool:
+    """SSL_CTX_set_verify_depth, which Python's ssl module does not expose (proxy-ssl-verify-depth).
+
+    CPython's SSLContext object holds its `SSL_CTX *` right after the object header; we read it there and call
+    libssl through the `_ssl` extension's own link (so it is the very OpenSSL that made the context). Guarded:
+    only on CPython, and only when the pointer answers SSL_CTX_get_verify_depth with a fresh context's -1
+    (OpenSSL's "no limit"); otherwise a warning, and OpenSSL's default depth (100) applies. False then.
+    """
+    global _depth_api
+    if _depth_api is None:
+        _depth_api = _load_depth_api()
+    if not _depth_api:
+        log.warning("proxy-ssl-verify-depth cannot be set on this Python; OpenSSL's default applies")
+        return False
+    get_depth, set_depth = _depth_api
+    pointer = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
+    if not pointer or get_depth(pointer) != -1:
+        log.warning("proxy-ssl-verify-depth: unexpected SSLContext layout; OpenSSL's default applies")
+        return False
+    set_depth(pointer, depth)
+    return True
+
+
+def _load_depth_api() -> tuple[Any, Any] | tuple[()]:
+    if sys.implementation.name != "cpython":
+        return ()
+    try:
+        import _ssl
+
+        lib = ctypes.CDLL(_ssl.__file__)
+        get_depth, set_depth = lib.SSL_CTX_get_verify_depth, lib.SSL_CTX_set_verify_depth
+    except (OSError, AttributeError):
+        return ()
+    get_depth.argtypes, get_depth.restype = [ctypes.c_void_p], ctypes.c_int
+    set_depth.argtypes, set_depth.restype = [ctypes.c_void_p, ctypes.c_int], None
+    return get_depth, set_depth
+
+
+_depth_api: tuple[Any, Any] | tuple[()] | None = None
 
 
 def upstream_server_hostname(spec: UpstreamTLS) -> str:
