@@ -46,6 +46,7 @@ class ProxySettings:
     hsts_max_age: int = 31536000  # hsts-max-age
     hsts_include_subdomains: bool = True  # hsts-include-subdomains
     hsts_preload: bool = False  # hsts-preload
+    proxy_stream_timeout: float = 600.0  # proxy-stream-timeout: an ssl-passthrough relay idle both ways
 
     @property
     def max_head_size(self) -> int:

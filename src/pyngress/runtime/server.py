@@ -26,6 +26,7 @@ from pyngress.balancing import PickContext
 from pyngress.model import ProxySettings, Snapshot
 from pyngress.runtime.downstream import Downstream
 from pyngress.runtime.pool import UpstreamPool
+from pyngress.runtime.relay import expire_idle
 from pyngress.runtime.request_head import request_id_source
 from pyngress.runtime.state import Dataplane, Serving
 
@@ -121,7 +122,8 @@ class ProxyServer:
     def _schedule_tick(self) -> None:
         s = self.dataplane.serving.settings
         smallest = min(s.proxy_read_timeout, s.proxy_send_timeout, s.keep_alive or 75.0,
-                       s.client_header_timeout, s.client_body_timeout, s.proxy_connect_timeout)
+                       s.client_header_timeout, s.client_body_timeout, s.proxy_connect_timeout,
+                       s.proxy_stream_timeout)  # issue 4: ssl-passthrough relays
         self.tick = max(0.02, min(1.0, smallest / 4))
         self._ticker = self.loop.call_later(self.tick, self._tick)
 
@@ -137,6 +139,8 @@ class ProxyServer:
             if upstream is not None:  # only the first exchange of a connection talks to an upstream
                 upstream.check_timeouts(now - slack, settings.proxy_read_timeout, settings.proxy_send_timeout)
         self.pool.expire(now)
+        if self.https is not None:  # issue 4: idle ssl-passthrough relays
+            expire_idle(self.https.relays, now, settings.proxy_stream_timeout)
         self._schedule_tick()
 
 
