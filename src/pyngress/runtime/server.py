@@ -26,7 +26,6 @@ from pyngress.balancing import PickContext
 from pyngress.model import ProxySettings, Snapshot
 from pyngress.runtime.downstream import Downstream
 from pyngress.runtime.pool import UpstreamPool
-from pyngress.runtime.relay import expire_idle
 from pyngress.runtime.request_head import request_id_source
 from pyngress.runtime.state import Dataplane, Serving
 
@@ -139,8 +138,8 @@ class ProxyServer:
             if upstream is not None:  # only the first exchange of a connection talks to an upstream
                 upstream.check_timeouts(now - slack, settings.proxy_read_timeout, settings.proxy_send_timeout)
         self.pool.expire(now)
-        if self.https is not None:  # issue 4: idle ssl-passthrough relays
-            expire_idle(self.https.relays, now, settings.proxy_stream_timeout)
+        if self.https is not None:  # issue 4: idle ssl-passthrough relays, certificates expiring
+            self.https.on_tick(now - slack, settings)
         self._schedule_tick()
 
 
