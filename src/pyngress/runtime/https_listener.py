@@ -62,22 +62,55 @@ def protocol_for_alpn(name: str | None, server: ProxyServer) -> asyncio.Protocol
     return conn
 
 
-class _AlpnSwitch(asyncio.Protocol):
-    """Stands in during the handshake (asyncio wants a protocol before it), then hands the transport to the
-    protocol ALPN chose, before any application byte arrives. Costs nothing per byte afterwards."""
+class _AlpnSwitch(asyncio.BufferedProtocol):
+    """The protocol uvloop's TLS transport talks to. Made before the handshake (asyncio wants one then); at
+    `connection_made` it creates the protocol ALPN chose and from then on forwards to it.
+
+    Why it stays in between instead of handing the transport over with `set_protocol`: it is a
+    BufferedProtocol, and uvloop's SSLProtocol decrypts straight into a BufferedProtocol's buffer. For a
+    plain Protocol it calls `SSLObject.read(256 KiB)` for every record, which allocates a 256 KiB bytes
+    object and shrinks it (measured: see docs/tls.md, "Performance"). Here the buffer is one per worker
+    (`_READ_BUFFER`), reused: each chunk is handed on as bytes before uvloop asks for the buffer again.
+    """
+
+    __slots__ = ("conn", "server")
 
     def __init__(self, server: ProxyServer) -> None:
         self.server = server
+        self.conn: asyncio.Protocol | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         ssl_object = transport.get_extra_info("ssl_object")
         name = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
-        protocol = protocol_for_alpn(name, self.server)
-        transport.set_protocol(protocol)
-        protocol.connection_made(transport)
+        self.conn = conn = protocol_for_alpn(name, self.server)
+        conn.connection_made(transport)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _READ_VIEW
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.conn is not None:
+            self.conn.data_received(bytes(_READ_VIEW[:nbytes]))
+
+    def eof_received(self) -> bool | None:
+        return self.conn.eof_received() if self.conn is not None else None
+
+    def pause_writing(self) -> None:
+        if self.conn is not None:
+            self.conn.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.conn is not None:
+            self.conn.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        pass  # only reached if the transport is lost before connection_made: nothing was started
+        if self.conn is not None:  # else lost before connection_made: nothing was started
+            self.conn.connection_lost(exc)
+
+
+_READ_SIZE = 64 * 1024  # as uvloop's default read size for plain TCP
+_READ_BUFFER = bytearray(_READ_SIZE)
+_READ_VIEW = memoryview(_READ_BUFFER)
 
 
 class HttpsListener:
