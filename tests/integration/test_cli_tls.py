@@ -38,6 +38,19 @@ def test_check_names_the_invalid_secret_and_shows_the_tls_table(tmp_path: Path) 
     assert any(li.startswith("shop.example.com") and "(default)" in li for li in result.stdout.splitlines())
 
 
+def test_check_accepts_an_ingress_nginx_configmap_with_legacy_tls_versions(tmp_path: Path) -> None:
+    configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "pyngress", "namespace": "default"},
+                 "data": {"ssl-protocols": "TLSv1 TLSv1.1 TLSv1.2 TLSv1.3", "ssl-ciphers": "HIGH:!aNULL:!MD5"}}
+    docs = [configmap, secret("shop-tls", LEAF),
+            *app("web", ["shop.example.com"], 9001, tls=[(["shop.example.com"], "shop-tls")])]
+    (tmp_path / "all.yaml").write_text(yaml.safe_dump_all(docs))
+    result = subprocess.run(pyngress("check", "-f", str(tmp_path)), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout
+    [line] = [li for li in result.stdout.splitlines() if "ssl-protocols" in li]
+    assert line.strip().startswith("warning:") and "data.ssl-protocols" in line and "TLSv1 TLSv1.1 ignored" in line
+    assert "ssl-ciphers" not in result.stdout
+
+
 class _Pod(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
