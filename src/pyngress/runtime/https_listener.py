@@ -82,7 +82,11 @@ class _AlpnSwitch(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         ssl_object = transport.get_extra_info("ssl_object")
         name = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
-        self.conn = conn = protocol_for_alpn(name, self.server)
+        conn = protocol_for_alpn(name, self.server)
+        if isinstance(conn, asyncio.BufferedProtocol):  # it lends its own buffer: step aside
+            transport.set_protocol(conn)
+        else:
+            self.conn = conn
         conn.connection_made(transport)
 
     def get_buffer(self, sizehint: int) -> memoryview:
