@@ -22,29 +22,19 @@ Ingress's annotation, else the ConfigMap's; default true), or when `force-ssl-re
 Requests that match no rule get `TLSConfig.unmatched` (see `_unmatched_policy`): the policy of their host.
 
 `ssl-passthrough: "true"` gives the Ingress's rule hosts to the HTTPS listener as raw TLS relays to the host's
-backend (the route of its shortest path). `backend-protocol: HTTPS` re-encrypts to the pods (`UpstreamTLS`:
-proxy-ssl-verify, -secret, -name, -server-name, -protocols, -ciphers, -verify-depth).
+backend (the route of its shortest path). `backend-protocol: HTTPS` re-encrypts to the pods (`UpstreamTLS`,
+read by `config.tls_upstream`). Secret parsing and the shared helpers live in `config.tls_secrets`.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import NameOID
-
 from pyngress.config.annotations import Annotations
-from pyngress.config.settings import parse_bool
-from pyngress.config.tls_values import (
-    parse_ssl_ciphers,
-    parse_ssl_protocols,
-    parse_verify_depth,
-    ssl_protocol_warnings,
-)
+from pyngress.config.tls_secrets import CertificateError, flag, on_ingress, on_secret, parse_certificate
+from pyngress.config.tls_upstream import UpstreamTLSReader
 from pyngress.model import (
     Certificate,
     HttpsPolicy,
@@ -56,54 +46,6 @@ from pyngress.model import (
     TLSConfig,
     UpstreamTLS,
 )
-
-CERT_KEY, KEY_KEY, CA_KEY = "tls.crt", "tls.key", "ca.crt"
-BACKEND_PROTOCOLS = ("HTTP", "HTTPS", "GRPC", "GRPCS", "AUTO_HTTP", "FCGI")  # ingress-nginx's values
-TLS_TO_POD = ("HTTPS", "GRPCS")
-
-
-class CertificateError(ValueError):
-    """Why a Secret's certificate cannot be served: the Secret's field at fault and a message for the user."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-def parse_certificate(secret: Secret, now: float | None) -> Certificate:
-    """The Secret's certificate, checked. Raises CertificateError. `now` None skips the expiry check."""
-    chain_pem, key_pem = secret.data.get(CERT_KEY), secret.data.get(KEY_KEY)
-    if not chain_pem or not key_pem:
-        raise CertificateError("data", f"no {CERT_KEY} and {KEY_KEY} in data: not a TLS Secret")
-    try:
-        chain = x509.load_pem_x509_certificates(chain_pem)
-    except ValueError:
-        raise CertificateError("data.tls.crt", f"{CERT_KEY} is not a PEM certificate") from None
-    try:
-        key = serialization.load_pem_private_key(key_pem, password=None)
-    except (ValueError, TypeError):
-        raise CertificateError("data.tls.key", f"{KEY_KEY} is not an unencrypted PEM private key") from None
-    leaf = chain[0]
-    spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    if key.public_key().public_bytes(serialization.Encoding.DER, spki) != \
-            leaf.public_key().public_bytes(serialization.Encoding.DER, spki):
-        raise CertificateError("data.tls.key", f"{KEY_KEY} does not belong to the certificate in {CERT_KEY}")
-    not_after = leaf.not_valid_after_utc.timestamp()
-    if now is not None and not_after < now:
-        raise CertificateError("data.tls.crt",
-                               f"the certificate expired on {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
-    return Certificate(secret.meta.key, chain_pem, key_pem, certificate_names(leaf), not_after,
-                       hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest())
-
-
-def certificate_names(cert: x509.Certificate) -> tuple[str, ...]:
-    """The DNS names of the subjectAltName, else the common name (as browsers did before SANs)."""
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names = [n.lower() for n in san.get_values_for_type(x509.DNSName)]
-    except x509.ExtensionNotFound:
-        names = [str(a.value).lower() for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    return tuple(dict.fromkeys(names))
 
 
 def covers(names: Iterable[str], host: str) -> bool:
@@ -147,7 +89,7 @@ class TLSCompiler:
         self.tls_hosts: set[str] = set()
         self._redirect: dict[str, tuple[bool, bool]] = {}  # Ingress key -> (ssl-redirect, force-ssl-redirect)
         self._passthrough: set[str] = set()  # Ingress keys with ssl-passthrough
-        self._upstream: dict[str, UpstreamTLS | None] = {}  # Ingress key + service -> spec
+        self._upstream = UpstreamTLSReader(secrets, now, self.problems)  # backend-protocol: HTTPS
         self._host_ingress: dict[str, Ingress] = {}  # rule host -> the oldest Ingress with a rule for it
         self.default = self._default_certificate(default_certificate)
 
@@ -175,13 +117,13 @@ class TLSCompiler:
         secret = self._secrets.get((namespace, name))
         fallback = _fallback(ref.hosts)
         if secret is None:
-            self.problems.append(_on_ingress(ref.ingress, f"spec.tls[{ref.entry}].secretName",
+            self.problems.append(on_ingress(ref.ingress, f"spec.tls[{ref.entry}].secretName",
                                              f"Secret {key} not found{fallback}"))
             return
         try:
             self.certificates[key] = parse_certificate(secret, self._now)
         except CertificateError as exc:
-            self.problems.append(_on_secret(secret, exc.field, f"{exc}{fallback}"))
+            self.problems.append(on_secret(secret, exc.field, f"{exc}{fallback}"))
 
     def _assign_hosts(self, ingress: Ingress) -> None:
         listed: set[str] = set()
@@ -192,7 +134,7 @@ class TLSCompiler:
                 if cert is None:
                     continue  # reported with the Secret
                 if not covers(cert.names, host) and host not in cert.names:
-                    self.problems.append(_on_ingress(
+                    self.problems.append(on_ingress(
                         ingress, f"spec.tls[{i}].hosts[{k}]", f"the certificate in Secret {cert.secret} is "
                         f"not for {host} (it names {', '.join(cert.names) or 'nothing'}): {host} gets the "
                         "default certificate", "warning"))
@@ -212,7 +154,7 @@ class TLSCompiler:
     def _give(self, ingress: Ingress, at: str, host: str, cert: Certificate) -> None:
         current = self.hosts.get(host)
         if current is not None and current != cert.secret:
-            self.problems.append(_on_ingress(ingress, at, f"{host} already has the certificate of Secret "
+            self.problems.append(on_ingress(ingress, at, f"{host} already has the certificate of Secret "
                                              f"{current} from the older Ingress {self._host_owner[host]}: "
                                              "this one is ignored for it", "warning"))
             return
@@ -232,7 +174,7 @@ class TLSCompiler:
         try:
             cert = parse_certificate(secret, self._now)
         except CertificateError as exc:
-            self.problems.append(_on_secret(secret, exc.field, f"{exc}: the generated self-signed certificate is "
+            self.problems.append(on_secret(secret, exc.field, f"{exc}: the generated self-signed certificate is "
                                             "the default (--default-ssl-certificate)"))
             return ""
         self.certificates[cert.secret] = cert
@@ -243,10 +185,10 @@ class TLSCompiler:
     def _read_annotations(self, ingress: Ingress) -> None:
         notes = Annotations(ingress)
         s = self._settings
-        redirect = _flag(notes, "ssl-redirect", s.ssl_redirect)
-        force = _flag(notes, "force-ssl-redirect", s.force_ssl_redirect)
+        redirect = flag(notes, "ssl-redirect", s.ssl_redirect)
+        force = flag(notes, "force-ssl-redirect", s.force_ssl_redirect)
         self._redirect[ingress.meta.key] = (redirect, force)
-        if _flag(notes, "ssl-passthrough", False):
+        if flag(notes, "ssl-passthrough", False):
             self._passthrough.add(ingress.meta.key)
         self.problems += notes.problems
 
@@ -256,64 +198,7 @@ class TLSCompiler:
         return policy if policy.redirect or policy.hsts else None
 
     def upstream_tls(self, ingress: Ingress, service: str) -> UpstreamTLS | None:
-        key = f"{ingress.meta.key}#{service}"
-        if key not in self._upstream:
-            self._upstream[key] = self._read_upstream(ingress, service)
-        return self._upstream[key]
-
-    def _read_upstream(self, ingress: Ingress, service: str) -> UpstreamTLS | None:
-        notes = Annotations(ingress)
-        protocol = notes.parsed("backend-protocol", "HTTP", _backend_protocol)
-        if protocol not in TLS_TO_POD:
-            self._once(notes.problems)
-            return None
-        verify = _flag(notes, "proxy-ssl-verify", False)
-        sni = _flag(notes, "proxy-ssl-server-name", False)
-        name = notes.parsed("proxy-ssl-name", "", lambda v: v.strip().lower())
-        secret_ref = notes.parsed("proxy-ssl-secret", "", _namespaced(ingress.meta.namespace))
-        ca, chain, key = b"", b"", b""
-        if secret_ref:
-            ca, chain, key = self._proxy_secret(ingress, notes, secret_ref)
-        ciphers = notes.parsed("proxy-ssl-ciphers", "", parse_ssl_ciphers)
-        protocols = notes.parsed("proxy-ssl-protocols", "", lambda v: " ".join(parse_ssl_protocols(v)))
-        depth = notes.parsed("proxy-ssl-verify-depth", "1", lambda v: str(parse_verify_depth(v)))
-        found = notes.get("proxy-ssl-protocols")  # TLSv1/TLSv1.1 dropped: a warning, as for the ConfigMap key
-        if found is not None:
-            notes.problems += [_on_ingress(ingress, f"metadata.annotations[{found[0]}]", message, "warning")
-                               for message in ssl_protocol_warnings(found[1])]
-        self._once(notes.problems)
-        name = name or f"{service}.{ingress.meta.namespace}.svc"
-        return UpstreamTLS(verify=verify, ca_pem=ca, client_chain_pem=chain, client_key_pem=key,
-                           server_name=name if sni else "", verify_name=name, secret=secret_ref,
-                           protocols=tuple(protocols.split()), ciphers=ciphers, verify_depth=int(depth))
-
-    def _proxy_secret(self, ingress: Ingress, notes: Annotations, ref: str) -> tuple[bytes, bytes, bytes]:
-        namespace, _, name = ref.partition("/")
-        secret = self._secrets.get((namespace, name))
-        found = notes.get("proxy-ssl-secret")
-        at = f"metadata.annotations[{found[0] if found else 'proxy-ssl-secret'}]"
-        if secret is None:
-            self.problems.append(_on_ingress(ingress, at, f"Secret {ref} not found: pods are verified "
-                                             "against the system's trusted CAs"))
-            return b"", b"", b""
-        ca = secret.data.get(CA_KEY, b"")
-        if ca:
-            try:
-                x509.load_pem_x509_certificates(ca)
-            except ValueError:
-                self.problems.append(_on_secret(secret, "data.ca.crt", "not a PEM certificate"))
-                ca = b""
-        chain, key = b"", b""
-        if CERT_KEY in secret.data:
-            try:
-                cert = parse_certificate(secret, self._now)
-                chain, key = cert.chain_pem, cert.key_pem
-            except CertificateError as exc:
-                self.problems.append(_on_secret(secret, "data.tls.crt", f"{exc}: no client certificate is sent"))
-        return ca, chain, key
-
-    def _once(self, problems: list[Problem]) -> None:
-        self.problems += [p for p in problems if p not in self.problems]
+        return self._upstream.get(ingress, service)
 
     # -- the result -------------------------------------------------------------------------------------
 
@@ -349,47 +234,7 @@ class TLSCompiler:
                            per_host=MappingProxyType(dict(sorted(per_host.items()))), others=others)
 
 
-def _flag(notes: Annotations, name: str, default: bool) -> bool:
-    value = notes.parsed(name, "true" if default else "false", _bool_text)
-    return value == "true"
-
-
-def _bool_text(value: str) -> str:
-    lowered = value.strip().lower()
-    if lowered in ("on", "off"):  # nginx's spelling (proxy-ssl-verify: "on")
-        return "true" if lowered == "on" else "false"
-    return "true" if parse_bool(value) else "false"
-
-
-def _backend_protocol(value: str) -> str:
-    upper = value.strip().upper()
-    if upper not in BACKEND_PROTOCOLS:
-        raise ValueError(f"{value!r} is not one of {', '.join(BACKEND_PROTOCOLS)}")
-    return upper
-
-
-def _namespaced(namespace: str) -> Callable[[str], str]:
-    def parse(value: str) -> str:
-        ref = value.strip()
-        ns, _, name = ref.rpartition("/")
-        if not name:
-            raise ValueError(f"{value!r} is not a Secret (namespace/name)")
-        return f"{ns or namespace}/{name}"
-
-    return parse
-
-
 def _fallback(hosts: Sequence[str]) -> str:
     if not hosts:
         return ""
     return f": {', '.join(dict.fromkeys(hosts))} get{'s' if len(set(hosts)) == 1 else ''} the default certificate"
-
-
-def _on_ingress(ingress: Ingress, at: str, message: str, severity: str = "error") -> Problem:
-    meta = ingress.meta
-    return Problem("Ingress", meta.namespace, meta.name, at, message, meta.source, severity)
-
-
-def _on_secret(secret: Secret, at: str, message: str) -> Problem:
-    meta = secret.meta
-    return Problem("Secret", meta.namespace, meta.name, at, message, meta.source)
