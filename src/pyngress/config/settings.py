@@ -150,7 +150,6 @@ _KEYS: dict[str, Callable[[str], dict[str, Any]]] = {
     "hsts-max-age": _one("hsts_max_age", parse_max_age),
     "hsts-include-subdomains": _one("hsts_include_subdomains", parse_bool),
     "hsts-preload": _one("hsts_preload", parse_bool),
-    "proxy-stream-timeout": _one("proxy_stream_timeout", parse_duration),
 }
 
 

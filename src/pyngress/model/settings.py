@@ -55,7 +55,7 @@ class ProxySettings:
     hsts_max_age: int = 31536000  # hsts-max-age
     hsts_include_subdomains: bool = True  # hsts-include-subdomains
     hsts_preload: bool = False  # hsts-preload
-    proxy_stream_timeout: float = 600.0  # proxy-stream-timeout: an ssl-passthrough relay idle both ways
+    # (ssl-passthrough relays are closed after proxy_stream_timeout idle too: issue 9's key, above)
 
     @property
     def max_head_size(self) -> int:
