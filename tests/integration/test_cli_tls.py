@@ -141,3 +141,35 @@ def test_run_serves_https_by_sni_and_redirects_plain_http(tmp_path: Path, backen
     # the expired Secret is logged, naming it; the other host was served with its own certificate above
     assert "WARNING" in output and "Secret default/old-tls: data.tls.crt: the certificate expired on 2021-01-01" \
         in output
+
+
+def test_run_with_two_workers_resumes_tls_sessions_on_either_worker(tmp_path: Path, backend: int) -> None:
+    """Ticket keys are made once per start and shared by the workers (tls_contexts.TICKET_KEYS): a client
+    resumes whichever worker SO_REUSEPORT gives its next connection to. With keys per worker about half of
+    these reconnections would be full handshakes."""
+    docs = [secret("shop-tls", LEAF),
+            *app("web", ["shop.example.com"], backend, tls=[(["shop.example.com"], "shop-tls")])]
+    (tmp_path / "tls.yaml").write_text(yaml.safe_dump_all(docs))
+    https_port = free_port()
+    proc = subprocess.Popen(pyngress("run", "-f", str(tmp_path), "--http-port", str(free_port()), "--https-port",
+                                     str(https_port), "--address", "127.0.0.1", "--workers", "2",
+                                     "--shutdown-grace", "2"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    try:
+        wait_for(lambda: https_get(https_port)[0] == 200)
+        session, reused = None, []
+        for _ in range(12):
+            with socket.create_connection(("127.0.0.1", https_port), 5) as raw, \
+                    ctx.wrap_socket(raw, server_hostname="shop.example.com", session=session) as tls:
+                tls.sendall(b"GET /x HTTP/1.1\r\nHost: shop.example.com\r\nConnection: close\r\n\r\n")
+                while tls.recv(65536):
+                    pass
+                reused.append(tls.session_reused)
+                session = tls.session  # TLS 1.3: the ticket arrived with the response
+        assert reused[1:] == [True] * 11, reused
+    finally:
+        proc.terminate()
+        output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, output
