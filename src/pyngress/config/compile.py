@@ -40,6 +40,7 @@ from pyngress.config.annotations import affinity_spec, balance_spec
 from pyngress.config.endpoints import backend_key, resolve_backend
 from pyngress.config.ingress import is_rejected
 from pyngress.config.loader import load_paths
+from pyngress.config.protocols import backend_protocol
 from pyngress.config.selection import CompileOptions, served_ingresses
 from pyngress.config.settings import parse_settings
 from pyngress.config.streams import compile_streams
@@ -182,6 +183,8 @@ class _Builder:
         spec, problems = balance_spec(ingress, self._settings.load_balance)
         affinity, affinity_problems = affinity_spec(ingress, self._settings)
         self.problems += problems + affinity_problems
+        protocol, protocol_problems = backend_protocol(ingress)  # issue 4
+        self.problems += protocol_problems
         if ingress.default_backend is not None:
             self._add_default(ingress, ingress.default_backend, spec,
                               self._affinity(ingress, ingress.default_backend, affinity))
@@ -205,7 +208,8 @@ class _Builder:
                     self.routes[route_key] = Route(host, path.path, path.path_type, backend, ingress.meta.key,
                                                    spec, self._affinity(ingress, path.backend, affinity),
                                                    https=self._tls.https_policy(ingress, host),
-                                                   upstream_tls=self._tls.upstream_tls(ingress, backend.service))
+                                                   upstream_tls=self._tls.upstream_tls(ingress, backend.service),
+                                                   backend_protocol=protocol)
 
     def _affinity(self, ingress: Ingress, ref: IngressBackend, asked: AffinitySpec) -> AffinitySpec:
         """The Ingress's own affinity, else the Service's `sessionAffinity: ClientIP` (as kube-proxy)."""

@@ -42,9 +42,9 @@ from pyngress.model import Certificate, ProxySettings, Route, Snapshot, Upstream
 
 log = logging.getLogger("pyngress")
 
-# The application protocols offered in the TLS handshake, in order of preference. HTTP/2 joins by adding "h2"
-# here and a branch in `https_listener.protocol_for_alpn`.
-ALPN_OFFER: tuple[str, ...] = ("http/1.1",)
+# The application protocols offered in the TLS handshake, in order of preference; each has its branch in
+# `https_listener.protocol_for_alpn` ("h2": runtime.h2, issue 4).
+ALPN_OFFER: tuple[str, ...] = ("h2", "http/1.1")
 
 # TLS session ticket keys (name 16 + HMAC 32 + AES 32 bytes, OpenSSL's layout), one set per start: made when this
 # module is imported, which `pyngress run` does before it forks its workers, so every worker (and every context
