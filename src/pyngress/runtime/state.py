@@ -98,7 +98,8 @@ class Dataplane:
         default_route = None
         if snapshot.default_backend is not None:
             default_route = Route("", "/", PathType.PREFIX, snapshot.default_backend, "(default backend)",
-                                  snapshot.default_balance, snapshot.default_affinity)
+                                  snapshot.default_balance, snapshot.default_affinity,
+                                  https=snapshot.tls.unmatched)  # issue 4: redirect/HSTS per host
             routes.append(default_route)
         balancers: dict[str, Balancer] = {}
         hash_keys: dict[str, HashKey] = {}
