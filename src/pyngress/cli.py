@@ -37,6 +37,17 @@ def _class_options(f: F) -> F:
                         type=click.Path(exists=True), help=PATH_HELP)(f)
 
 
+def _admin_options(f: F) -> F:  # issue 8: the admin listener and the access log
+    f = click.option("--no-access-log", is_flag=True,
+                     help="Write no access log (the ConfigMap's enable-access-log does this per config).")(f)
+    f = click.option("--no-admin", is_flag=True, help="No admin listener.")(f)
+    f = click.option("--admin-address", default="127.0.0.1", show_default=True,
+                     help="Address of the admin listener (it exposes the configuration: keep it private).")(f)
+    return click.option("--admin-port", default=10254, show_default=True, type=click.IntRange(0, 65535),
+                        help="Admin listener: /metrics, /healthz, /readyz, /status, /config, / (dashboard). "
+                             "0 picks a free port.")(f)
+
+
 @click.group()
 @click.version_option(__version__, prog_name="pyngress")
 def main() -> None:
@@ -53,8 +64,10 @@ def main() -> None:
               help="Seconds to finish in-flight requests on SIGTERM.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
+@_admin_options
 def run(paths: tuple[str, ...], ingress_class: str, watch_without_class: bool, configmap: str,
-        http_port: int, address: str, workers: int, shutdown_grace: float, log_level: str) -> None:
+        http_port: int, address: str, workers: int, shutdown_grace: float, log_level: str,
+        admin_port: int, admin_address: str, no_admin: bool, no_access_log: bool) -> None:
     """Serve the Ingresses described by Kubernetes manifests; reload when they change (or on SIGHUP)."""
     from pyngress.runtime.app import RunOptions, paths_of
     from pyngress.runtime.app import run as run_app
@@ -62,7 +75,9 @@ def run(paths: tuple[str, ...], ingress_class: str, watch_without_class: bool, c
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     options = RunOptions(paths=paths_of(paths), compile=_compile_options(ingress_class, watch_without_class,
-                         configmap), host=address, http_port=http_port, workers=workers, grace=shutdown_grace)
+                         configmap), host=address, http_port=http_port, workers=workers, grace=shutdown_grace,
+                         admin_host=admin_address, admin_port=None if no_admin else admin_port,
+                         access_log=not no_access_log)
     sys.exit(run_app(options))
 
 
@@ -97,12 +112,26 @@ def _cpus(ctx: click.Context, param: click.Parameter, value: str | None) -> list
                    "--pods), weighted by CPU. With --requests 80, 1,1,2,4 get exactly 10/10/20/40.")
 @click.option("--once", is_flag=True, help="Print the table and exit instead of serving.")
 @click.option("--http-port", default=8080, show_default=True, type=click.IntRange(0, 65535))
-def demo(pods: int, requests: int, cpus: list[float] | None, once: bool, http_port: int) -> None:
+@click.option("--admin-port", default=10254, show_default=True, type=click.IntRange(0, 65535),
+              help="The dashboard and metrics (0 picks a free port).")
+def demo(pods: int, requests: int, cpus: list[float] | None, once: bool, http_port: int, admin_port: int) -> None:
     """Start demo pods behind the balancer, send requests through it, show how they spread."""
     from pyngress.runtime.demo import run_demo
 
     logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    sys.exit(run_demo(pods=pods, requests=requests, once=once, http_port=http_port, cpus=cpus))
+    sys.exit(run_demo(pods=pods, requests=requests, once=once, http_port=http_port, cpus=cpus,
+                      admin_port=admin_port))
+
+
+@main.command()
+@click.option("--admin", "admin_url", default="http://127.0.0.1:10254", show_default=True,
+              help="The admin listener of a running pyngress.")
+@click.option("--json", "as_json", is_flag=True, help="Print /status as JSON instead of tables.")
+def status(admin_url: str, as_json: bool) -> None:
+    """Show a running pyngress's routes, endpoints, health and traffic share (from its /status)."""
+    from pyngress.observability.statuscli import show_status
+
+    sys.exit(show_status(admin_url, as_json=as_json))
 
 
 if __name__ == "__main__":

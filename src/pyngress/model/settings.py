@@ -35,6 +35,10 @@ class ProxySettings:
     # all of them (or one header line longer than one buffer) gets 431.
     header_buffer_size: int = 8192
     header_buffer_count: int = 4
+    # -- access log (issue 8; observability.accesslog) --
+    enable_access_log: bool = True  # enable-access-log (ours) / disable-access-log (ingress-nginx's key)
+    log_format_upstream: str = ""  # log-format-upstream: an nginx-style template; "" means one JSON object
+    log_format_escape_json: bool = False  # log-format-escape-json: escape $variables for JSON inside the template
 
     @property
     def max_head_size(self) -> int:

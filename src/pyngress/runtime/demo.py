@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from pyngress.config import CompileOptions, compile_snapshot, parse_manifest
@@ -129,7 +130,8 @@ def demo_snapshot(pods: Sequence[EchoServer], cpus: Sequence[float] | None = Non
 
 
 def run_demo(pods: int = 5, requests: int = 50, once: bool = False, http_port: int = 8080,
-             host: str = "127.0.0.1", console: Console | None = None, cpus: Sequence[float] | None = None) -> int:
+             host: str = "127.0.0.1", console: Console | None = None, cpus: Sequence[float] | None = None,
+             admin_port: int | None = None) -> int:
     """Run the demo on its own event loop (uvloop when installed); returns the exit code. `cpus`, when given,
     sets the number of pods (overriding `pods`) and the cores each one requests (see the module docstring)."""
     if cpus is not None:
@@ -142,11 +144,11 @@ def run_demo(pods: int = 5, requests: int = 50, once: bool = False, http_port: i
 
         loop_factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(_demo(pods, requests, once, http_port, host, console or Console(), cpus))
+        return runner.run(_demo(pods, requests, once, http_port, host, console or Console(), cpus, admin_port))
 
 
 async def _demo(pods: int, requests: int, once: bool, http_port: int, host: str, console: Console,
-                cpus: Sequence[float] | None) -> int:
+                cpus: Sequence[float] | None, admin_port: int | None = None) -> int:
     from pyngress.runtime.server import ProxyServer  # the data plane: imported only when used
 
     echoes = [await start_echo(f"demo-pod-{i}") for i in range(1, pods + 1)]
@@ -157,13 +159,30 @@ async def _demo(pods: int, requests: int, once: bool, http_port: int, host: str,
         except OSError as exc:
             console.print(_listen_error(host, http_port, exc), highlight=False)
             return 2
+        admin = None if admin_port is None else await _start_admin(server, host, admin_port, console)
         try:
             return await _show_and_serve(echoes, requests, once, _client_host(host), port, console, cpus)
         finally:
             await server.drain(grace=DRAIN_GRACE)
+            if admin is not None:
+                await admin.close()
     finally:
         for echo in echoes:
             await echo.close()
+
+
+async def _start_admin(server: Any, host: str, port: int, console: Console) -> Any:
+    """The admin listener with the dashboard (issue 8); the demo goes on without it if the port is taken."""
+    from pyngress.observability.wiring import admin_url, start_admin
+
+    admin = await start_admin(server, host, port)
+    if admin is None:
+        console.print(f"[yellow]warning:[/] admin port {port} is taken: no dashboard (try --admin-port 0)",
+                      highlight=False)
+    else:
+        console.print(f"Dashboard: {admin_url(host, admin.port)}/   (metrics: /metrics, status: /status)",
+                      highlight=False)
+    return admin
 
 
 def _listen_error(host: str, port: int, exc: OSError) -> str:
@@ -180,7 +199,10 @@ def _client_host(host: str) -> str:
 
 async def _show_and_serve(echoes: Sequence[EchoServer], requests: int, once: bool, host: str, port: int,
                           console: Console, cpus: Sequence[float] | None) -> int:
-    counts, failed = await send_requests(host, port, requests)
+    with Progress(TextColumn("sending requests"), BarColumn(), MofNCompleteColumn(), console=console,
+                  transient=True) as progress:
+        task = progress.add_task("send", total=requests)
+        counts, failed = await send_requests(host, port, requests, lambda: progress.advance(task))
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     console.print(spread_table(echoes, counts, failed, url, cpus))
     if once:
@@ -239,8 +261,10 @@ def _share(part: int, total: int) -> str:
 # -- a deliberately small HTTP/1.1 client ---------------------------------------------------------------
 
 
-async def send_requests(host: str, port: int, requests: int) -> tuple[Counter[str], int]:
-    """GET / `requests` times over keep-alive; returns (answers per X-Pod, failed requests)."""
+async def send_requests(host: str, port: int, requests: int, sent: Callable[[], None] = lambda: None
+                        ) -> tuple[Counter[str], int]:
+    """GET / `requests` times over keep-alive; returns (answers per X-Pod, failed requests). `sent` is
+    called after each request (progress)."""
     counts: Counter[str] = Counter()
     failed = 0
     conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
@@ -251,6 +275,7 @@ async def send_requests(host: str, port: int, requests: int) -> tuple[Counter[st
                 counts[pod] += 1
             else:
                 failed += 1
+            sent()
     finally:
         if conn is not None:
             conn[1].close()

@@ -23,6 +23,7 @@ from email.utils import formatdate
 
 from pyngress.balancing import PickContext
 from pyngress.model import ProxySettings, Snapshot
+from pyngress.observability.recorder import Recorder
 from pyngress.runtime.downstream import Downstream
 from pyngress.runtime.pool import UpstreamPool
 from pyngress.runtime.request_head import request_id_source
@@ -36,6 +37,8 @@ def http_date(now: float | None = None) -> bytes:
 class ProxyServer:
     def __init__(self, snapshot: Snapshot, *, rng: random.Random | None = None) -> None:
         self.dataplane = Dataplane(snapshot, rng=rng)
+        self.recorder = Recorder()  # metrics and access log (issue 8)
+        self.recorder.install(self.dataplane.serving)
         self.loop = asyncio.get_running_loop()  # construct inside the worker's running loop
         self.now = self.loop.time()
         self.tick = 1.0
@@ -58,6 +61,7 @@ class ProxyServer:
         """Swap in a new configuration; live state carries over by backend and endpoint key."""
         serving = self.dataplane.install(snapshot)
         self.pool.retain(serving.endpoint_keys)
+        self.recorder.install(serving)
         return serving
 
     async def listen(self, host: str = "0.0.0.0", port: int = 8080, *, reuse_port: bool = False,
@@ -71,12 +75,14 @@ class ProxyServer:
         self._servers.append(server)
         bound = server.sockets[0].getsockname()[1]
         self.ports.append(bound)
+        self.recorder.listening(host, int(bound))
         if self._ticker is None:
             self._schedule_tick()
         return int(bound)
 
     def connection_opened(self, conn: Downstream) -> None:
         self.connections.add(conn)
+        self.recorder.connection_opened(conn)
 
     def connection_closed(self, conn: Downstream) -> None:
         self.connections.discard(conn)
@@ -103,6 +109,7 @@ class ProxyServer:
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
+        self.recorder.close()
 
     # -- the ticker ------------------------------------------------------------------------------------
 
@@ -125,6 +132,7 @@ class ProxyServer:
             if upstream is not None:  # only the first exchange of a connection talks to an upstream
                 upstream.check_timeouts(now - slack, settings.proxy_read_timeout, settings.proxy_send_timeout)
         self.pool.expire(now)
+        self.recorder.tick(now)
         self._schedule_tick()
 
 

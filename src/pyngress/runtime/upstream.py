@@ -223,6 +223,7 @@ class Upstream(asyncio.Protocol):
             return
         ex = self.ex
         assert ex is not None
+        ex.status = status
         if not self._parser.should_keep_alive():
             self.broken = True
         if not http1.body_allowed(status, ex.method):
