@@ -52,8 +52,8 @@ def test_dashboard_shows_the_demo_spread_as_status_reports_it(tmp_path: Path) ->
     sync_api = pytest.importorskip("playwright.sync_api")
     out = tmp_path / "demo.out"
     with out.open("wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "pyngress", "demo", "--http-port", "0", "--admin-port", "0"],
-                                stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "200"})
+        command = [sys.executable, "-m", "pyngress", "demo", "--http-port", "0", "--admin-port", "0"]
+        proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "200"})
     try:
         url = _dashboard_url(out, proc)
         with sync_api.sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
@@ -69,7 +69,8 @@ def test_dashboard_shows_the_demo_spread_as_status_reports_it(tmp_path: Path) ->
                     timeout=DEADLINE * 1000)
                 bars = page.eval_on_selector_all(
                     'svg[data-service="default/demo"] g.bar',
-                    "bars => bars.map(b => [b.dataset.endpoint, b.dataset.pod, b.querySelector('.count').textContent])")
+                    "bars => bars.map(b => [b.dataset.endpoint, b.dataset.pod, "
+                    "b.querySelector('.count').textContent])")
                 figures = page.inner_text('section[data-service="default/demo"] [data-figure="requests"] b')
                 page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
                 if os.environ.get("PYNGRESS_DASHBOARD_PNG"):  # how docs/dashboard.png is made

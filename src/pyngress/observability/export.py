@@ -140,7 +140,9 @@ def merge(states: Sequence[State]) -> State:
 
 
 def _worker_summary(state: State) -> dict[str, Any]:
-    return {"pid": state["pid"], "generation": state["config"]["generation"], "ready": state["ready"]}
+    requests = sum(sum(e["codes"]) for e in state["endpoints"].values())
+    return {"pid": state["pid"], "generation": state["config"]["generation"], "ready": state["ready"],
+            "requests": requests}
 
 
 def _add(a: Any, b: Any) -> Any:
