@@ -9,11 +9,11 @@ import socket
 
 import pytest
 from rich.console import Console
+from tests.integration.harness import EchoBackend, RawClient, async_test, running_proxy, service, snapshot
 
 from pyngress.model import AffinitySpec, PathType, ProxySettings, Route
 from pyngress.observability.statuscli import show_status
 from pyngress.observability.wiring import start_admin
-from tests.integration.harness import EchoBackend, RawClient, async_test, running_proxy, service, snapshot
 
 SALT = "pepper-7f3a9c"
 

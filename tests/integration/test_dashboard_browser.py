@@ -53,7 +53,8 @@ def test_dashboard_shows_the_demo_spread_as_status_reports_it(tmp_path: Path) ->
     out = tmp_path / "demo.out"
     with out.open("wb") as sink:
         command = [sys.executable, "-m", "pyngress", "demo", "--http-port", "0", "--admin-port", "0"]
-        proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "200"})
+        proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
+                                env={**os.environ, "COLUMNS": "200"})
     try:
         url = _dashboard_url(out, proc)
         with sync_api.sync_playwright() as p, tempfile.TemporaryDirectory() as profile:

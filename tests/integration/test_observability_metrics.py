@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
+from tests.integration.harness import EchoBackend, async_test, route, running_proxy, service, snapshot
 
 from pyngress.model import ProxySettings
 from pyngress.observability import prometheus
@@ -15,7 +16,6 @@ from pyngress.observability.accesslog import AccessLog
 from pyngress.observability.export import merge
 from pyngress.observability.workers import local_state
 from pyngress.runtime.server import ProxyServer
-from tests.integration.harness import EchoBackend, async_test, route, running_proxy, service, snapshot
 
 HOST = "shop.test"
 
