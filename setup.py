@@ -29,6 +29,7 @@ HOT_PATH = [
     "src/pyngress/balancing/hashing.py",
     "src/pyngress/balancing/maglev.py",
     "src/pyngress/balancing/affinity.py",
+    "src/pyngress/observability/recorder.py",  # called once per request (issue 8)
 ]
 
 ext_modules = []

@@ -102,8 +102,8 @@ def test_two_workers_one_scrape(tmp_path: Path, pods: list[EchoServer]) -> None:
         status, body = _get(admin, "/metrics", host="admin")
         assert status == 200
         text = body.decode()
-        counts = [float(v) for v in re.findall(r'^nginx_ingress_controller_requests\{[^}]*\} (\S+)$', text, re.M)]
-        assert sum(counts) == REQUESTS
+        counts = re.findall(r'^nginx_ingress_controller_requests\{([^}]*)\} (\S+)$', text, re.M)
+        assert [('status="200"' in labels, float(n)) for labels, n in counts] == [(True, REQUESTS)]
         assert re.search(r"^pyngress_workers\{[^}]*\} 2\.0$", text, re.M)
         doc: Any = json.loads(_get(admin, "/status", host="admin")[1])
         workers = doc["workers"]

@@ -159,7 +159,7 @@ def _merge_series(states: Sequence[State]) -> list[Any]:
         for labels, rows in state["series"]:
             for row in rows:
                 key = (*labels, row[0], row[1])
-                cells[key] = _add(cells[key], row) if key in cells else row
+                cells[key] = [*row[:2], *_add(cells[key][2:], row[2:])] if key in cells else row
     by_labels: dict[tuple[str, ...], list[Any]] = {}
     for key, row in cells.items():
         by_labels.setdefault(key[:5], []).append(row)
