@@ -175,3 +175,24 @@ async def test_log_format_upstream_template() -> None:
     request_id = pod.requests[0].header("x-request-id")
     assert data == (f'127.0.0.1 "GET /a\\x22b?x=1 HTTP/1.1" 200 {pod.endpoint.key} [default-echo-80] "curl/8" '
                     f"{request_id}\n")
+
+
+@async_test
+async def test_a_refused_request_is_counted_and_logged_without_a_route() -> None:
+    read_end, write_end = os.pipe()
+    log = AccessLog(fd=write_end)
+    try:
+        async with running_proxy(snapshot([])) as proxy:
+            proxy.server.recorder.set_sink(log)
+            async with await proxy.client() as c:
+                await c.send(b"GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n")  # two Hosts: 400
+                assert (await c.response()).status == 400
+            m = scrape(proxy.server)
+        log.close()
+        os.close(write_end)
+        lines = list(_lines(read_end))
+    finally:
+        os.close(read_end)
+    assert pick(m, "nginx_ingress_controller_requests", status="400", method="GET", ingress="") == 1
+    assert pick(m, "nginx_ingress_controller_response_size_sum", status="400") > 0
+    assert [(line["status"], line["method"], line["upstream_addr"]) for line in lines] == [(400, "GET", None)]

@@ -236,6 +236,16 @@ class Recorder:
             ex.status = 499
         self.finished(ex)
 
+    def refused(self, conn: Downstream, status: int, method: bytes, size: int) -> None:
+        """A request refused before it became an Exchange (malformed, too large, timed out): the proxy wrote
+        `size` bytes of response and closed. Counted and logged with no route, as nginx logs its 400s."""
+        from pyngress.runtime.exchange import NO_BODY, Exchange
+
+        conn.bytes_out += size
+        ex = Exchange(conn, method, b"", b"", b"", NO_BODY, False, False)
+        ex.status = status
+        self.finished(ex)
+
     def attempt_failed(self, endpoint: Endpoint | None) -> None:
         if endpoint is not None:
             ecell = self.endpoints.get(endpoint.key)
@@ -257,9 +267,8 @@ class Recorder:
         if wall >= self._next_window:
             self._next_window = wall + 1.0
             self.window.append(self.totals(wall))
-        log = self.log
-        if log is not None:
-            log.flush()
+        if self.sink is not None:
+            self.sink.flush()
 
     def totals(self, now: float) -> WindowEntry:
         """The counters the window keeps, as they are now."""

@@ -173,7 +173,10 @@ async def _demo(pods: int, requests: int, once: bool, http_port: int, host: str,
 
 async def _start_admin(server: Any, host: str, port: int, console: Console) -> Any:
     """The admin listener with the dashboard (issue 8); the demo goes on without it if the port is taken."""
+    from pyngress.observability import events
     from pyngress.observability.wiring import admin_url, start_admin
+
+    events.config_loaded(server.snapshot.version)
 
     admin = await start_admin(server, host, port)
     if admin is None:

@@ -319,6 +319,7 @@ class Downstream(asyncio.Protocol):
         elif self.transport is not None:
             self.transport.write(response)
             self.transport.close()
+            self.server.recorder.refused(self, status, self._method_or_empty(), len(response))
 
     def _method_or_empty(self) -> bytes:
         try:
