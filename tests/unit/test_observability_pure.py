@@ -105,6 +105,7 @@ def _state(pid: int, requests: int, generation: int, ok: bool = True) -> dict[st
 def test_merge_adds_counters_and_takes_the_worst_readiness() -> None:
     merged = merge([_state(1, 3, 4), _state(2, 5, 5, ok=False)])  # type: ignore[list-item]
     (labels, cells), = merged["series"]
+    assert labels == ["ns", "ing", "svc", "/", ""]
     assert cells[0][:3] == [200, "GET", 8] and cells[0][3][0] == 8 and cells[0][11] == 160
     endpoint = merged["endpoints"]["10.0.0.1:80"]
     assert endpoint["codes"][2] == 8 and endpoint["inflight"] == 2 and endpoint["failures"] == 2
