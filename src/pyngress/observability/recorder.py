@@ -221,7 +221,7 @@ class Recorder:
             cell.upstream_sum += upstream
             cell.upstream_count += 1
             ecell = self.endpoints.get(endpoint.key)
-            if ecell is not None:
+            if ecell is not None and ex.response_started:  # from the endpoint, not our 502/504 about it
                 ecell.codes[status // 100 if status < 1000 else 0] += 1
                 ecell.upstream_sum += upstream
         log = self.log

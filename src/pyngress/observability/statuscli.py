@@ -31,7 +31,8 @@ def show_status(admin_url: str, *, as_json: bool = False, console: Console | Non
         return 0
     console.print(summary(doc), highlight=False)
     console.print(routes_table(doc))
-    console.print(endpoints_table(doc))
+    for table in endpoints_tables(doc):
+        console.print(table)
     return 0
 
 
@@ -46,30 +47,36 @@ def summary(doc: dict[str, Any]) -> str:
 
 def routes_table(doc: dict[str, Any]) -> Table:
     table = Table(title="routes")
-    for name in ("host", "path", "type", "ingress", "backend", "balance", "endpoints"):
-        table.add_column(name)
+    for name in ("host", "path", "ingress", "backend", "balance", "eps"):
+        table.add_column(name, justify="right" if name == "eps" else "left")
     for r in doc["routes"]:
-        table.add_row(r["host"], r["path"], r["path_type"], r["ingress"], r["backend"],
+        path = r["path"] if r["path_type"] != "Exact" else f"={r['path']}"
+        table.add_row(r["host"], path, r["ingress"], r["backend"],
                       r["balance"] + (f", {r['affinity']}" if r["affinity"] else ""), str(len(r["endpoints"])))
     return table
 
 
-def endpoints_table(doc: dict[str, Any]) -> Table:
-    """Per endpoint: health, in-flight, requests and their share of the service's; last minute; latency."""
-    table = Table(title=f"endpoints (last minute = {doc['window_seconds']:.0f} s)")
-    for name, justify in (("service", "left"), ("pod", "left"), ("endpoint", "left"), ("health", "left"),
-                          ("in-flight", "right"), ("requests", "right"), ("share", "right"),
-                          ("last minute", "right"), ("5xx", "right"), ("latency", "right")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    totals: dict[str, int] = {}
+def endpoints_tables(doc: dict[str, Any]) -> list[Table]:
+    """One table per service: each endpoint's health, in-flight, requests and their share of the service's,
+    the last minute, 5xx responses and latency."""
+    services: dict[str, list[dict[str, Any]]] = {}
     for e in doc["endpoints"]:
-        totals[e["service"]] = totals.get(e["service"], 0) + e["requests"]
-    for e in doc["endpoints"]:
-        total = totals[e["service"]]
+        services.setdefault(f"{e['namespace']}/{e['service']}", []).append(e)
+    window = f"{doc['window_seconds']:.0f} s"
+    return [_service_table(name, endpoints, window) for name, endpoints in services.items()]
+
+
+def _service_table(name: str, endpoints: list[dict[str, Any]], window: str) -> Table:
+    table = Table(title=name, caption=f"last = responses in the last {window}; latency in ms")
+    for column, justify in (("pod", "left"), ("endpoint", "left"), ("health", "left"), ("in-flight", "right"),
+                            ("requests", "right"), ("share", "right"), ("last", "right"), ("5xx", "right"),
+                            ("latency", "right")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    total = sum(e["requests"] for e in endpoints)
+    for e in endpoints:
         share = f"{100 * e['requests'] / total:.0f}%" if total else "-"
-        table.add_row(f"{e['namespace']}/{e['service']}", e["pod"] or "-", e["endpoint"], _health(e),
-                      str(e["inflight"]), str(e["requests"]), share, str(e["requests_last_minute"]),
-                      str(e["errors_5xx"]), _latency(e))
+        table.add_row(e["pod"] or "-", e["endpoint"], _health(e), str(e["inflight"]), str(e["requests"]), share,
+                      str(e["requests_last_minute"]), str(e["errors_5xx"]), _latency(e))
     return table
 
 
@@ -85,7 +92,7 @@ def _health(e: dict[str, Any]) -> str:
 
 def _latency(e: dict[str, Any]) -> str:
     if e["ewma_ms"] is not None:
-        return f"{e['ewma_ms']:.1f} ms ewma"
+        return f"{e['ewma_ms']:.2f} ewma"
     if e["mean_upstream_ms"] is not None:
-        return f"{e['mean_upstream_ms']:.1f} ms mean"
+        return f"{e['mean_upstream_ms']:.2f}"
     return "-"
