@@ -14,10 +14,9 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
 
 from pyngress.model import ProxySettings
-from pyngress.observability.logformat import Entry, compile_template, json_line
+from pyngress.observability.logformat import JsonLines, LineFormat, compile_template
 from pyngress.runtime.exchange import Exchange
 
 FLUSH_BYTES = 64 * 1024
@@ -29,7 +28,7 @@ class AccessLog:
     def __init__(self, fd: int = 1, *, max_pending: int = MAX_PENDING_BYTES) -> None:
         self.fd = fd
         self.max_pending = max_pending
-        self.format: Callable[[Entry], bytes] = json_line
+        self.format: LineFormat = JsonLines()
         self.lines = 0  # lines written or queued
         self.dropped_lines = 0
         self._buffer: list[bytes] = []
@@ -46,11 +45,11 @@ class AccessLog:
         key = (settings.log_format_upstream, settings.log_format_escape_json)
         if key != self._template:
             self._template = key
-            self.format = compile_template(*key) if key[0] else json_line
+            self.format = compile_template(*key) if key[0] else JsonLines()
 
     def write(self, ex: Exchange, labels: tuple[str, str, str, str, str], end: float, sent: int,
               received: int) -> None:
-        line = self.format(Entry(ex, labels, end, sent, received, time.time()))
+        line = self.format(ex, labels, end, sent, received, time.time())
         self._buffer.append(line)
         self._buffered += len(line)
         if self._buffered >= FLUSH_BYTES:
