@@ -115,3 +115,26 @@ def test_merge_adds_counters_and_takes_the_worst_readiness() -> None:
     assert merged["config"]["generation"] == 5 and merged["config"]["last_reload_ok"] is False
     assert [(w["pid"], w["requests"]) for w in merged["workers"]] == [(1, 3), (2, 5)]
     assert merged["access_log"] == {"lines": 8, "dropped": 0}
+
+
+def test_routes_and_endpoints_that_left_the_configuration_are_forgotten_later() -> None:
+    from time import monotonic
+
+    from pyngress.model import Backend, Endpoint, PathType, Route, Snapshot
+    from pyngress.observability.recorder import Recorder
+    from pyngress.runtime.state import Dataplane
+
+    a, b = Endpoint("10.0.0.1", 80, name="a"), Endpoint("10.0.0.2", 80, name="b")
+    old = Route("", "/old", PathType.PREFIX, Backend("ns/svc:80", "ns", "svc", "80", (a,)), "ns/ing")
+    new = Route("", "/new", PathType.PREFIX, Backend("ns/svc:80", "ns", "svc", "80", (b,)), "ns/ing")
+    plane = Dataplane(Snapshot(1, routes=(old,)))
+    recorder = Recorder()
+    recorder.install(plane.serving)
+    recorder.install(plane.install(Snapshot(2, routes=(new,))))
+    assert set(recorder.endpoints) == {a.key, b.key}
+    assert {s.labels[3] for s in recorder.series.values()} == {"", "/old", "/new"}
+    recorder.forget(monotonic() - 60)  # left less than a minute ago: still there
+    assert set(recorder.endpoints) == {a.key, b.key}
+    recorder.forget(monotonic() + 1)
+    assert set(recorder.endpoints) == {b.key}
+    assert {s.labels[3] for s in recorder.series.values()} == {"", "/new"}  # "" is the unrouted series

@@ -46,6 +46,7 @@ METHODS: tuple[bytes, ...] = (b"OTHER", b"GET", b"HEAD", b"POST", b"PUT", b"DELE
                               b"TRACE", b"CONNECT")
 _METHOD_INDEX: dict[bytes, int] = {m: i for i, m in enumerate(METHODS)}
 WINDOW_SECONDS = 60  # the dashboard's "last minute"
+FORGET_AFTER = 600.0  # seconds a route or endpoint stays in /metrics after it left the configuration
 
 # (namespace, ingress, service, path, host): a route's labels, as ingress-nginx names them
 RouteLabels = tuple[str, str, str, str, str]
@@ -93,11 +94,12 @@ class Cell:
 class RouteSeries:
     """All cells of one route label set. Key of a cell: status << 4 | method index."""
 
-    __slots__ = ("cells", "labels")
+    __slots__ = ("cells", "labels", "removed_at")
 
     def __init__(self, labels: RouteLabels) -> None:
         self.labels = labels
         self.cells: dict[int, Cell] = {}
+        self.removed_at = 0.0  # monotonic time it left the configuration; 0 while configured
 
     def cell(self, key: int) -> Cell:
         cell = self.cells.get(key)
@@ -109,7 +111,7 @@ class RouteSeries:
 class EndpointCell:
     """One endpoint (Endpoint.key): responses by status class, failed attempts."""
 
-    __slots__ = ("address", "codes", "failures", "namespace", "pod", "service", "upstream_sum")
+    __slots__ = ("address", "codes", "failures", "namespace", "pod", "removed_at", "service", "upstream_sum")
 
     def __init__(self, key: str, namespace: str, service: str, pod: str) -> None:
         self.address = key
@@ -118,6 +120,7 @@ class EndpointCell:
         self.pod = pod
         self.codes = [0] * 10  # responses by status // 100
         self.upstream_sum = 0.0  # seconds of upstream response time of the responses counted in `codes`
+        self.removed_at = 0.0  # as RouteSeries.removed_at
         self.failures = 0  # attempts that ended without a usable response (connect error, reset, timeout)
 
 
@@ -156,6 +159,14 @@ class Recorder:
         if serving.default_route is not None:
             routes.append(serving.default_route)
         self.by_route = {id(r): self._series(route_labels(r)) for r in routes}
+        now = monotonic()
+        configured = {id(s) for s in self.by_route.values()}
+        for series in self.series.values():
+            series.removed_at = 0.0 if id(series) in configured or series is self.unrouted else \
+                (series.removed_at or now)
+        keys = {e.key for r in routes for e in r.backend.endpoints}
+        for key, cell in self.endpoints.items():
+            cell.removed_at = 0.0 if key in keys else (cell.removed_at or now)
         for route in routes:
             backend = route.backend
             for endpoint in backend.endpoints:
@@ -267,8 +278,19 @@ class Recorder:
         if wall >= self._next_window:
             self._next_window = wall + 1.0
             self.window.append(self.totals(wall))
+            self.forget(wall - FORGET_AFTER)
         if self.sink is not None:
             self.sink.flush()
+
+    def forget(self, before: float) -> None:
+        """Drop the series of routes and endpoints that left the configuration before `before` (monotonic):
+        with pods coming and going, /metrics would otherwise grow without bound. A request still in flight
+        to a forgotten endpoint is counted on its route only."""
+        gone = [k for k, s in self.series.items() if 0.0 < s.removed_at < before]
+        for labels in gone:
+            del self.series[labels]
+        for key in [k for k, c in self.endpoints.items() if 0.0 < c.removed_at < before]:
+            del self.endpoints[key]
 
     def totals(self, now: float) -> WindowEntry:
         """The counters the window keeps, as they are now."""
