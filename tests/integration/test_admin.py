@@ -99,3 +99,25 @@ def test_status_cli_reports_an_unreachable_admin() -> None:
         out = io.StringIO()
         assert show_status(f"http://127.0.0.1:{port}", console=Console(file=out, width=200)) == 1
     assert "cannot read" in out.getvalue()
+
+
+@async_test
+async def test_readyz_waits_for_a_source_to_sync() -> None:
+    from pyngress.observability.wiring import synced_of
+
+    class KubeLikeSource:  # the Kubernetes source's contract: an asyncio.Event set once caches are filled
+        def __init__(self) -> None:
+            self.synced = asyncio.Event()
+
+    source = KubeLikeSource()
+    assert synced_of(object())()  # a file source: ready once loaded
+    async with running_proxy(snapshot([])) as proxy:
+        admin = await start_admin(proxy.server, "127.0.0.1", 0, synced=synced_of(source))
+        assert admin is not None
+        try:
+            assert (await get(admin.port, "/readyz"))[0] == 503
+            assert (await get(admin.port, "/healthz"))[0] == 200  # alive all the same
+            source.synced.set()
+            assert (await get(admin.port, "/readyz"))[0] == 200
+        finally:
+            await admin.close()
