@@ -109,7 +109,8 @@ def _pick_port(host: str) -> int:
 
 def _supervise(options: RunOptions) -> int:
     children: list[int] = []
-    pipes = [socket.socketpair() for _ in range(options.workers)]  # admin: parent asks, workers answer
+    # issue 8: with the admin listener on, the parent asks every worker for its metrics over a socketpair
+    pipes = [socket.socketpair() for _ in range(options.workers)] if options.admin_port is not None else []
     for i in range(options.workers):
         pid = os.fork()
         if pid == 0:  # the worker
@@ -119,13 +120,13 @@ def _supervise(options: RunOptions) -> int:
                     ours.close()
                     if j != i:
                         theirs.close()
-                code = _run_worker(options, reuse_port=True, control=pipes[i][1])
+                code = _run_worker(options, reuse_port=True, control=pipes[i][1] if pipes else None)
             finally:
                 os._exit(code)
         children.append(pid)
     for _, theirs in pipes:
         theirs.close()
-    if options.admin_port is not None:
+    if pipes:
         return supervise_with_admin(children, [ours for ours, _ in pipes], options, _wait_child)
 
     def forward(signum: int, _frame: object) -> None:
