@@ -196,3 +196,29 @@ async def test_a_refused_request_is_counted_and_logged_without_a_route() -> None
     assert pick(m, "nginx_ingress_controller_requests", status="400", method="GET", ingress="") == 1
     assert pick(m, "nginx_ingress_controller_response_size_sum", status="400") > 0
     assert [(line["status"], line["method"], line["upstream_addr"]) for line in lines] == [(400, "GET", None)]
+
+
+@async_test
+async def test_a_route_with_enable_access_log_false_is_counted_but_not_logged() -> None:
+    from dataclasses import replace
+
+    read_end, write_end = os.pipe()
+    log = AccessLog(fd=write_end)
+    pod = await EchoBackend.start("pod-a")
+    try:
+        svc = service("echo", [pod])
+        loud, quiet = route(svc, "/", host=HOST), replace(route(svc, "/healthz", host=HOST), access_log=False)
+        async with running_proxy(snapshot([loud, quiet])) as proxy:
+            proxy.server.recorder.set_sink(log)
+            async with await proxy.client() as c:
+                for target in ("/healthz", "/", "/healthz"):
+                    assert (await c.request("GET", target, host=HOST)).status == 200
+            m = scrape(proxy.server)
+        await pod.close()
+        log.close()
+        os.close(write_end)
+        lines = list(_lines(read_end))
+    finally:
+        os.close(read_end)
+    assert pick(m, "nginx_ingress_controller_requests", path="/healthz") == 2
+    assert [line["path"] for line in lines] == ["/"]

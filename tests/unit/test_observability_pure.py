@@ -138,3 +138,16 @@ def test_routes_and_endpoints_that_left_the_configuration_are_forgotten_later() 
     recorder.forget(monotonic() + 1)
     assert set(recorder.endpoints) == {b.key}
     assert {s.labels[3] for s in recorder.series.values()} == {"", "/new"}  # "" is the unrouted series
+
+
+@pytest.mark.parametrize("prefix", ["pyngress.io/", "nginx.ingress.kubernetes.io/"])
+def test_enable_access_log_annotation(prefix: str) -> None:
+    from tests.unit.test_config_annotations import compiled, ingress
+
+    quiet = compiled(ingress({prefix + "enable-access-log": "false"}))
+    assert [r.access_log for r in quiet.routes] == [False] and not quiet.problems
+    loud = compiled(ingress({}))
+    assert [r.access_log for r in loud.routes] == [True]
+    bad = compiled(ingress({prefix + "enable-access-log": "sometimes"}))
+    assert [r.access_log for r in bad.routes] == [True]
+    assert [p.field for p in bad.problems] == [f"metadata.annotations[{prefix}enable-access-log]"]

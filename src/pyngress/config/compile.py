@@ -40,6 +40,7 @@ from pyngress.config.annotations import affinity_spec, balance_spec
 from pyngress.config.endpoints import backend_key, resolve_backend
 from pyngress.config.ingress import is_rejected
 from pyngress.config.loader import load_paths
+from pyngress.config.log_annotations import access_log_enabled
 from pyngress.config.selection import CompileOptions, served_ingresses
 from pyngress.config.settings import parse_settings
 from pyngress.model import (
@@ -166,6 +167,8 @@ class _Builder:
         spec, problems = balance_spec(ingress, self._settings.load_balance)
         affinity, affinity_problems = affinity_spec(ingress, self._settings)
         self.problems += problems + affinity_problems
+        access_log, log_problems = access_log_enabled(ingress)  # issue 8
+        self.problems += log_problems
         if ingress.default_backend is not None:
             self._add_default(ingress, ingress.default_backend, spec,
                               self._affinity(ingress, ingress.default_backend, affinity))
@@ -187,7 +190,8 @@ class _Builder:
                 backend = self._backend(ingress, path.backend, f"{at}.backend")
                 if backend is not None:
                     self.routes[route_key] = Route(host, path.path, path.path_type, backend, ingress.meta.key,
-                                                   spec, self._affinity(ingress, path.backend, affinity))
+                                                   spec, self._affinity(ingress, path.backend, affinity),
+                                                   access_log)
 
     def _affinity(self, ingress: Ingress, ref: IngressBackend, asked: AffinitySpec) -> AffinitySpec:
         """The Ingress's own affinity, else the Service's `sessionAffinity: ClientIP` (as kube-proxy)."""

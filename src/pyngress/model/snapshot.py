@@ -127,6 +127,7 @@ class Route:
     ingress: str  # "namespace/name" of the Ingress the rule came from
     balance: BalanceSpec = DEFAULT_BALANCE
     affinity: AffinitySpec = NO_AFFINITY
+    access_log: bool = True  # the Ingress's enable-access-log annotation (issue 8)
     # Which live balancer serves this route: one per backend and way of balancing, so two Ingresses that
     # balance one Service differently do not share a cursor. Plain round robin keeps the backend key.
     balancer_key: str = field(init=False, repr=False, compare=False)

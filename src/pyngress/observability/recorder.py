@@ -94,10 +94,11 @@ class Cell:
 class RouteSeries:
     """All cells of one route label set. Key of a cell: status << 4 | method index."""
 
-    __slots__ = ("cells", "labels", "removed_at")
+    __slots__ = ("cells", "labels", "log", "removed_at")
 
     def __init__(self, labels: RouteLabels) -> None:
         self.labels = labels
+        self.log = True  # the route's enable-access-log annotation
         self.cells: dict[int, Cell] = {}
         self.removed_at = 0.0  # monotonic time it left the configuration; 0 while configured
 
@@ -159,6 +160,8 @@ class Recorder:
         if serving.default_route is not None:
             routes.append(serving.default_route)
         self.by_route = {id(r): self._series(route_labels(r)) for r in routes}
+        for route in routes:
+            self.by_route[id(route)].log = route.access_log
         now = monotonic()
         configured = {id(s) for s in self.by_route.values()}
         for series in self.series.values():
@@ -236,7 +239,7 @@ class Recorder:
                 ecell.codes[status // 100 if status < 1000 else 0] += 1
                 ecell.upstream_sum += upstream
         log = self.log
-        if log is not None:
+        if log is not None and series.log:
             log.write(ex, series.labels, end, sent, received)
 
     # -- rare events ---------------------------------------------------------------------------------------
