@@ -46,6 +46,7 @@ METHODS: tuple[bytes, ...] = (b"OTHER", b"GET", b"HEAD", b"POST", b"PUT", b"DELE
                               b"TRACE", b"CONNECT")
 _METHOD_INDEX: dict[bytes, int] = {m: i for i, m in enumerate(METHODS)}
 WINDOW_SECONDS = 60  # the dashboard's "last minute"
+WINDOW_STEP = 5.0  # seconds between two samples of the totals: a sample walks every cell, so not too often
 FORGET_AFTER = 600.0  # seconds a route or endpoint stays in /metrics after it left the configuration
 
 # (namespace, ingress, service, path, host): a route's labels, as ingress-nginx names them
@@ -146,10 +147,12 @@ class Recorder:
         self.sink: AccessLogSink | None = None  # the log writer, whether or not the config enables it
         self.accepted: dict[bytes, int] = {}  # local port (b"8080") -> connections accepted
         self.listeners: dict[bytes, str] = {}  # local port -> "address:port"
-        # once a second: (monotonic time, endpoint -> responses, endpoint -> 5xx, "ns/service" -> duration
-        # buckets); the oldest entry is the baseline of the dashboard's "last minute". Starts with all zeros.
-        self.window: deque[WindowEntry] = deque([(monotonic(), {}, {}, {})], maxlen=WINDOW_SECONDS + 1)
-        self._next_window = monotonic() + 1.0
+        # every WINDOW_STEP: (monotonic time, endpoint -> responses, endpoint -> 5xx, "ns/service" -> duration
+        # buckets); the oldest entry is the baseline of the dashboard's "last minute" (60 to 65 s). Starts
+        # with all zeros, so that what was served before the first sample counts.
+        self.window: deque[WindowEntry] = deque([(monotonic(), {}, {}, {})],
+                                                maxlen=int(WINDOW_SECONDS / WINDOW_STEP) + 1)
+        self._next_window = monotonic() + WINDOW_STEP
         self.health: HealthView | None = None  # set by health checking: per-endpoint state for /status
 
     # -- configuration (cold) ------------------------------------------------------------------------------
@@ -276,10 +279,10 @@ class Recorder:
         self.accepted.setdefault(key, 0)
 
     def tick(self, now: float) -> None:
-        """From the server's ticker: once a second, remember the totals (the dashboard's window)."""
+        """From the server's ticker: every WINDOW_STEP, remember the totals (the dashboard's window)."""
         wall = monotonic()  # not the loop's clock: uvloop's and asyncio's need not share an epoch
         if wall >= self._next_window:
-            self._next_window = wall + 1.0
+            self._next_window = wall + WINDOW_STEP
             self.window.append(self.totals(wall))
             self.forget(wall - FORGET_AFTER)
         if self.sink is not None:
@@ -304,10 +307,10 @@ class Recorder:
             key = f"{series.labels[0]}/{series.labels[2]}"
             hist = services.get(key)
             if hist is None:
-                hist = services[key] = [0] * (len(DURATION_BUCKETS) + 1)
+                hist = [0] * (len(DURATION_BUCKETS) + 1)
             for cell in series.cells.values():
-                for i, n in enumerate(cell.duration):
-                    hist[i] += n
+                hist = [a + b for a, b in zip(hist, cell.duration, strict=True)]
+            services[key] = hist
         return (now, {k: sum(c.codes) for k, c in self.endpoints.items()},
                 {k: c.codes[5] for k, c in self.endpoints.items()}, services)
 
