@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from pyngress.config.tls_values import parse_max_age, parse_ssl_ciphers, parse_ssl_protocols
 from pyngress.model import ALGORITHMS, ConfigMap, Problem, ProxySettings
 from pyngress.observability.logformat import check_log_format
 
@@ -132,6 +133,15 @@ _KEYS: dict[str, Callable[[str], dict[str, Any]]] = {
     "disable-access-log": lambda text: {"enable_access_log": not parse_bool(text)},
     "log-format-upstream": _one("log_format_upstream", check_log_format),
     "log-format-escape-json": _one("log_format_escape_json", parse_bool),
+    # TLS and HTTPS (issue 4; parsers in config.tls_values)
+    "ssl-protocols": _one("ssl_protocols", parse_ssl_protocols),
+    "ssl-ciphers": _one("ssl_ciphers", parse_ssl_ciphers),
+    "ssl-redirect": _one("ssl_redirect", parse_bool),
+    "force-ssl-redirect": _one("force_ssl_redirect", parse_bool),
+    "hsts": _one("hsts", parse_bool),
+    "hsts-max-age": _one("hsts_max_age", parse_max_age),
+    "hsts-include-subdomains": _one("hsts_include_subdomains", parse_bool),
+    "hsts-preload": _one("hsts_preload", parse_bool),
 }
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pyngress.model.tls import DEFAULT_SSL_CIPHERS
+
 
 @dataclass(frozen=True, slots=True)
 class ProxySettings:
@@ -39,6 +41,15 @@ class ProxySettings:
     enable_access_log: bool = True  # enable-access-log (ours) / disable-access-log (ingress-nginx's key)
     log_format_upstream: str = ""  # log-format-upstream: an nginx-style template; "" means one JSON object
     log_format_escape_json: bool = False  # log-format-escape-json: escape $variables for JSON inside the template
+    # TLS and HTTPS (issue 4; ingress-nginx's keys and defaults, see config.tls and docs/tls.md)
+    ssl_protocols: tuple[str, ...] = ("TLSv1.2", "TLSv1.3")  # ssl-protocols
+    ssl_ciphers: str = DEFAULT_SSL_CIPHERS  # ssl-ciphers (TLS 1.2 suites; TLS 1.3 keeps OpenSSL's)
+    ssl_redirect: bool = True  # ssl-redirect: plain HTTP to a host with TLS gets 308 to https://
+    force_ssl_redirect: bool = False  # force-ssl-redirect: the same for hosts without a certificate
+    hsts: bool = True  # hsts
+    hsts_max_age: int = 31536000  # hsts-max-age
+    hsts_include_subdomains: bool = True  # hsts-include-subdomains
+    hsts_preload: bool = False  # hsts-preload
 
     @property
     def max_head_size(self) -> int:

@@ -14,6 +14,7 @@ from types import MappingProxyType
 
 from pyngress.model.objects import PathType
 from pyngress.model.settings import ProxySettings
+from pyngress.model.tls import NO_TLS, HttpsPolicy, TLSConfig, UpstreamTLS
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +129,9 @@ class Route:
     balance: BalanceSpec = DEFAULT_BALANCE
     affinity: AffinitySpec = NO_AFFINITY
     access_log: bool = True  # the Ingress's enable-access-log annotation (issue 8)
+    # TLS (issue 4, config.tls): redirect to HTTPS / HSTS, and re-encryption to the pods; None when unused
+    https: HttpsPolicy | None = None
+    upstream_tls: UpstreamTLS | None = None
     # Which live balancer serves this route: one per backend and way of balancing, so two Ingresses that
     # balance one Service differently do not share a cursor. Plain round robin keeps the backend key.
     balancer_key: str = field(init=False, repr=False, compare=False)
@@ -151,3 +155,4 @@ class Snapshot:
     backends: Mapping[str, Backend] = field(default_factory=lambda: MappingProxyType({}))
     settings: ProxySettings = field(default_factory=ProxySettings)
     problems: tuple[Problem, ...] = ()
+    tls: TLSConfig = NO_TLS  # certificates and SNI names for the HTTPS listener (issue 4)

@@ -270,8 +270,16 @@ class Recorder:
                 ecell.failures += 1
 
     def connection_opened(self, conn: Downstream) -> None:
+        if conn.https:  # counted when the HTTPS listener accepted it, before (and whatever) the handshake
+            return
         port = conn.peer.port  # our port, as bytes: connections are counted per listener
         self.accepted[port] = self.accepted.get(port, 0) + 1
+
+    def accepted_on(self, port: int) -> None:
+        """A connection accepted by a listener that is not a plain asyncio server (HTTPS: before its handshake,
+        whether it becomes an HTTP connection, a passthrough relay, or fails)."""
+        key = b"%d" % port
+        self.accepted[key] = self.accepted.get(key, 0) + 1
 
     def listening(self, host: str, port: int) -> None:
         key = b"%d" % port

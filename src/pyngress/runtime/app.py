@@ -18,13 +18,16 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pyngress.config import CompileOptions
 from pyngress.observability.wiring import observe_worker, supervise_with_admin
+from pyngress.runtime.https_listener import listen_https
 from pyngress.runtime.server import ProxyServer
+from pyngress.runtime.tls_contexts import TLSContexts, fake_certificate
 from pyngress.sources.files import FileSource
 
 log = logging.getLogger("pyngress")
@@ -43,6 +46,10 @@ class RunOptions:
     admin_host: str = "127.0.0.1"
     admin_port: int | None = 10254
     access_log: bool = True
+    # TLS (issue 4): the HTTPS listener; the default certificate is generated once, before workers fork
+    https_port: int = 8443
+    https_redirect_port: int = 0  # the port in redirects to HTTPS; 0: https_port
+    fake_certificate: tuple[bytes, bytes] | None = None
 
 
 def install_event_loop_policy() -> str:
@@ -56,10 +63,12 @@ def install_event_loop_policy() -> str:
 
 
 def run(options: RunOptions) -> int:
+    options = replace(options, fake_certificate=options.fake_certificate or fake_certificate(time.time()))
     if options.workers <= 1:
         return _run_worker(options, reuse_port=False)
     port = options.http_port or _pick_port(options.host)
-    return _supervise(RunOptions(**{**options.__dict__, "http_port": port}))
+    https_port = options.https_port or _pick_port(options.host)
+    return _supervise(RunOptions(**{**options.__dict__, "http_port": port, "https_port": https_port}))
 
 
 def _run_worker(options: RunOptions, *, reuse_port: bool, control: socket.socket | None = None) -> int:
@@ -85,6 +94,17 @@ async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyn
         return 2
     log.info("worker %d serving http on %s:%d (%s, config version %d, %d routes)", os.getpid(), options.host,
              port, loop_name, snapshot.version, len(snapshot.routes))
+    assert options.fake_certificate is not None  # run() made it
+    try:  # issue 4: the HTTPS listener
+        https_port = await listen_https(server, options.host, options.https_port, reuse_port=reuse_port,
+                                        contexts=TLSContexts(*options.fake_certificate),
+                                        redirect_port=options.https_redirect_port)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", options.host, options.https_port, exc.strerror or exc)
+        await server.drain(0)
+        return 2
+    log.info("worker %d serving https on %s:%d (%d certificates)", os.getpid(), options.host, https_port,
+             len(snapshot.tls.certificates))
     observer = await observe_worker(server, source, options, control)  # issue 8: admin, access log
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

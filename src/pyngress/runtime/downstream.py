@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from pyngress.balancing import PickContext
-from pyngress.runtime import http1, picking, request_head
+from pyngress.runtime import http1, https, picking, request_head
 from pyngress.runtime.exchange import NO_BODY, Exchange
 
 if TYPE_CHECKING:
@@ -64,6 +64,7 @@ class Downstream(asyncio.Protocol):
         self._ready_serving: Serving | None = None
         self.bytes_in = self.bytes_out = 0  # metrics (issue 8): bytes read from and written to the client
         self.bytes_in_mark = self.bytes_out_mark = 0  # their values when the previous response completed
+        self.https = False  # a TLS connection (set by runtime.https_listener before connection_made)
 
     # -- connection events -------------------------------------------------------------------------------
 
@@ -72,7 +73,7 @@ class Downstream(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if peer else ""
         sock = transport.get_extra_info("sockname")
-        self.peer = request_head.Peer(self.client_ip, sock[1] if sock else 0)
+        self.peer = request_head.Peer(self.client_ip, sock[1] if sock else 0, self.https)
         self._pick_context = PickContext(self.client_ip)
         self.server.connection_opened(self)
 
@@ -211,6 +212,9 @@ class Downstream(asyncio.Protocol):
         if route is None:
             self.answer_status(ex, 404)
             return
+        policy = route.https  # issue 4: redirect to HTTPS, HSTS; None on routes without TLS settings
+        if policy is not None and (self.https or policy.redirect) and https.intercept(self, ex, policy):
+            return
         self.dispatch(ex, serving, route)
 
     def dispatch(self, ex: Exchange, serving: Serving, route: Route, failed: int = 503) -> None:
@@ -226,6 +230,7 @@ class Downstream(asyncio.Protocol):
             self.answer_status(ex, failed)
             return
         ex.endpoint = endpoint
+        ex.upstream_tls = route.upstream_tls  # issue 4: re-encrypt to the pod (backend-protocol: HTTPS)
         ex.attempts += 1
         ex.route, ex.sent_at = route, perf_counter()
         cookie = serving.cookies.get(key) if contextual else None
@@ -264,7 +269,7 @@ class Downstream(asyncio.Protocol):
         ex.close_after = close
         ex.status = status
         self.answer(ex, http1.generated_response(
-            status, self.server.date, close=close, head_only=ex.method == b"HEAD"))
+            status, self.server.date, close=close, head_only=ex.method == b"HEAD", extra_headers=ex.hsts or b""))
 
     def answer(self, ex: Exchange, response: bytes) -> None:
         if ex is not self.queue[0]:  # pipelined: wait for our turn

@@ -17,7 +17,7 @@ from pyngress.runtime import http1
 
 if TYPE_CHECKING:
     from pyngress.balancing.stats import EndpointStats
-    from pyngress.model import Endpoint, Route
+    from pyngress.model import Endpoint, Route, UpstreamTLS
     from pyngress.runtime.downstream import Downstream
     from pyngress.runtime.upstream import Upstream
 
@@ -41,6 +41,7 @@ class Exchange:
         "framing",
         "head",
         "host",
+        "hsts",
         "http10",
         "keep_alive",
         "method",
@@ -58,6 +59,7 @@ class Exchange:
         "tracked_at",
         "tried",
         "upstream",
+        "upstream_tls",
     )
 
     def __init__(self, client: Downstream, method: bytes, head: bytes, host: bytes, path: bytes,
@@ -94,6 +96,8 @@ class Exchange:
         self.sent_at = 0.0  # perf_counter of the last dispatch to an endpoint
         self.route: Route | None = None  # the route of the last dispatch
         self.status = 0  # the status sent to the client
+        self.upstream_tls: UpstreamTLS | None = None  # backend-protocol HTTPS: how to connect (runtime.pool)
+        self.hsts: bytes | None = None  # the Strict-Transport-Security line of an HTTPS response (runtime.https)
 
     @property
     def idempotent(self) -> bool:

@@ -20,6 +20,7 @@ import asyncio
 import random
 import time
 from email.utils import formatdate
+from typing import TYPE_CHECKING
 
 from pyngress.balancing import PickContext
 from pyngress.model import ProxySettings, Snapshot
@@ -28,6 +29,9 @@ from pyngress.runtime.downstream import Downstream
 from pyngress.runtime.pool import UpstreamPool
 from pyngress.runtime.request_head import request_id_source
 from pyngress.runtime.state import Dataplane, Serving
+
+if TYPE_CHECKING:
+    from pyngress.runtime.https_listener import HttpsListener
 
 
 def http_date(now: float | None = None) -> bytes:
@@ -52,6 +56,7 @@ class ProxyServer:
         self._servers: list[asyncio.base_events.Server] = []
         self._ticker: asyncio.TimerHandle | None = None
         self._all_closed = asyncio.Event()
+        self.https: HttpsListener | None = None  # the TLS listener (issue 4, runtime.https_listener), if any
 
     @property
     def snapshot(self) -> Snapshot:
@@ -62,6 +67,8 @@ class ProxyServer:
         serving = self.dataplane.install(snapshot)
         self.pool.retain(serving.endpoint_keys)
         self.recorder.install(serving)
+        if self.https is not None:
+            self.https.install(snapshot)  # its certificates: new handshakes use them
         return serving
 
     async def listen(self, host: str = "0.0.0.0", port: int = 8080, *, reuse_port: bool = False,
@@ -92,8 +99,11 @@ class ProxyServer:
     async def drain(self, grace: float = 30.0) -> None:
         """Stop accepting, finish in-flight requests for up to `grace` seconds, then close everything."""
         self.draining = True
+        started = self.loop.time()
         for server in self._servers:
             server.close()
+        if self.https is not None:
+            self.https.stop()
         for conn in list(self.connections):
             if not conn.queue and conn.head_started < 0:
                 conn.close()
@@ -103,6 +113,8 @@ class ProxyServer:
             except TimeoutError:
                 for conn in list(self.connections):
                     conn.abort()
+        if self.https is not None:  # its HTTP connections drained above; ssl-passthrough relays now
+            await self.https.close(max(0.0, grace - (self.loop.time() - started)))
         self.pool.close_idle()
         for server in self._servers:
             await server.wait_closed()

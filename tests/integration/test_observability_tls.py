@@ -1,0 +1,43 @@
+"""TLS in the metrics: handshakes by result and failure reason, connections on the HTTPS listener (issue 8)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from harness import EchoBackend, async_test, wait_until
+from tls_harness import CA, app, compile_docs, secret, tls_proxy
+
+from pyngress.observability import prometheus
+from pyngress.observability.events import EVENTS
+from pyngress.observability.export import merge
+from pyngress.observability.workers import local_state
+
+LEAF = CA.issue_cert("a.example.com")
+
+
+@async_test
+async def test_handshakes_and_failures_are_counted() -> None:
+    pod = await EchoBackend.start("a")
+    try:
+        snap = compile_docs([secret("cert", LEAF), *app("a", ["a.example.com"], pod.port,
+                                                        tls=[(["a.example.com"], "cert")])])
+        ok, failed = EVENTS.tls_handshakes["ok",], EVENTS.tls_handshakes["failed",]
+        reason = EVENTS.tls_failures["http_request",]
+        async with tls_proxy(snap) as proxy:
+            async with await proxy.tls("a.example.com") as client:
+                assert (await client.request("GET", "/", host="a.example.com")).status == 200
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.https_port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n")  # plain HTTP to the TLS port
+            await reader.read()  # the server gives up on the handshake and closes
+            writer.close()
+            await wait_until(lambda: EVENTS.tls_handshakes["failed",] == failed + 1, what="a failed handshake")
+            assert EVENTS.tls_handshakes["ok",] == ok + 1
+            assert EVENTS.tls_failures["http_request",] == reason + 1  # OpenSSL's reason, lower case
+            text = prometheus.render(merge([local_state(proxy.server)])).decode()
+        assert 'pyngress_tls_handshakes_total{' in text and 'result="failed"' in text
+        listener = f'listener="127.0.0.1:{proxy.https_port}"'
+        [line] = [x for x in text.splitlines() if x.startswith("pyngress_connections_accepted_total")
+                  and listener in x]
+        assert line.endswith(" 2.0")  # both were accepted, though only one became an HTTP connection
+    finally:
+        await pod.close()
