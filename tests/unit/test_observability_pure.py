@@ -151,3 +151,23 @@ def test_enable_access_log_annotation(prefix: str) -> None:
     bad = compiled(ingress({prefix + "enable-access-log": "sometimes"}))
     assert [r.access_log for r in bad.routes] == [True]
     assert [p.field for p in bad.problems] == [f"metadata.annotations[{prefix}enable-access-log]"]
+
+
+def test_endpoint_latency_ewma_from_the_window_steps() -> None:
+    import math
+
+    from pyngress.observability.recorder import WINDOW_STEP, EndpointCell, Recorder
+
+    recorder = Recorder()
+    cell = recorder.endpoints["10.0.0.1:80"] = EndpointCell("10.0.0.1:80", "ns", "svc", "p")
+    recorder._age_latencies()
+    assert cell.ewma == -1.0  # no response yet: no latency
+    cell.codes[2], cell.upstream_sum = 4, 0.004  # 4 responses, 1 ms each
+    recorder._age_latencies()
+    assert cell.ewma == pytest.approx(0.001)
+    cell.codes[2], cell.upstream_sum = 6, 0.004 + 0.006  # 2 more, 3 ms each
+    recorder._age_latencies()
+    keep = math.exp(-WINDOW_STEP / 10.0)
+    assert cell.ewma == pytest.approx(0.001 * keep + 0.003 * (1 - keep))
+    recorder._age_latencies()  # a step without responses leaves it
+    assert cell.ewma == pytest.approx(0.001 * keep + 0.003 * (1 - keep))

@@ -76,7 +76,9 @@ def _endpoints(server: ProxyServer, inflight: dict[str, int]) -> dict[str, Any]:
             "namespace": cell.namespace, "service": cell.service, "pod": cell.pod, "codes": list(cell.codes),
             "failures": cell.failures, "upstream_seconds": cell.upstream_sum,
             "inflight": inflight.get(key, 0),
-            "ewma": entry.ewma if entry is not None and entry.measured else None,
+            # the load-aware balancers' peak EWMA when one keeps it, else the recorder's (observability only)
+            "ewma": entry.ewma if entry is not None and entry.measured else
+            (cell.ewma if cell.ewma >= 0 else None),
             "serving": key in serving_keys, "health": state, "ejected": ejected, "ejections": ejections,
             "health_source": "health checks" if health is not None else "EndpointSlice readiness",
         }

@@ -24,6 +24,7 @@ one: exact without pipelining, and the totals stay exact with it.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from collections import deque
 from time import monotonic, perf_counter
@@ -47,6 +48,7 @@ METHODS: tuple[bytes, ...] = (b"OTHER", b"GET", b"HEAD", b"POST", b"PUT", b"DELE
 _METHOD_INDEX: dict[bytes, int] = {m: i for i, m in enumerate(METHODS)}
 WINDOW_SECONDS = 60  # the dashboard's "last minute"
 WINDOW_STEP = 5.0  # seconds between two samples of the totals: a sample walks every cell, so not too often
+_EWMA_KEEP = math.exp(-WINDOW_STEP / 10.0)
 FORGET_AFTER = 600.0  # seconds a route or endpoint stays in /metrics after it left the configuration
 
 # (namespace, ingress, service, path, host): a route's labels, as ingress-nginx names them
@@ -113,7 +115,8 @@ class RouteSeries:
 class EndpointCell:
     """One endpoint (Endpoint.key): responses by status class, failed attempts."""
 
-    __slots__ = ("address", "codes", "failures", "namespace", "pod", "removed_at", "service", "upstream_sum")
+    __slots__ = ("address", "codes", "ewma", "failures", "namespace", "pod", "removed_at", "sampled", "service",
+                 "upstream_sum")
 
     def __init__(self, key: str, namespace: str, service: str, pod: str) -> None:
         self.address = key
@@ -123,6 +126,8 @@ class EndpointCell:
         self.codes = [0] * 10  # responses by status // 100
         self.upstream_sum = 0.0  # seconds of upstream response time of the responses counted in `codes`
         self.removed_at = 0.0  # as RouteSeries.removed_at
+        self.ewma = -1.0  # seconds: EWMA of the mean upstream time per window step (-1: no sample yet)
+        self.sampled = (0, 0.0)  # (responses, upstream_sum) at the last window step
         self.failures = 0  # attempts that ended without a usable response (connect error, reset, timeout)
 
 
@@ -293,8 +298,21 @@ class Recorder:
             self._next_window = wall + WINDOW_STEP
             self.window.append(self.totals(wall))
             self.forget(wall - FORGET_AFTER)
+            self._age_latencies()
         if self.sink is not None:
             self.sink.flush()
+
+    def _age_latencies(self) -> None:
+        """Each endpoint's latency EWMA, from the mean upstream time of the responses of the last step: costs
+        nothing per request. Weight of the past exp(-step / 10 s), ingress-nginx's ewma DECAY_TIME."""
+        keep = _EWMA_KEEP
+        for cell in self.endpoints.values():
+            count, total = sum(cell.codes), cell.upstream_sum
+            before_count, before_total = cell.sampled
+            if count > before_count:
+                mean = (total - before_total) / (count - before_count)
+                cell.ewma = mean if cell.ewma < 0 else cell.ewma * keep + mean * (1.0 - keep)
+            cell.sampled = (count, total)
 
     def forget(self, before: float) -> None:
         """Drop the series of routes and endpoints that left the configuration before `before` (monotonic):
