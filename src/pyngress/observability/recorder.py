@@ -36,10 +36,10 @@ if TYPE_CHECKING:
     from pyngress.runtime.exchange import Exchange
     from pyngress.runtime.state import Serving
 
-# Seconds. Prometheus' default buckets (ingress-nginx's for request_duration_seconds) with three finer ones in
-# front: a proxy on a LAN answers in well under 5 ms and the dashboard's p50 should say how far under.
-DURATION_BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-                                       2.5, 5.0, 10.0)
+# Seconds. Prometheus' default buckets (ingress-nginx's for request_duration_seconds) with finer ones in front:
+# a proxy on a LAN answers in well under 5 ms, and the dashboard's p50 should say how far under.
+DURATION_BUCKETS: tuple[float, ...] = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                       0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Bytes: ingress-nginx's sizeBuckets for request_size and response_size.
 SIZE_BUCKETS: tuple[float, ...] = (10.0, 100.0, 1000.0, 10000.0, 100000.0, 1000000.0, 10000000.0)
 
