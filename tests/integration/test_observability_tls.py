@@ -41,3 +41,18 @@ async def test_handshakes_and_failures_are_counted() -> None:
         assert line.endswith(" 2.0")  # both were accepted, though only one became an HTTP connection
     finally:
         await pod.close()
+
+
+def test_config_of_a_tls_snapshot_has_no_key_material() -> None:
+    import json
+
+    from pyngress.observability.status import config_document
+
+    snap = compile_docs([secret("cert", LEAF), *app("a", ["a.example.com"], 8080, tls=[(["a.example.com"], "cert")])])
+    [certificate] = snap.tls.certificates.values()
+    text = json.dumps(config_document(snap))
+    assert "BEGIN" not in text and "PRIVATE" not in text
+    key_body = LEAF.private_key_pem.bytes().decode().splitlines()[1]  # a line of the base64 key itself
+    assert key_body not in text
+    assert certificate.fingerprint in text  # what identifies the certificate stays visible
+    assert "a.example.com" in text

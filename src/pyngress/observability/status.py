@@ -120,21 +120,27 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, (list, tuple, set, frozenset)):
         return [jsonable(v) for v in obj]
     if isinstance(obj, bytes):
-        return obj.decode("utf-8", "replace")
+        try:
+            text = obj.decode()
+        except UnicodeDecodeError:  # binary (DER keys and certificates, say): never shown
+            return f"[{len(obj)} bytes]"
+        return text if text.isprintable() or _PEM in text else f"[{len(obj)} bytes]"
     if obj is None or isinstance(obj, (str, int, float, bool)):
         return obj
     return repr(obj)
 
 
 def redact(obj: Any, name: str = "") -> Any:
-    """Replace secret-looking values (see the module docstring) by "[redacted]"; empty values stay visible."""
-    if (name and name not in _NOT_SECRET and _FIELD_NAME.fullmatch(name) and _SECRET_NAME.search(name)
-            and obj not in ("", None, [], {}, 0)):
-        return REDACTED
+    """Replace secret-looking values (see the module docstring) by "[redacted]"; empty values stay visible.
+    Containers are walked, not dropped: under `certificates` the names, expiry and fingerprint stay, the key
+    and the PEM blocks go."""
     if isinstance(obj, dict):
         return {k: redact(v, k) for k, v in obj.items()}
     if isinstance(obj, list):
         return [redact(v, name) for v in obj]
+    if (name and name not in _NOT_SECRET and _FIELD_NAME.fullmatch(name) and _SECRET_NAME.search(name)
+            and obj not in ("", None, 0)):
+        return REDACTED
     if isinstance(obj, str) and _PEM in obj:
         return REDACTED
     return obj
