@@ -48,7 +48,8 @@ def test_config_of_a_tls_snapshot_has_no_key_material() -> None:
 
     from pyngress.observability.status import config_document
 
-    snap = compile_docs([secret("cert", LEAF), *app("a", ["a.example.com"], 8080, tls=[(["a.example.com"], "cert")])])
+    snap = compile_docs([secret("cert", LEAF),
+                         *app("a", ["a.example.com"], 8080, tls=[(["a.example.com"], "cert")])])
     [certificate] = snap.tls.certificates.values()
     text = json.dumps(config_document(snap))
     assert "BEGIN" not in text and "PRIVATE" not in text
