@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyngress.config import CompileOptions
 from pyngress.observability.wiring import observe_worker, supervise_with_admin
@@ -29,6 +30,9 @@ from pyngress.runtime.https_listener import listen_https
 from pyngress.runtime.server import ProxyServer
 from pyngress.runtime.tls_contexts import TLSContexts, fake_certificate
 from pyngress.sources.files import FileSource
+
+if TYPE_CHECKING:
+    from pyngress.runtime.cluster import KubeRunOptions
 
 log = logging.getLogger("pyngress")
 
@@ -50,6 +54,7 @@ class RunOptions:
     https_port: int = 8443
     https_redirect_port: int = 0  # the port in redirects to HTTPS; 0: https_port
     fake_certificate: tuple[bytes, bytes] | None = None
+    kube: KubeRunOptions | None = None  # issue 6: cluster mode (`--kubernetes`) instead of files
 
 
 def install_event_loop_policy() -> str:
@@ -78,6 +83,10 @@ def _run_worker(options: RunOptions, *, reuse_port: bool, control: socket.socket
 
 async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyncio",
                 control: socket.socket | None = None) -> int:
+    if options.kube is not None:  # issue 6: the API server is the source
+        from pyngress.runtime.cluster import serve_cluster
+
+        return await serve_cluster(options, reuse_port=reuse_port, loop_name=loop_name, control=control)
     server: ProxyServer | None = None
 
     def apply(snapshot: object) -> None:
