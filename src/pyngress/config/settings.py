@@ -133,6 +133,15 @@ _KEYS: dict[str, Callable[[str], dict[str, Any]]] = {
     "disable-access-log": lambda text: {"enable_access_log": not parse_bool(text)},
     "log-format-upstream": _one("log_format_upstream", check_log_format),
     "log-format-escape-json": _one("log_format_escape_json", parse_bool),
+    # issue 9 (L4 streams)
+    "proxy-stream-timeout": _one("proxy_stream_timeout", parse_duration),
+    "proxy-stream-next-upstream": _one("proxy_stream_next_upstream", parse_bool),
+    "proxy-stream-next-upstream-tries": _one("proxy_stream_next_upstream_tries", parse_count),
+    "proxy-stream-next-upstream-timeout": _one("proxy_stream_next_upstream_timeout", parse_duration),
+    "proxy-stream-responses": _one("proxy_stream_responses", parse_count),
+    "proxy-protocol-header-timeout": _one("proxy_protocol_header_timeout", parse_duration),
+    "udp-flow-timeout": _one("udp_flow_timeout", parse_duration),
+    "udp-flow-table-size": _one("udp_flow_table_size", parse_count),
     # TLS and HTTPS (issue 4; parsers in config.tls_values)
     "ssl-protocols": _one("ssl_protocols", parse_ssl_protocols),
     "ssl-ciphers": _one("ssl_ciphers", parse_ssl_ciphers),

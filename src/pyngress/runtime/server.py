@@ -26,6 +26,7 @@ from pyngress.balancing import PickContext
 from pyngress.model import ProxySettings, Snapshot
 from pyngress.observability.recorder import Recorder
 from pyngress.runtime.downstream import Downstream
+from pyngress.runtime.l4 import StreamRuntime
 from pyngress.runtime.pool import UpstreamPool
 from pyngress.runtime.request_head import request_id_source
 from pyngress.runtime.state import Dataplane, Serving
@@ -56,6 +57,7 @@ class ProxyServer:
         self._servers: list[asyncio.base_events.Server] = []
         self._ticker: asyncio.TimerHandle | None = None
         self._all_closed = asyncio.Event()
+        self.streams = StreamRuntime(snapshot, rng=rng)  # issue 9 (L4): TCP/UDP listeners follow the snapshot
         self.https: HttpsListener | None = None  # the TLS listener (issue 4, runtime.https_listener), if any
 
     @property
@@ -67,6 +69,7 @@ class ProxyServer:
         serving = self.dataplane.install(snapshot)
         self.pool.retain(serving.endpoint_keys)
         self.recorder.install(serving)
+        self.streams.install(snapshot)  # issue 9 (L4)
         if self.https is not None:
             self.https.install(snapshot)  # its certificates: new handshakes use them
         return serving
@@ -85,6 +88,7 @@ class ProxyServer:
         self.recorder.listening(host, int(bound))
         if self._ticker is None:
             self._schedule_tick()
+        self.streams.start(host, reuse_port)  # issue 9 (L4): streams bind where the first listener does
         return int(bound)
 
     def connection_opened(self, conn: Downstream) -> None:
@@ -99,6 +103,7 @@ class ProxyServer:
     async def drain(self, grace: float = 30.0) -> None:
         """Stop accepting, finish in-flight requests for up to `grace` seconds, then close everything."""
         self.draining = True
+        streams = self.loop.create_task(self.streams.drain(grace))  # issue 9 (L4): in parallel with HTTP
         started = self.loop.time()
         for server in self._servers:
             server.close()
@@ -113,6 +118,7 @@ class ProxyServer:
             except TimeoutError:
                 for conn in list(self.connections):
                     conn.abort()
+        await streams
         if self.https is not None:  # its HTTP connections drained above; ssl-passthrough relays now
             await self.https.close(max(0.0, grace - (self.loop.time() - started)))
         self.pool.close_idle()
