@@ -1,4 +1,4 @@
-"""TLS in the metrics: handshakes by result and failure reason, connections on the HTTPS listener (issue 8)."""
+"""TLS and L4 in the metrics: handshakes by result and reason, HTTPS and TCP-stream connections per listener."""
 
 from __future__ import annotations
 
@@ -57,3 +57,24 @@ def test_config_of_a_tls_snapshot_has_no_key_material() -> None:
     assert key_body not in text
     assert certificate.fingerprint in text  # what identifies the certificate stays visible
     assert "a.example.com" in text
+
+
+@async_test
+async def test_l4_tcp_connections_are_counted_per_listener() -> None:
+    from l4_harness import TcpPod, free_port, serving, tcp_entry, tcp_round_trip
+
+    pod = await TcpPod.start("db-0")
+    listen = free_port()
+    key = f"tcp/{listen}"
+    before = EVENTS.stream_accepted[key]
+    try:
+        async with serving(tcp_entry([pod.port], listen)) as server:
+            for _ in range(3):
+                assert await tcp_round_trip(listen, b"ping") == b"ping"
+            text = prometheus.render(merge([local_state(server)])).decode()
+    finally:
+        await pod.close()
+    assert EVENTS.stream_accepted[key] == before + 3
+    [line] = [x for x in text.splitlines()
+              if x.startswith("pyngress_connections_accepted_total") and f'listener="{key}"' in x]
+    assert line.endswith(f" {before + 3}.0")

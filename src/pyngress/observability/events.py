@@ -11,6 +11,7 @@ call from the loop). With `--workers N` each worker counts its own and a scrape 
     events.kube_watch_event("endpointslices", "MODIFIED")   # kubernetes source: one watch event
     events.kube_relist("endpointslices")                    # a list (start, 410 Gone, reconnect)
     events.kube_watch_error("endpointslices")               # a failed list/watch request
+    events.stream_accepted("tcp/9000")                      # L4: a TCP connection accepted
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Events:
     kube_events: Counter[tuple[str, str]] = field(default_factory=Counter)  # (resource, type)
     kube_relists: Counter[tuple[str]] = field(default_factory=Counter)  # (resource)
     kube_errors: Counter[tuple[str]] = field(default_factory=Counter)  # (resource)
+    stream_accepted: Counter[str] = field(default_factory=Counter)  # L4 TCP listener ("tcp/9000") -> accepted
     last_reload_ok: bool = True
     last_success_time: float = field(default_factory=time.time)  # start-up counts as the first success
     config_version: int = 0
@@ -63,6 +65,11 @@ def config_loaded(version: int, now: float | None = None) -> None:
     """The first configuration at start-up (not a reload)."""
     EVENTS.config_version = version
     EVENTS.config_time = EVENTS.last_success_time = time.time() if now is None else now
+
+
+def stream_accepted(listen_key: str) -> None:
+    """An L4 TCP connection accepted on the listener `listen_key` ("tcp/9000")."""
+    EVENTS.stream_accepted[listen_key] += 1
 
 
 def kube_watch_event(resource: str, kind: str) -> None:

@@ -45,8 +45,9 @@ def worker_state(server: ProxyServer, *, ready: bool = True) -> State:
         "series": _series(recorder),
         "endpoints": _endpoints(server, inflight),
         "window": _window(recorder),
-        "listeners": {recorder.listeners.get(port, port.decode()): {
+        "listeners": {**{recorder.listeners.get(port, port.decode()): {
             "accepted": n, "active": active.get(port.decode(), 0)} for port, n in recorder.accepted.items()},
+            **_streams(server)},
         "events": _events(),
         "access_log": _log_counts(recorder),
     }
@@ -97,6 +98,16 @@ def _window(recorder: Recorder) -> dict[str, Any]:
 
 def _minus(now: list[int], then: list[int] | None) -> list[int]:
     return list(now) if then is None else [a - b for a, b in zip(now, then, strict=True)]
+
+
+def _streams(server: ProxyServer) -> dict[str, dict[str, int]]:
+    """L4 TCP listeners ("tcp/9000"): accepted (counted by the stream runtime) and open connections."""
+    streams = getattr(server, "streams", None)
+    active: dict[str, int] = {}
+    for conn in getattr(streams, "connections", ()):
+        key = conn.config.service.listen_key
+        active[key] = active.get(key, 0) + 1
+    return {key: {"accepted": n, "active": active.get(key, 0)} for key, n in EVENTS.stream_accepted.items()}
 
 
 def _events() -> dict[str, list[Any]]:
