@@ -107,7 +107,8 @@ def _streams(server: ProxyServer) -> dict[str, dict[str, int]]:
     for conn in getattr(streams, "connections", ()):
         key = conn.config.service.listen_key
         active[key] = active.get(key, 0) + 1
-    return {key: {"accepted": n, "active": active.get(key, 0)} for key, n in EVENTS.stream_accepted.items()}
+    listening = getattr(streams, "listeners", {})  # this server's: the counter is per process
+    return {key: {"accepted": EVENTS.stream_accepted[key], "active": active.get(key, 0)} for key in listening}
 
 
 def _events() -> dict[str, list[Any]]:
