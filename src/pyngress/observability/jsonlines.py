@@ -68,7 +68,7 @@ class JsonLines:
                 b'"status":%d,"bytes":%d,"request_length":%d,"duration":%.6f,"upstream_addr":%s,%s,'
                 b'"attempts":%d}\n') % (
             self._prefix, wall % 1 * 1000, json_string(request_id) if request_id else b"null",
-            ex.client.peer.address, ex.method, host, json_string(ex.target), ex.status,
+            ex.client.client_ip.encode(), ex.method, host, json_string(ex.target), ex.status,
             sent, received, end - ex.began, upstream, route, ex.attempts)
 
     def _route(self, labels: Labels) -> bytes:
