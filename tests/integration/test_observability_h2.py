@@ -25,6 +25,11 @@ async def test_streams_are_counted_and_logged_like_requests() -> None:
                 for path in ("/a", "/b", "/status/404", "/c"):
                     await client.request("GET", path, host="shop.test")
                 assert (await client.request("POST", "/d", body=b"x" * 1000, host="shop.test")).status == 200
+                open_now = prometheus.render(merge([local_state(s.proxy.server)])).decode()
+                assert 'pyngress_connections_active{controller_class="pyngress",controller_namespace="",' \
+                       in open_now
+                [active] = [x for x in open_now.splitlines() if x.startswith("pyngress_connections_active{")]
+                assert active.endswith(" 1.0")  # the HTTP/2 connection, while it is open
             text = prometheus.render(merge([local_state(s.proxy.server)])).decode()
         log.close()
         os.close(write_end)

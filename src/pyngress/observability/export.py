@@ -34,6 +34,15 @@ def worker_state(server: ProxyServer, *, ready: bool = True) -> State:
         endpoint = conn.queue[0].endpoint if conn.queue else None
         if endpoint is not None:
             inflight[endpoint.key] = inflight.get(endpoint.key, 0) + 1
+    for session in getattr(server, "sessions", ()):  # HTTP/2 connections, and their streams in flight
+        peer = getattr(session, "peer", None)
+        if peer is not None:
+            active[peer.port.decode()] = active.get(peer.port.decode(), 0) + 1
+        for stream in getattr(session, "streams", {}).values():
+            ex = getattr(stream, "ex", None)
+            endpoint = ex.endpoint if ex is not None and not stream.response_ended else None
+            if endpoint is not None:
+                inflight[endpoint.key] = inflight.get(endpoint.key, 0) + 1
     return {
         "pid": os.getpid(),
         "version": __version__,
