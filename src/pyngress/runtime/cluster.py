@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyngress.model import Snapshot
+from pyngress.observability.wiring import observe_worker
 from pyngress.runtime.https_listener import listen_https
 from pyngress.runtime.server import ProxyServer
 from pyngress.runtime.tls_contexts import TLSContexts
@@ -67,7 +68,8 @@ def identity() -> str:
     return f"{os.environ.get('POD_NAME') or socket.gethostname()}_{os.getpid()}"
 
 
-async def serve_cluster(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyncio") -> int:
+async def serve_cluster(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyncio",
+                        control: socket.socket | None = None) -> int:
     kube = options.kube
     assert kube is not None
     try:
@@ -103,6 +105,7 @@ async def serve_cluster(options: RunOptions, *, reuse_port: bool, loop_name: str
             await server.drain(0)
             return 2
         log.info("worker %d serving https on %s:%d", os.getpid(), options.host, https_port)
+        observer = await observe_worker(server, source, options, control)  # issue 8: admin (readyz: synced)
         tasks = [asyncio.create_task(source.run(), name="kubernetes source")]
         publisher: StatusPublisher | None = None
         if kube.update_status and (kube.publish_service or kube.publish_status_address):
@@ -125,6 +128,7 @@ async def serve_cluster(options: RunOptions, *, reuse_port: bool, loop_name: str
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await server.drain(options.grace)
+        await observer.close()
         log.info("worker %d stopped", os.getpid())
         return 1 if failed else 0
     finally:

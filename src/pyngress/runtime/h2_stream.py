@@ -74,6 +74,9 @@ class H2Stream:
         self.pod: h2_tunnel.PodSide | None = None  # RFC 8441 WebSocket: the pod's socket after its 101
         self._tunnel_seen = 0.0
         self._body_seen = connection.server.now  # the last request body byte (client-body-timeout)
+        # metrics (issue 8): the response as forwarded in HTTP/1.1 form (before HPACK and framing), the request
+        # body; the recorder reads them when the stream finishes
+        self.bytes_in = self.bytes_out = self.bytes_in_mark = self.bytes_out_mark = 0
 
     # -- the request ----------------------------------------------------------------------------------------
 
@@ -134,6 +137,7 @@ class H2Stream:
 
     def on_data(self, data: bytes, flow_controlled: int) -> None:
         self._body_seen = self.server.now
+        self.bytes_in += len(data)
         if self.pod is not None:
             self.pod.client_data(data, flow_controlled)
             return
@@ -187,6 +191,7 @@ class H2Stream:
     # -- ClientSide: what the upstream calls ---------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
+        self.bytes_out += len(data)
         parser = self._parser
         if parser is None:
             parser = self._parser = httptools.HttpResponseParser(self)
@@ -203,6 +208,7 @@ class H2Stream:
         return False
 
     def finished(self, ex: Exchange) -> None:
+        self.server.recorder.finished(ex)  # metrics and access log (issue 8)
         picking.end_attempt(ex, ex.response_started, self.server.loop.time())
         self.response_ended = True
         conn = self._paused_conn
@@ -422,6 +428,9 @@ class H2Stream:
                     ex.upstream = None
         if started:
             self._reset(CANCEL)
+            return
+        if ex is not None and relay is None:
+            self.answer_status(ex, 408)  # through `finished`: counted and logged like any answer
         else:
             self.answer_generated(408)
-            self.gone = True  # an upstream connection still being opened for it must not be attached
+        self.gone = True  # an upstream connection still being opened for it must not be attached

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from pyngress.balancing import PickContext
 from pyngress.model import ProxySettings, Snapshot
+from pyngress.observability.recorder import Recorder
 from pyngress.runtime.downstream import Downstream
 from pyngress.runtime.h2_upstream import H2UpstreamPool
 from pyngress.runtime.l4 import StreamRuntime
@@ -43,6 +44,8 @@ def http_date(now: float | None = None) -> bytes:
 class ProxyServer:
     def __init__(self, snapshot: Snapshot, *, rng: random.Random | None = None) -> None:
         self.dataplane = Dataplane(snapshot, rng=rng)
+        self.recorder = Recorder()  # metrics and access log (issue 8)
+        self.recorder.install(self.dataplane.serving)
         self.loop = asyncio.get_running_loop()  # construct inside the worker's running loop
         self.now = self.loop.time()
         self.tick = 1.0
@@ -70,6 +73,7 @@ class ProxyServer:
         """Swap in a new configuration; live state carries over by backend and endpoint key."""
         serving = self.dataplane.install(snapshot)
         self.pool.retain(serving.endpoint_keys)
+        self.recorder.install(serving)
         self.streams.install(snapshot)  # issue 9 (L4)
         for session in list(self.sessions):
             session.retain(serving.endpoint_keys)
@@ -89,6 +93,7 @@ class ProxyServer:
         self._servers.append(server)
         bound = server.sockets[0].getsockname()[1]
         self.ports.append(bound)
+        self.recorder.listening(host, int(bound))
         if self._ticker is None:
             self._schedule_tick()
         self.streams.start(host, reuse_port)  # issue 9 (L4): streams bind where the first listener does
@@ -96,6 +101,7 @@ class ProxyServer:
 
     def connection_opened(self, conn: Downstream) -> None:
         self.connections.add(conn)
+        self.recorder.connection_opened(conn)
 
     def connection_closed(self, conn: Downstream) -> None:
         self.connections.discard(conn)
@@ -142,6 +148,7 @@ class ProxyServer:
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
+        self.recorder.close()
 
     # -- the ticker ------------------------------------------------------------------------------------
 
@@ -167,6 +174,7 @@ class ProxyServer:
         for session in list(self.sessions):
             session.tick(now - slack, settings)
         self.pool.expire(now)
+        self.recorder.tick(now)
         self.h2_upstreams.expire(now, settings.upstream_keepalive_timeout)
         if self.https is not None:  # issue 4: idle ssl-passthrough relays, certificates expiring
             self.https.on_tick(now - slack, settings)
