@@ -53,8 +53,12 @@ def main() -> None:
               help="Seconds to finish in-flight requests on SIGTERM.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
+# flow control (issue 5)
+@click.option("--redis-url", default="", metavar="URL",
+              help="Redis for global-rate-limit counters shared by replicas (redis://host:6379/0).")
 def run(paths: tuple[str, ...], ingress_class: str, watch_without_class: bool, configmap: str,
-        http_port: int, address: str, workers: int, shutdown_grace: float, log_level: str) -> None:
+        http_port: int, address: str, workers: int, shutdown_grace: float, log_level: str,
+        redis_url: str) -> None:
     """Serve the Ingresses described by Kubernetes manifests; reload when they change (or on SIGHUP)."""
     from pyngress.runtime.app import RunOptions, paths_of
     from pyngress.runtime.app import run as run_app
@@ -62,7 +66,8 @@ def run(paths: tuple[str, ...], ingress_class: str, watch_without_class: bool, c
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     options = RunOptions(paths=paths_of(paths), compile=_compile_options(ingress_class, watch_without_class,
-                         configmap), host=address, http_port=http_port, workers=workers, grace=shutdown_grace)
+                         configmap), host=address, http_port=http_port, workers=workers, grace=shutdown_grace,
+                         redis_url=redis_url)
     sys.exit(run_app(options))
 
 

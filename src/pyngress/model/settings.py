@@ -35,6 +35,20 @@ class ProxySettings:
     # all of them (or one header line longer than one buffer) gets 431.
     header_buffer_size: int = 8192
     header_buffer_count: int = 4
+    # -- flow and access control (issue 5; docs/flow-control.md) --
+    use_proxy_protocol: bool = False  # use-proxy-protocol: PROXY v1/v2 from trusted peers (proxy-real-ip-cidr)
+    proxy_protocol_header_timeout: float = 5.0  # proxy-protocol-header-timeout
+    proxy_body_size: int = 1024 * 1024  # proxy-body-size: the default of every route; 0: unlimited
+    limit_req_status_code: int = 429  # limit-req-status-code (nginx's default is 503)
+    limit_conn_status_code: int = 429  # limit-conn-status-code (nginx's default is 503)
+    global_rate_limit_status_code: int = 429  # global-rate-limit-status-code
+    global_rate_limit_fail_closed: bool = False  # global-rate-limit-fail-closed (ours): 503 when Redis is down
+    limit_table_size: int = 65536  # limit-table-size (ours): clients remembered per limit, LRU
+    whitelist_source_range: tuple[str, ...] = ()  # whitelist-source-range: the default allowlist of every route
+    denylist_source_range: tuple[str, ...] = ()  # denylist-source-range: the default denylist
+    block_cidrs: tuple[str, ...] = ()  # block-cidrs: refused everywhere (403)
+    block_user_agents: tuple[str, ...] = ()  # block-user-agents: exact, ~regex or ~*regex
+    block_referers: tuple[str, ...] = ()  # block-referers
 
     @property
     def max_head_size(self) -> int:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from pyngress.model.flow import DEFAULT_BODY_SIZE, FlowSpec
 from pyngress.model.objects import PathType
 from pyngress.model.settings import ProxySettings
 
@@ -130,6 +131,9 @@ class Route:
     # Which live balancer serves this route: one per backend and way of balancing, so two Ingresses that
     # balance one Service differently do not share a cursor. Plain round robin keeps the backend key.
     balancer_key: str = field(init=False, repr=False, compare=False)
+    # flow and access control (issue 5): None when the route has no limit and no access list
+    flow: FlowSpec | None = None
+    max_body: int = DEFAULT_BODY_SIZE  # proxy-body-size in bytes; 0: unlimited
 
     def __post_init__(self) -> None:
         key = self.backend.key
@@ -150,3 +154,6 @@ class Snapshot:
     backends: Mapping[str, Backend] = field(default_factory=lambda: MappingProxyType({}))
     settings: ProxySettings = field(default_factory=ProxySettings)
     problems: tuple[Problem, ...] = ()
+    # flow and access control of the default backend's route (issue 5)
+    default_flow: FlowSpec | None = None
+    default_max_body: int = DEFAULT_BODY_SIZE

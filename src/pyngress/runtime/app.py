@@ -38,6 +38,7 @@ class RunOptions:
     workers: int = 1
     grace: float = 30.0
     poll_interval: float = 1.0
+    redis_url: str = ""  # global rate limits (issue 5)
 
 
 def install_event_loop_policy() -> str:
@@ -72,6 +73,7 @@ async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyn
     source = FileSource(list(options.paths), options.compile, apply, interval=options.poll_interval, log=log)
     snapshot = source.load_initial()
     server = ProxyServer(snapshot)
+    server.flow.configure(workers=options.workers, redis_url=options.redis_url)  # issue 5
     try:
         port = await server.listen(options.host, options.http_port, reuse_port=reuse_port)
     except OSError as exc:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from pyngress.balancing import PickContext
-from pyngress.runtime import http1, picking, request_head
+from pyngress.runtime import flow, http1, picking, request_head
 from pyngress.runtime.exchange import NO_BODY, Exchange
 
 if TYPE_CHECKING:
@@ -67,17 +67,23 @@ class Downstream(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
         peer = transport.get_extra_info("peername")
-        self.client_ip = peer[0] if peer else ""
-        sock = transport.get_extra_info("sockname")
-        self.peer = request_head.Peer(self.client_ip, sock[1] if sock else 0)
-        self._pick_context = PickContext(self.client_ip)
+        self.use_client_address(peer[0] if peer else "")
         self.server.connection_opened(self)
+
+    def use_client_address(self, ip: str) -> None:
+        """The client of this connection: the TCP peer, or the source a PROXY protocol header carried."""
+        self.client_ip = ip
+        sock = self.transport.get_extra_info("sockname") if self.transport is not None else None
+        self.peer = request_head.Peer(ip, sock[1] if sock else 0)
+        self._pick_context = PickContext(ip)
+        self._trust_for = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = self.gone = True
         self.server.connection_closed(self)
         for ex in self.queue:
             self.end_attempt(ex, ok=False)
+            flow.release(ex)
             if ex.upstream is not None:
                 ex.upstream.abandon()
         self.queue.clear()
@@ -181,6 +187,10 @@ class Downstream(asyncio.Protocol):
         ex = self.receiving
         if ex is None:
             return
+        if ex.body_budget >= 0:  # proxy-body-size on a chunked body (runtime.flow.body_fits)
+            ex.body_budget -= len(body)
+            if ex.body_budget < 0:
+                raise http1.RequestError(413)
         ex.add_body(body)
         if ex.upstream is None and ex.pending_size > BODY_BUFFER_LIMIT:
             self.pause(PAUSE_BUFFER)
@@ -206,6 +216,10 @@ class Downstream(asyncio.Protocol):
         if route is None:
             self.answer_status(ex, 404)
             return
+        if ex.framing != NO_BODY and route.max_body and not flow.body_fits(self, ex, route.max_body):
+            return
+        if route.flow is not None and not self.server.flow.admit(self, ex, serving, route):
+            return  # refused, or waiting for the global limit's answer
         self.dispatch(ex, serving, route)
 
     def dispatch(self, ex: Exchange, serving: Serving, route: Route, failed: int = 503) -> None:
@@ -276,6 +290,8 @@ class Downstream(asyncio.Protocol):
     def finished(self, ex: Exchange) -> None:
         """The response to `ex` is complete on our side."""
         self.end_attempt(ex, ok=ex.response_started)
+        if ex.flow_hold is not None:
+            flow.release(ex)
         self.queue.popleft()
         self.requests += 1
         if ex.close_after:
@@ -299,6 +315,8 @@ class Downstream(asyncio.Protocol):
                 return
             if rx.upstream is not None:
                 rx.upstream.abandon()
+            self.end_attempt(rx, ok=False)
+            flow.release(rx)
             self.queue.remove(rx)
         response = http1.generated_response(status, self.server.date, close=True,
                                             head_only=self._method_or_empty() == b"HEAD")

@@ -17,6 +17,7 @@ from pyngress.runtime import http1
 if TYPE_CHECKING:
     from pyngress.balancing.stats import EndpointStats
     from pyngress.model import Endpoint
+    from pyngress.policy.limits import ConnectionLimiter
     from pyngress.runtime.downstream import Downstream
     from pyngress.runtime.upstream import Upstream
 
@@ -28,14 +29,17 @@ CHUNKED = 2
 class Exchange:
     __slots__ = (
         "attempts",
+        "body_budget",
         "body_sent",
         "canned",
         "client",
+        "client_address",
         "close_after",
         "cookie",
         "endpoint",
         "expect_continue",
         "fields",
+        "flow_hold",
         "framing",
         "head",
         "host",
@@ -84,6 +88,11 @@ class Exchange:
         self.tracked_at = 0.0  # loop time that attempt started
         self.set_cookie: bytes | None = None  # a Set-Cookie line the response must carry (session affinity)
         self.cookie: bytes | None = None  # the request's Cookie field(s)
+        # flow control (issue 5, runtime.flow): the client as a trusted proxy named it (else the connection's),
+        # body bytes still allowed (-1: no limit), the connection-limit slot to give back when done
+        self.client_address: str | None = None
+        self.body_budget = -1
+        self.flow_hold: tuple[ConnectionLimiter, str] | None = None
 
     @property
     def idempotent(self) -> bool:
@@ -141,7 +150,7 @@ class ExchangeView:
 
     @property
     def client_address(self) -> str:
-        return self._ex.client.client_ip
+        return self._ex.client_address or self._ex.client.client_ip
 
     @property
     def host(self) -> bytes:

@@ -24,7 +24,9 @@ from email.utils import formatdate
 from pyngress.balancing import PickContext
 from pyngress.model import ProxySettings, Snapshot
 from pyngress.runtime.downstream import Downstream
+from pyngress.runtime.flow import FlowGate
 from pyngress.runtime.pool import UpstreamPool
+from pyngress.runtime.proxy_listener import ProxyHeaderReader
 from pyngress.runtime.request_head import request_id_source
 from pyngress.runtime.state import Dataplane, Serving
 
@@ -49,6 +51,10 @@ class ProxyServer:
         self._servers: list[asyncio.base_events.Server] = []
         self._ticker: asyncio.TimerHandle | None = None
         self._all_closed = asyncio.Event()
+        # flow and access control (issue 5): live limit tables; connections still reading a PROXY header
+        self.flow = FlowGate(self)
+        self.flow.install(snapshot)
+        self.handshakes: set[ProxyHeaderReader] = set()
 
     @property
     def snapshot(self) -> Snapshot:
@@ -58,6 +64,7 @@ class ProxyServer:
         """Swap in a new configuration; live state carries over by backend and endpoint key."""
         serving = self.dataplane.install(snapshot)
         self.pool.retain(serving.endpoint_keys)
+        self.flow.install(snapshot)
         return serving
 
     async def listen(self, host: str = "0.0.0.0", port: int = 8080, *, reuse_port: bool = False,
@@ -66,14 +73,18 @@ class ProxyServer:
         self.loop = asyncio.get_running_loop()
         self.pool.loop = self.loop
         server = await self.loop.create_server(
-            lambda: Downstream(self), host, port, reuse_port=reuse_port or None, backlog=backlog,
-            reuse_address=True)
+            self._accept, host, port, reuse_port=reuse_port or None, backlog=backlog, reuse_address=True)
         self._servers.append(server)
         bound = server.sockets[0].getsockname()[1]
         self.ports.append(bound)
         if self._ticker is None:
             self._schedule_tick()
         return int(bound)
+
+    def _accept(self) -> asyncio.Protocol:
+        if self.dataplane.serving.settings.use_proxy_protocol:
+            return ProxyHeaderReader(self)  # reads the PROXY header, then hands over to a Downstream
+        return Downstream(self)
 
     def connection_opened(self, conn: Downstream) -> None:
         self.connections.add(conn)
@@ -103,6 +114,9 @@ class ProxyServer:
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
+        for handshake in list(self.handshakes):
+            handshake.timed_out()
+        await self.flow.close()
 
     # -- the ticker ------------------------------------------------------------------------------------
 
@@ -125,6 +139,8 @@ class ProxyServer:
             if upstream is not None:  # only the first exchange of a connection talks to an upstream
                 upstream.check_timeouts(now - slack, settings.proxy_read_timeout, settings.proxy_send_timeout)
         self.pool.expire(now)
+        for handshake in [h for h in self.handshakes if now > h.deadline]:
+            handshake.timed_out()
         self._schedule_tick()
 
 

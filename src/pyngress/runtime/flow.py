@@ -1,0 +1,224 @@
+"""Flow and access control on the request path: the glue between `Downstream.start` and `policy/`.
+
+`Downstream.start` calls `body_fits` for requests with a body and `admit` for routes with a FlowSpec
+(`Route.flow is not None`: one attribute test for every other route). Both answer the refusal themselves and
+return False; True means "dispatch it". A global limit that must ask Redis makes `admit` return False too,
+after scheduling the rest of the checks: the dispatch then happens when Redis answers (if the client is still
+there and the request still first in its queue).
+
+Live state (`RoutePolicy`: buckets, counts, global batches) is kept per worker by `FlowSpec.key` across
+reloads. The client address is the request's forwarded address when a trusted proxy gave one
+(`Exchange.client_address`), else the connection's (the TCP peer, or the PROXY protocol source).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from math import ceil
+from typing import TYPE_CHECKING
+
+from pyngress.balancing.hash_key import HashKey, compile_hash_key
+from pyngress.model import Snapshot
+from pyngress.model.flow import FlowSpec
+from pyngress.policy.cidr import address_int
+from pyngress.policy.flow import RoutePolicy
+from pyngress.policy.global_window import ADMIT, ASK, WindowBatches
+from pyngress.runtime import http1
+from pyngress.runtime.exchange import LENGTH, Exchange, ExchangeView
+
+if TYPE_CHECKING:
+    from pyngress.model import Route
+    from pyngress.runtime.downstream import Downstream
+    from pyngress.runtime.global_limit import GlobalLimiter
+    from pyngress.runtime.server import ProxyServer
+    from pyngress.runtime.state import Serving
+
+ADDRESS_CACHE_LIMIT = 65536
+
+
+class FlowGate:
+    def __init__(self, server: ProxyServer, workers: int = 1) -> None:
+        self.server = server
+        self.workers = workers
+        self.policies: dict[str, RoutePolicy] = {}
+        self.batches: dict[str, tuple[WindowBatches, HashKey, bytes]] = {}  # spec key -> global limit state
+        self.global_limiter: GlobalLimiter | None = None
+        self._addresses: dict[str, int | None] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def configure(self, *, workers: int = 1, redis_url: str = "", redis_timeout: float = 0.5) -> None:
+        """Worker count (each worker enforces 1/workers of a local limit) and the Redis of global limits."""
+        from pyngress.runtime.global_limit import GlobalLimiter
+
+        self.workers = max(1, workers)
+        self.policies = {}  # rebuilt with the new share
+        if redis_url:
+            self.global_limiter = GlobalLimiter(redis_url, timeout=redis_timeout)
+        self.install(self.server.dataplane.serving.snapshot)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.global_limiter is not None:
+            await self.global_limiter.close()
+
+    def install(self, snapshot: Snapshot) -> None:
+        """Policies for the routes of `snapshot`; those whose spec did not change keep their live tables."""
+        specs = {r.flow.key: r.flow for r in snapshot.routes if r.flow is not None}
+        if snapshot.default_flow is not None:
+            specs[snapshot.default_flow.key] = snapshot.default_flow
+        size = snapshot.settings.limit_table_size
+        old, self.policies = self.policies, {}
+        for key, spec in specs.items():
+            policy = old.get(key)
+            if policy is None or policy.spec != spec or len(policy.rates) != len(spec.rates):
+                policy = _carry_over(RoutePolicy(spec, workers=self.workers, table_size=size), policy)
+            self.policies[key] = policy
+        old_batches, self.batches = self.batches, {}
+        for key, spec in specs.items():
+            g = spec.global_limit
+            if g is None:
+                continue
+            kept = old_batches.get(key)
+            self.batches[key] = kept or (WindowBatches(g.limit, g.window, g.batch, size), compile_hash_key(g.key),
+                                         f"pyngress:grl:{spec.owner}:{g.limit}/{g.window:g}:".encode())
+
+    # -- the checks ---------------------------------------------------------------------------------------
+
+    def admit(self, client: Downstream, ex: Exchange, serving: Serving, route: Route) -> bool:
+        flow = route.flow
+        assert flow is not None
+        policy = self.policies.get(flow.key)
+        if policy is None:  # a route of a configuration installed without us (cannot happen via install)
+            return True
+        ip = ex.client_address or client.client_ip
+        address = self._address(ip)
+        access = policy.access
+        if access is not None:
+            agent = referer = None
+            if access.reads_headers:
+                view = ExchangeView(ex)
+                agent, referer = view.header(b"user-agent"), view.header(b"referer")
+            if not access.permits(address, agent, referer):
+                refuse(client, ex, 403)
+                return False
+        if not policy.exempt.contains(address):
+            if policy.rates:
+                wait = policy.take_rate(ip, self.server.now)
+                if wait:
+                    refuse(client, ex, flow.req_status, b"Retry-After: %d\r\n" % max(1, ceil(wait)))
+                    return False
+            if policy.connections is not None:
+                if not policy.connections.acquire(ip):
+                    refuse(client, ex, flow.conn_status)
+                    return False
+                ex.flow_hold = (policy.connections, ip)
+        if flow.global_limit is not None and self.global_limiter is not None \
+                and not policy.global_ignored.contains(address):
+            return self._admit_global(client, ex, serving, route, flow)
+        return True
+
+    def _address(self, ip: str) -> int | None:
+        cache = self._addresses
+        try:
+            return cache[ip]
+        except KeyError:
+            if len(cache) >= ADDRESS_CACHE_LIMIT:
+                cache.clear()
+            address = cache[ip] = address_int(ip)
+            return address
+
+    def _admit_global(self, client: Downstream, ex: Exchange, serving: Serving, route: Route,
+                      flow: FlowSpec) -> bool:
+        batches, template, prefix = self.batches[flow.key]
+        key = template(ExchangeView(ex))
+        now = time.time()
+        verdict = batches.take(key, now)
+        if verdict == ADMIT:
+            return True
+        if verdict != ASK:
+            retry = b"Retry-After: %d\r\n" % max(1, ceil(batches.retry_after(now)))
+            refuse(client, ex, flow.global_status, retry)
+            return False
+        task = asyncio.ensure_future(self._ask(client, ex, serving, route, flow, batches, key, prefix))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return False
+
+    async def _ask(self, client: Downstream, ex: Exchange, serving: Serving, route: Route, flow: FlowSpec,
+                   batches: WindowBatches, key: bytes, prefix: bytes) -> None:
+        limiter = self.global_limiter
+        assert limiter is not None
+        verdict, now = ASK, time.time()
+        for _ in range(3):  # a reservation another request used up before us: ask again, a bounded number
+            window = batches.window_of(now)
+            ok = await limiter.reserve(batches, b"%s%d:%s" % (prefix, window, key), key, window,
+                                       self.server.loop.time())
+            if client.gone or not client.queue or client.queue[0] is not ex:
+                release(ex)
+                return
+            now = time.time()
+            if not ok:
+                if serving.settings.global_rate_limit_fail_closed:
+                    refuse(client, ex, 503)
+                else:
+                    client.dispatch(ex, serving, route)
+                return
+            verdict = batches.take(key, now)
+            if verdict != ASK:
+                break
+        if verdict == ADMIT:
+            client.dispatch(ex, serving, route)
+        else:
+            retry = b"Retry-After: %d\r\n" % max(1, ceil(batches.retry_after(now)))
+            refuse(client, ex, flow.global_status, retry)
+
+
+def body_fits(client: Downstream, ex: Exchange, limit: int) -> bool:
+    """proxy-body-size: a declared length over `limit` is refused before anything is sent; a chunked body
+    gets a budget that `Downstream.on_body` spends (413 and the upstream request aborted when it runs out)."""
+    if ex.framing == LENGTH:
+        if _content_length(ex.head) > limit:
+            refuse(client, ex, 413)
+            return False
+        return True
+    if ex.pending_size > limit:  # chunked, and already past the limit in what arrived with the head
+        refuse(client, ex, 413)
+        return False
+    if not ex.request_done:
+        ex.body_budget = limit - ex.pending_size
+    return True
+
+
+def _content_length(head: bytes) -> int:
+    """The Content-Length we wrote into the upstream head (llhttp validated the client's: digits only)."""
+    at = head.rfind(b"\r\nContent-Length: ")
+    if at < 0:
+        return 0
+    end = head.index(b"\r\n", at + 18)
+    return int(head[at + 18:end])
+
+
+def refuse(client: Downstream, ex: Exchange, status: int, extra: bytes = b"") -> None:
+    close = client.should_close(ex)
+    ex.close_after = close
+    client.answer(ex, http1.generated_response(status, client.server.date, close=close,
+                                               head_only=ex.method == b"HEAD", extra_headers=extra))
+
+
+def release(ex: Exchange) -> None:
+    """The request ended: give its connection-limit slot back (called once; clears the hold)."""
+    hold = ex.flow_hold
+    if hold is not None:
+        ex.flow_hold = None
+        hold[0].release(hold[1])
+
+
+def _carry_over(new: RoutePolicy, old: RoutePolicy | None) -> RoutePolicy:
+    """Keep the live tables when only the access lists changed (same limits: same key)."""
+    if old is not None and old.spec.rates == new.spec.rates and old.spec.connections == new.spec.connections:
+        new.rates, new.connections = old.rates, old.connections
+    return new
