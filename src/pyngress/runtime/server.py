@@ -123,7 +123,8 @@ class ProxyServer:
     def _schedule_tick(self) -> None:
         s = self.dataplane.serving.settings
         smallest = min(s.proxy_read_timeout, s.proxy_send_timeout, s.keep_alive or 75.0,
-                       s.client_header_timeout, s.client_body_timeout, s.proxy_connect_timeout)
+                       s.client_header_timeout, s.client_body_timeout, s.proxy_connect_timeout,
+                       s.proxy_protocol_header_timeout if s.use_proxy_protocol else 75.0)
         self.tick = max(0.02, min(1.0, smallest / 4))
         self._ticker = self.loop.call_later(self.tick, self._tick)
 
