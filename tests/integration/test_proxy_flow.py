@@ -113,15 +113,15 @@ async def test_limit_whitelist_is_exempt() -> None:
 
 @async_test
 async def test_connection_limit_counts_requests_in_progress_per_client() -> None:
-    async with limited(FlowSpec("default/site", connections=1, conn_status=503)) as p:
-        async with await p.client("127.0.0.2") as slow, await p.client("127.0.0.2") as second:
-            await slow.send(b"GET /delay/1 HTTP/1.1\r\nHost: x\r\n\r\n")
-            await wait_until(lambda: len(p.server.connections) == 2 and any(
-                c.queue for c in p.server.connections), what="the slow request in progress")
-            assert (await second.request("GET", "/")).status == 503
-            assert await p.status(source="127.0.0.3") == 200  # another client is not affected
-            assert (await slow.response()).status == 200
-            assert (await second.request("GET", "/")).status == 200  # the slot was given back
+    flow = FlowSpec("default/site", connections=1, conn_status=503)
+    async with limited(flow) as p, await p.client("127.0.0.2") as slow, await p.client("127.0.0.2") as second:
+        await slow.send(b"GET /delay/1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        await wait_until(lambda: len(p.server.connections) == 2 and any(
+            c.queue for c in p.server.connections), what="the slow request in progress")
+        assert (await second.request("GET", "/")).status == 503
+        assert await p.status(source="127.0.0.3") == 200  # another client is not affected
+        assert (await slow.response()).status == 200
+        assert (await second.request("GET", "/")).status == 200  # the slot was given back
 
 
 @async_test
@@ -210,7 +210,8 @@ async def test_413_on_content_length_before_any_byte_reaches_a_pod() -> None:
 @async_test
 async def test_413_when_a_chunked_body_grows_past_the_limit_and_the_upstream_request_is_aborted() -> None:
     async with limited(None, max_body=10_000) as p, await p.client() as c:
-        await c.send(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(pattern(4000))[:-5])
+        head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        await c.send(head + chunked(pattern(4000))[:-5])
         await wait_until(lambda: p.backend.bytes_received > 4000, what="the first chunk upstream")
         await c.send(chunked(pattern(8000), size=8000))
         resp = await c.response()

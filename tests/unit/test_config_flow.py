@@ -187,6 +187,6 @@ def test_configmap_keys() -> None:
                                             ("block-cidrs", "1.2.3"), ("block-user-agents", "~*(bad"),
                                             ("proxy-body-size", "-1"), ("limit-table-size", "0")])
 def test_bad_configmap_values_keep_the_default(key: str, value: str) -> None:
-    settings, problems = parse_settings(cm(**{key: value}))
+    _, problems = parse_settings(cm(**{key: value}))
     assert [p.field for p in problems] == [f"data.{key}"]
     assert "keeping the default" in problems[0].message
