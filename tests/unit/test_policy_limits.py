@@ -80,7 +80,7 @@ def test_lru_forgets_the_least_recently_used() -> None:
     table: LruTable[str, int] = LruTable(2)
     table.put("a", 1)
     table.put("b", 2)
-    assert table.get("a") == 1  # a is now the most recent
+    assert table.used("a") == 1  # a is now the most recent
     table.put("c", 3)
     assert "b" not in table and "a" in table and "c" in table
     assert table.evictions == 1

@@ -6,50 +6,39 @@ these, with a configured maximum (`limit-table-size`, 65,536 by default: at ~200
 starts again with a full bucket. nginx's limit_req zones make the same trade (LRU eviction when the zone is
 full); the maximum should therefore be well above the number of clients active at once.
 
-`get` marks an entry used (OrderedDict.move_to_end: constant time, in C); `put` evicts the oldest entries
-beyond the maximum. Expiry by age is up to the caller: a token bucket idle long enough to be full again is
-the same as no entry, so the limiter treats "absent" and "expired" alike and needs no sweeping.
+It is an OrderedDict, so the hot path calls C methods only: `get` to look up, `move_to_end` to mark an entry
+used (constant time), `put` to insert and evict the oldest entries beyond the maximum. Expiry by age is up to
+the caller: a token bucket idle long enough to be full again is the same as no entry, so the limiter treats
+"absent" and "expired" alike and needs no sweeping.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
 
 
-class LruTable(Generic[K, V]):
-    __slots__ = ("_entries", "evictions", "maximum")
-
+class LruTable(OrderedDict[K, V]):
     def __init__(self, maximum: int) -> None:
+        super().__init__()
         if maximum < 1:
             raise ValueError("an LRU table holds at least one entry")
         self.maximum = maximum
         self.evictions = 0  # entries forgotten to stay within `maximum` (a metric: the table is too small)
-        self._entries: OrderedDict[K, V] = OrderedDict()
 
-    def get(self, key: K) -> V | None:
-        entries = self._entries
-        value = entries.get(key)
+    def used(self, key: K) -> V | None:
+        """The entry, marked as the most recently used; None when absent."""
+        value = self.get(key)
         if value is not None:
-            entries.move_to_end(key)
+            self.move_to_end(key)
         return value
 
     def put(self, key: K, value: V) -> None:
-        entries = self._entries
-        entries[key] = value
-        entries.move_to_end(key)
-        while len(entries) > self.maximum:
-            entries.popitem(last=False)
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.maximum:
+            self.popitem(last=False)
             self.evictions += 1
-
-    def pop(self, key: K) -> V | None:
-        return self._entries.pop(key, None)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._entries

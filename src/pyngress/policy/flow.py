@@ -24,7 +24,7 @@ from pyngress.policy.limits import ConnectionLimiter, RateLimiter
 
 
 class RoutePolicy:
-    __slots__ = ("access", "connections", "exempt", "global_ignored", "rates", "spec")
+    __slots__ = ("access", "connections", "exempt", "global_ignored", "needs_address", "rates", "spec")
 
     def __init__(self, spec: FlowSpec, *, workers: int = 1, table_size: int = 65536) -> None:
         self.spec = spec
@@ -37,6 +37,8 @@ class RoutePolicy:
         self.connections = ConnectionLimiter(ceil(spec.connections / workers)) if spec.connections else None
         ignored = spec.global_limit.ignored if spec.global_limit is not None else ()
         self.global_ignored = CidrSet(ignored)
+        # the client address as an int is needed only to match networks: skip the lookup otherwise
+        self.needs_address = bool(self.access is not None or self.exempt or self.global_ignored)
 
     def take_rate(self, client: str, now: float) -> float:
         """0.0 when every rate limit admits the request, else the seconds to wait (the longest)."""

@@ -51,7 +51,7 @@ class WindowBatches:
         return int(now // self.window)
 
     def take(self, key: bytes, now: float) -> int:
-        entry = self._entries.get(key)
+        entry = self._entries.used(key)
         if entry is None or entry[0] != self.window_of(now):
             return ASK
         if entry[1] > 0:

@@ -39,14 +39,17 @@ class RateLimiter:
 
     def take(self, client: str, now: float) -> float:
         """0.0 when a token was taken (admit), else the seconds until the next token (refuse)."""
-        bucket = self._buckets.get(client)
+        buckets = self._buckets
+        bucket = buckets.get(client)
         if bucket is None:
-            self._buckets.put(client, [self.burst - 1.0, now])
+            buckets.put(client, [self.burst - 1.0, now])
             return 0.0
-        elapsed = now - bucket[1]
+        buckets.move_to_end(client)  # most recently used: evicted last
         tokens = bucket[0]
-        if elapsed > 0:
-            tokens = min(self.burst, tokens + elapsed * self.rate)
+        if now > bucket[1]:
+            tokens += (now - bucket[1]) * self.rate
+            if tokens > self.burst:
+                tokens = self.burst
             bucket[1] = now
         if tokens >= 1.0:
             bucket[0] = tokens - 1.0

@@ -42,7 +42,8 @@ class FlowGate:
         self.server = server
         self.workers = workers
         self.policies: dict[str, RoutePolicy] = {}
-        self.batches: dict[str, tuple[WindowBatches, HashKey, bytes]] = {}  # spec key -> global limit state
+        # spec key -> (global limit state, the key template (None: $remote_addr, read directly), Redis prefix)
+        self.batches: dict[str, tuple[WindowBatches, HashKey | None, bytes]] = {}
         self.global_limiter: GlobalLimiter | None = None
         self._addresses: dict[str, int | None] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -83,7 +84,8 @@ class FlowGate:
             if g is None:
                 continue
             kept = old_batches.get(key)
-            self.batches[key] = kept or (WindowBatches(g.limit, g.window, g.batch, size), compile_hash_key(g.key),
+            template = None if g.key == "$remote_addr" else compile_hash_key(g.key)
+            self.batches[key] = kept or (WindowBatches(g.limit, g.window, g.batch, size), template,
                                          f"pyngress:grl:{spec.owner}:{g.limit}/{g.window:g}:".encode())
 
     # -- the checks ---------------------------------------------------------------------------------------
@@ -95,7 +97,7 @@ class FlowGate:
         if policy is None:  # a route of a configuration installed without us (cannot happen via install)
             return True
         ip = ex.client_address or client.client_ip
-        address = self._address(ip)
+        address = self._address(ip) if policy.needs_address else None
         access = policy.access
         if access is not None:
             agent = referer = None
@@ -105,9 +107,9 @@ class FlowGate:
             if not access.permits(address, agent, referer):
                 refuse(client, ex, 403)
                 return False
-        if not policy.exempt.contains(address):
-            if policy.rates:
-                wait = policy.take_rate(ip, self.server.now)
+        if address is None or not policy.exempt.contains(address):
+            for limiter in policy.rates:
+                wait = limiter.take(ip, self.server.now)
                 if wait:
                     refuse(client, ex, flow.req_status, b"Retry-After: %d\r\n" % max(1, ceil(wait)))
                     return False
@@ -117,7 +119,7 @@ class FlowGate:
                     return False
                 ex.flow_hold = (policy.connections, ip)
         if flow.global_limit is not None and self.global_limiter is not None \
-                and not policy.global_ignored.contains(address):
+                and (address is None or not policy.global_ignored.contains(address)):
             return self._admit_global(client, ex, serving, route, flow)
         return True
 
@@ -134,7 +136,8 @@ class FlowGate:
     def _admit_global(self, client: Downstream, ex: Exchange, serving: Serving, route: Route,
                       flow: FlowSpec) -> bool:
         batches, template, prefix = self.batches[flow.key]
-        key = template(ExchangeView(ex))
+        ip = ex.client_address or client.client_ip
+        key = ip.encode() if template is None else template(ExchangeView(ex))
         now = time.time()
         verdict = batches.take(key, now)
         if verdict == ADMIT:

@@ -1,7 +1,8 @@
 """Redis for the global rate limits (`--redis-url`): one INCRBY + EXPIRE round trip per reserved batch.
 
 Keys: `pyngress:grl:<namespace/ingress>:<limit>/<window>:<window number>:<client key>`, expiring one window
-after their window ends; every replica computes the same key (wall-clock windows, the Ingress's name, the
+after their window ends (set atomically with the first count, by a small Lua script: one command per
+reservation); every replica computes the same key (wall-clock windows, the Ingress's name, the
 key template's value), so they all count into it. See `policy.global_window` for the batching.
 
 When Redis cannot be reached (or answers with an error, or takes longer than `timeout`): the limit fails open
@@ -24,6 +25,12 @@ from pyngress.policy.global_window import WindowBatches
 
 log = logging.getLogger("pyngress.flow")
 
+RESERVE = """
+local total = redis.call('INCRBY', KEYS[1], ARGV[1])
+if total == tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return total
+"""
+
 
 class GlobalLimiter:
     def __init__(self, url: str, *, timeout: float = 0.5, backoff: float = 1.0) -> None:
@@ -31,6 +38,8 @@ class GlobalLimiter:
 
         self.url = url
         self._redis: Any = aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        # one command per reservation (EVALSHA, loaded on first use): count, and start the expiry with the key
+        self._reserve_script = self._redis.register_script(RESERVE)
         self._errors: tuple[type[BaseException], ...] = (aioredis.RedisError, OSError, asyncio.TimeoutError)
         self.timeout = timeout
         self.backoff = backoff
@@ -62,10 +71,8 @@ class GlobalLimiter:
             return False
         self.round_trips += 1
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.incrby(redis_key, batches.batch)
-                pipe.expire(redis_key, max(1, int(batches.window * 2 + 1)))
-                total, _ = await asyncio.wait_for(pipe.execute(), self.timeout * 2)
+            total = await self._reserve_script(keys=[redis_key], args=[batches.batch,
+                                                                      max(1, int(batches.window * 2 + 1))])
         except self._errors as exc:
             self._failed(exc, now_loop)
             return False
