@@ -190,3 +190,10 @@ def test_bad_configmap_values_keep_the_default(key: str, value: str) -> None:
     _, problems = parse_settings(cm(**{key: value}))
     assert [p.field for p in problems] == [f"data.{key}"]
     assert "keeping the default" in problems[0].message
+
+
+def test_check_lists_the_limits_of_each_ingress() -> None:
+    snap = compiled(ingress({NGINX + "limit-rps": "10", NGINX + "limit-connections": "3",
+                             NGINX + "whitelist-source-range": "10.0.0.0/8"}))
+    assert "limits: shop/site: 10 r/s burst 50, 3 conn, allowlist" in format_check(snap)
+    assert "limits:" not in format_check(compiled(ingress({})))

@@ -56,10 +56,16 @@ def check_pattern(entry: str) -> str:
     return entry
 
 
-class AccessList:
-    """allow / deny by address, block by User-Agent and Referer."""
+VERDICT_CACHE_LIMIT = 65536
 
-    __slots__ = ("agents", "allow", "deny", "referers")
+
+class AccessList:
+    """allow / deny by address, block by User-Agent and Referer.
+
+    The address verdict of each client is remembered (`admits`): a connection's requests all come from one
+    address, so after the first request it costs one dict lookup. Bounded: cleared when full."""
+
+    __slots__ = ("_verdicts", "agents", "allow", "deny", "referers")
 
     def __init__(self, allow: Iterable[str] = (), deny: Iterable[str] = (), agents: Iterable[str] = (),
                  referers: Iterable[str] = ()) -> None:
@@ -68,14 +74,29 @@ class AccessList:
         self.deny = CidrSet(deny)
         self.agents = TextMatcher(agents)
         self.referers = TextMatcher(referers)
+        self._verdicts: dict[str, bool] = {}
 
     @property
     def reads_headers(self) -> bool:
         return bool(self.agents) or bool(self.referers)
 
     def permits(self, address: int | None, agent: bytes | None = None, referer: bytes | None = None) -> bool:
+        return self.permits_address(address) and self.permits_headers(agent, referer)
+
+    def permits_address(self, address: int | None) -> bool:
         if self.deny.contains(address):
             return False
-        if self.allow is not None and not self.allow.contains(address):
-            return False
+        return self.allow is None or self.allow.contains(address)
+
+    def permits_headers(self, agent: bytes | None, referer: bytes | None) -> bool:
         return not (self.agents.matches(agent) or self.referers.matches(referer))
+
+    def admits(self, client: str) -> bool | None:
+        """The remembered address verdict of `client` (its address as text), None when not yet judged."""
+        return self._verdicts.get(client)
+
+    def remember(self, client: str, verdict: bool) -> bool:
+        if len(self._verdicts) >= VERDICT_CACHE_LIMIT:
+            self._verdicts.clear()
+        self._verdicts[client] = verdict
+        return verdict

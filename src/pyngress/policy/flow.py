@@ -38,7 +38,7 @@ class RoutePolicy:
         ignored = spec.global_limit.ignored if spec.global_limit is not None else ()
         self.global_ignored = CidrSet(ignored)
         # the client address as an int is needed only to match networks: skip the lookup otherwise
-        self.needs_address = bool(self.access is not None or self.exempt or self.global_ignored)
+        self.needs_address = bool(self.exempt or self.global_ignored)  # access lists remember verdicts
 
     def take_rate(self, client: str, now: float) -> float:
         """0.0 when every rate limit admits the request, else the seconds to wait (the longest)."""

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from pyngress.balancing.hash_key import HashKey, compile_hash_key
 from pyngress.model import Snapshot
 from pyngress.model.flow import FlowSpec
+from pyngress.policy.access import AccessList
 from pyngress.policy.cidr import address_int
 from pyngress.policy.flow import RoutePolicy
 from pyngress.policy.global_window import ADMIT, ASK, WindowBatches
@@ -99,14 +100,9 @@ class FlowGate:
         ip = ex.client_address or client.client_ip
         address = self._address(ip) if policy.needs_address else None
         access = policy.access
-        if access is not None:
-            agent = referer = None
-            if access.reads_headers:
-                view = ExchangeView(ex)
-                agent, referer = view.header(b"user-agent"), view.header(b"referer")
-            if not access.permits(address, agent, referer):
-                refuse(client, ex, 403)
-                return False
+        if access is not None and not self._permits(access, ip, ex):
+            refuse(client, ex, 403)
+            return False
         if address is None or not policy.exempt.contains(address):
             for limiter in policy.rates:
                 wait = limiter.take(ip, self.server.now)
@@ -122,6 +118,15 @@ class FlowGate:
                 and (address is None or not policy.global_ignored.contains(address)):
             return self._admit_global(client, ex, serving, route, flow)
         return True
+
+    def _permits(self, access: AccessList, ip: str, ex: Exchange) -> bool:
+        verdict = access.admits(ip)
+        if verdict is None:
+            verdict = access.remember(ip, access.permits_address(self._address(ip)))
+        if verdict and access.reads_headers:
+            view = ExchangeView(ex)
+            return access.permits_headers(view.header(b"user-agent"), view.header(b"referer"))
+        return verdict
 
     def _address(self, ip: str) -> int | None:
         cache = self._addresses
