@@ -231,3 +231,14 @@ async def test_chunked_body_within_the_limit_and_unlimited() -> None:
     async with limited(None, max_body=0) as p, await p.client() as c:
         resp = await c.request("POST", "/", body=pattern(3 << 20))
         assert resp.status == 200
+
+
+@async_test
+async def test_forwarded_for_header_can_be_x_real_ip() -> None:
+    settings = dataclasses.replace(TRUSTED, forwarded_for_header="X-Real-IP")
+    async with limited(FlowSpec("default/site", deny=("192.0.2.9/32",)), settings=settings) as p:
+        assert await p.status(source="127.0.0.2", headers=[("X-Real-IP", "192.0.2.9")]) == 403
+        assert await p.status(source="127.0.0.3", headers=[("X-Real-IP", "192.0.2.9")]) == 200  # untrusted
+        assert await p.status(source="127.0.0.2", headers=[("X-Real-IP", "192.0.2.10")]) == 200
+        assert p.backend.requests[-1].header("X-Real-IP") == "192.0.2.10"
+        assert p.backend.requests[-1].header("X-Forwarded-For") == "192.0.2.10, 127.0.0.2"

@@ -14,6 +14,7 @@ reloads. The client address is the request's forwarded address when a trusted pr
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from math import ceil
 from typing import TYPE_CHECKING
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from pyngress.runtime.state import Serving
 
 ADDRESS_CACHE_LIMIT = 65536
+log = logging.getLogger("pyngress.flow")
 
 
 class FlowGate:
@@ -48,6 +50,7 @@ class FlowGate:
         self.global_limiter: GlobalLimiter | None = None
         self._addresses: dict[str, int | None] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._configured = False  # by `configure` (pyngress run): from then on, say when Redis is missing
 
     def configure(self, *, workers: int = 1, redis_url: str = "", redis_timeout: float = 0.5) -> None:
         """Worker count (each worker enforces 1/workers of a local limit) and the Redis of global limits."""
@@ -57,6 +60,7 @@ class FlowGate:
         self.policies = {}  # rebuilt with the new share
         if redis_url:
             self.global_limiter = GlobalLimiter(redis_url, timeout=redis_timeout)
+        self._configured = True
         self.install(self.server.dataplane.serving.snapshot)
 
     async def close(self) -> None:
@@ -85,6 +89,9 @@ class FlowGate:
             if g is None:
                 continue
             kept = old_batches.get(key)
+            if self.global_limiter is None and self._configured and not old_batches:
+                log.warning("Ingress %s has global-rate-limit but pyngress runs without --redis-url: "
+                            "the global limit is not applied", spec.owner)
             template = None if g.key == "$remote_addr" else compile_hash_key(g.key)
             self.batches[key] = kept or (WindowBatches(g.limit, g.window, g.batch, size), template,
                                          f"pyngress:grl:{spec.owner}:{g.limit}/{g.window:g}:".encode())
