@@ -227,3 +227,23 @@ async def test_batches_spare_round_trips_and_ignored_cidrs_are_not_counted() -> 
         async with proxy_with_redis(f"redis://127.0.0.1:{redis_port}/0", ignored) as (server, port, _backend):
             assert await statuses(port, "z", 3) == [200] * 3
             assert server.flow.global_limiter is not None and server.flow.global_limiter.round_trips == 0
+
+
+@needs_redis
+@async_test
+async def test_concurrent_requests_of_one_key_share_reservations() -> None:
+    with redis_server() as (redis_port, _):
+        async with proxy_with_redis(f"redis://127.0.0.1:{redis_port}/0", global_flow(100, batch=5)) as (
+                server, port, backend):
+            clients = [await RawClient.connect(port) for _ in range(10)]
+            try:
+                for c in clients:  # all ten heads are in before the first reservation can return
+                    await c.send(b"GET / HTTP/1.1\r\nHost: x\r\nX-Client: same\r\n\r\n")
+                got = [(await c.response()).status for c in clients]
+            finally:
+                for c in clients:
+                    await c.close()
+            assert got == [200] * 10
+            limiter = server.flow.global_limiter
+            assert limiter is not None and limiter.round_trips <= 4  # not one per request
+            assert len(backend.requests) == 10

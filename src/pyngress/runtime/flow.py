@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from pyngress.runtime.state import Serving
 
 ADDRESS_CACHE_LIMIT = 65536
+RESERVE_ATTEMPTS = 8
 log = logging.getLogger("pyngress.flow")
 
 
@@ -168,7 +169,7 @@ class FlowGate:
         limiter = self.global_limiter
         assert limiter is not None
         verdict, now = ASK, time.time()
-        for _ in range(3):  # a reservation another request used up before us: ask again, a bounded number
+        for _ in range(RESERVE_ATTEMPTS):  # waiters of one reservation may use it up before us: ask again
             window = batches.window_of(now)
             ok = await limiter.reserve(batches, b"%s%d:%s" % (prefix, window, key), key, window,
                                        self.server.loop.time())
@@ -187,7 +188,7 @@ class FlowGate:
                 break
         if verdict == ADMIT:
             client.dispatch(ex, serving, route)
-        else:
+        else:  # used up, or still contended after RESERVE_ATTEMPTS: refusing keeps the limit a hard one
             retry = b"Retry-After: %d\r\n" % max(1, ceil(batches.retry_after(now)))
             refuse(client, ex, flow.global_status, retry)
 

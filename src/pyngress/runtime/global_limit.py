@@ -57,11 +57,12 @@ class GlobalLimiter:
             return await asyncio.shield(pending)
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._inflight[redis_key] = future
+        ok = False
         try:
             ok = await self._reserve(batches, redis_key, key, window, now_loop)
         finally:
             del self._inflight[redis_key]
-        future.set_result(ok)
+            future.set_result(ok)  # also when cancelled: the waiters then decide as for a failure
         return ok
 
     async def _reserve(self, batches: WindowBatches, redis_key: bytes, key: bytes, window: int,
