@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import mmap
 import os
 import signal
 import socket
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyngress.config import CompileOptions
+from pyngress.policy import shared_buckets
 from pyngress.runtime.server import ProxyServer
 from pyngress.sources.files import FileSource
 
@@ -58,12 +60,13 @@ def run(options: RunOptions) -> int:
     return _supervise(RunOptions(**{**options.__dict__, "http_port": port}))
 
 
-def _run_worker(options: RunOptions, *, reuse_port: bool) -> int:
+def _run_worker(options: RunOptions, *, reuse_port: bool, shared: mmap.mmap | None = None) -> int:
     loop_name = install_event_loop_policy()
-    return asyncio.run(serve(options, reuse_port=reuse_port, loop_name=loop_name))
+    return asyncio.run(serve(options, reuse_port=reuse_port, loop_name=loop_name, shared=shared))
 
 
-async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyncio") -> int:
+async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyncio",
+                shared: mmap.mmap | None = None) -> int:
     server: ProxyServer | None = None
 
     def apply(snapshot: object) -> None:
@@ -73,7 +76,7 @@ async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyn
     source = FileSource(list(options.paths), options.compile, apply, interval=options.poll_interval, log=log)
     snapshot = source.load_initial()
     server = ProxyServer(snapshot)
-    server.flow.configure(workers=options.workers, redis_url=options.redis_url)  # issue 5
+    server.flow.configure(workers=options.workers, redis_url=options.redis_url, shared=shared)  # issue 5
     try:
         port = await server.listen(options.host, options.http_port, reuse_port=reuse_port)
     except OSError as exc:
@@ -103,12 +106,14 @@ def _pick_port(host: str) -> int:
 
 def _supervise(options: RunOptions) -> int:
     children: list[int] = []
+    # rate-limit buckets all workers share (issue 5, policy.shared_buckets): anonymous MAP_SHARED, inherited
+    shared = mmap.mmap(-1, shared_buckets.DEFAULT_SLOTS * shared_buckets.SLOT.size)
     for _ in range(options.workers):
         pid = os.fork()
         if pid == 0:  # the worker
             code = 1
             try:
-                code = _run_worker(options, reuse_port=True)
+                code = _run_worker(options, reuse_port=True, shared=shared)
             finally:
                 os._exit(code)
         children.append(pid)

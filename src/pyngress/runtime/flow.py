@@ -26,6 +26,7 @@ from pyngress.policy.access import AccessList
 from pyngress.policy.cidr import address_int
 from pyngress.policy.flow import RoutePolicy
 from pyngress.policy.global_window import ADMIT, ASK, WindowBatches
+from pyngress.policy.shared_buckets import Buffer
 from pyngress.runtime import http1
 from pyngress.runtime.exchange import LENGTH, Exchange, ExchangeView
 
@@ -52,12 +53,16 @@ class FlowGate:
         self._addresses: dict[str, int | None] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._configured = False  # by `configure` (pyngress run): from then on, say when Redis is missing
+        self.shared: Buffer | None = None
 
-    def configure(self, *, workers: int = 1, redis_url: str = "", redis_timeout: float = 0.5) -> None:
-        """Worker count (each worker enforces 1/workers of a local limit) and the Redis of global limits."""
+    def configure(self, *, workers: int = 1, redis_url: str = "", redis_timeout: float = 0.5,
+                  shared: Buffer | None = None) -> None:
+        """Worker count and the buckets they share (`shared`: a region mapped before the fork; without it each
+        worker enforces 1/workers of a rate), and the Redis of global limits."""
         from pyngress.runtime.global_limit import GlobalLimiter
 
         self.workers = max(1, workers)
+        self.shared = shared
         self.policies = {}  # rebuilt with the new share
         if redis_url:
             self.global_limiter = GlobalLimiter(redis_url, timeout=redis_timeout)
@@ -82,7 +87,8 @@ class FlowGate:
         for key, spec in specs.items():
             policy = old.get(key)
             if policy is None or policy.spec != spec or len(policy.rates) != len(spec.rates):
-                policy = _carry_over(RoutePolicy(spec, workers=self.workers, table_size=size), policy)
+                policy = _carry_over(RoutePolicy(spec, workers=self.workers, table_size=size,
+                                                 shared=self.shared), policy)
             self.policies[key] = policy
         old_batches, self.batches = self.batches, {}
         for key, spec in specs.items():
