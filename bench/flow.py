@@ -3,7 +3,8 @@ plain one, in one run. `python bench/flow.py [--wrk] [--rounds 3] [--duration 5]
 
 Part 1, always: the in-memory hot path of `bench/hotpath.py` (no sockets: parsing, routing, the checks,
 forwarding) for a plain route, a rate-limited one (limit-rps high enough never to refuse, so every request
-takes a token), one with allow/deny lists, one with rate + connections + allowlist, and one with the global
+takes a token), the same with the buckets --workers N share (in a shared memory region), one with allow/deny
+lists, one with rate + connections + allowlist, and one with the global
 limit against a real redis-server (started here on a free port; batches of 100, so one request in 100 awaits
 a Redis round trip, and that wait is counted as if it were CPU: a pessimistic number). Best of a few repeats.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import mmap
 import shutil
 import socket
 import statistics
@@ -36,6 +38,7 @@ import run as nginx_bench
 
 from pyngress.model import Backend, PathType, ProxySettings, Route, Snapshot
 from pyngress.model.flow import FlowSpec, GlobalLimitSpec, RateSpec
+from pyngress.policy.shared_buckets import DEFAULT_SLOTS, SLOT
 from pyngress.runtime.downstream import Downstream
 from pyngress.runtime.server import ProxyServer
 from pyngress.runtime.upstream import Upstream
@@ -45,6 +48,7 @@ RATE = RateSpec(float(HUGE), HUGE, "huge r/s")
 VARIANTS: dict[str, FlowSpec | None] = {
     "plain": None,
     "limit-rps": FlowSpec("default/web", rates=(RATE,)),
+    "limit-rps, shared by workers": FlowSpec("default/web", rates=(RATE,)),
     "allow + deny lists": FlowSpec("default/web", allow=("127.0.0.0/8", "::1"), deny=("10.0.0.0/8",)),
     "rps + connections + allowlist": FlowSpec("default/web", rates=(RATE,), connections=HUGE,
                                               allow=("127.0.0.0/8",)),
@@ -65,10 +69,12 @@ def snapshot(flow: FlowSpec | None) -> Snapshot:
 class Bench:
     """One proxy with in-memory transports for one variant; `run` times REQUESTS requests through it."""
 
-    def __init__(self, flow: FlowSpec | None, redis_url: str) -> None:
+    def __init__(self, flow: FlowSpec | None, redis_url: str, shared: bool = False) -> None:
         self.server = server = ProxyServer(snapshot(flow))
         if flow is not None and flow.global_limit is not None:
             server.flow.configure(redis_url=redis_url)
+        elif flow is not None and shared:
+            server.flow.configure(workers=2, shared=mmap.mmap(-1, SLOT.size * DEFAULT_SLOTS))
         self.client, self.transport = Downstream(server), hotpath.MemoryTransport()
         self.client.connection_made(self.transport)  # type: ignore[arg-type]
         server.pool.settings = server.dataplane.serving.settings
@@ -94,7 +100,7 @@ class Bench:
 
 async def measure_all(redis_url: str) -> dict[str, tuple[float, float]]:
     """Variants interleaved, REPEATS rounds, best wall and best CPU of each (noise only ever adds time)."""
-    benches = {name: Bench(flow, redis_url) for name, flow in VARIANTS.items()}
+    benches = {name: Bench(flow, redis_url, shared="shared" in name) for name, flow in VARIANTS.items()}
     best = {name: (float("inf"), float("inf")) for name in VARIANTS}
     for _ in range(REPEATS):
         for name, bench in benches.items():
