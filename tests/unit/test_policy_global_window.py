@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pyngress.policy.global_window import ADMIT, ASK, REFUSE, WindowBatches, default_batch
+from pyngress.policy.global_window import ADMIT, ASK, PREFETCH, REFUSE, WindowBatches, default_batch
 
 
 class FakeRedis:
@@ -22,11 +22,15 @@ class FakeRedis:
 
 
 def request(batches: WindowBatches, redis: FakeRedis, key: bytes, now: float) -> int:
+    """One request; a prefetch is answered at once (the background reservation of the runtime)."""
     verdict = batches.take(key, now)
     if verdict == ASK:
         redis.reserve(batches, key, now)
         verdict = batches.take(key, now)
-    assert verdict != ASK or batches.take(key, now) != ASK
+    if verdict == PREFETCH:
+        redis.reserve(batches, key, now)
+        verdict = ADMIT
+    assert verdict != ASK
     return verdict
 
 
@@ -46,9 +50,10 @@ def test_next_window_starts_again() -> None:
 
 def test_partial_grant_when_another_worker_took_most_of_the_window() -> None:
     a, b, redis = WindowBatches(10, 60.0, 4), WindowBatches(10, 60.0, 4), FakeRedis()
-    assert sum(request(a, redis, b"k", 0.0) == ADMIT for _ in range(8)) == 8
-    assert sum(request(b, redis, b"k", 0.0) == ADMIT for _ in range(8)) == 2  # 8 counted before: 2 left
-    assert request(a, redis, b"k", 0.0) == REFUSE
+    assert [request(a, redis, b"k", 0.0) for _ in range(4)] == [ADMIT] * 4  # a reserved 4, then 4 more
+    assert sum(request(b, redis, b"k", 0.0) == ADMIT for _ in range(8)) == 2  # 8 counted before b: 2 left
+    assert sum(request(a, redis, b"k", 0.0) == ADMIT for _ in range(8)) == 4  # what a holds, then no more
+    assert redis.counts[(b"k", 0)] >= 10
 
 
 @given(st.integers(1, 200), st.integers(1, 20), st.lists(st.integers(0, 3), min_size=1, max_size=400))
@@ -57,8 +62,23 @@ def test_workers_together_never_exceed_the_limit(limit: int, batch: int, who: li
     redis = FakeRedis()
     admitted = sum(request(workers[w], redis, b"k", 1.0) == ADMIT for w in who)
     assert admitted <= limit
-    if len(who) >= limit + 4 * batch:  # demand well over the limit: at most (batch - 1) per worker unused
-        assert admitted >= limit - 4 * (batch - 1)
+    if len(who) >= limit + 8 * batch:  # demand well over the limit: a batch and a quarter per worker unused
+        assert admitted >= limit - 4 * (batch + batch // 4)
+
+
+def test_next_batch_is_asked_for_when_a_quarter_is_left() -> None:
+    batches, redis = WindowBatches(limit=1000, window=60.0, batch=8), FakeRedis()
+    assert batches.take(b"k", 0.0) == ASK
+    redis.reserve(batches, b"k", 0.0)
+    verdicts = [batches.take(b"k", 0.0) for _ in range(8)]
+    assert verdicts == [ADMIT] * 5 + [PREFETCH] + [ADMIT] * 2  # 8 - 6 = 2 = low_water left
+    assert batches.take(b"k", 0.0) == ASK  # the prefetch did not happen: this request must wait
+
+
+def test_no_prefetch_once_redis_said_the_window_is_used_up() -> None:
+    batches, redis = WindowBatches(limit=6, window=60.0, batch=4), FakeRedis()
+    assert [request(batches, redis, b"k", 0.0) for _ in range(8)] == [ADMIT] * 6 + [REFUSE] * 2
+    assert redis.trips == 2
 
 
 def test_default_batch_is_a_small_share_of_the_limit() -> None:

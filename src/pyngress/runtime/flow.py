@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from math import ceil
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pyngress.balancing.hash_key import HashKey, compile_hash_key
 from pyngress.model import Snapshot
@@ -25,7 +26,7 @@ from pyngress.model.flow import FlowSpec
 from pyngress.policy.access import AccessList
 from pyngress.policy.cidr import address_int
 from pyngress.policy.flow import RoutePolicy
-from pyngress.policy.global_window import ADMIT, ASK, WindowBatches
+from pyngress.policy.global_window import ADMIT, ASK, PREFETCH, WindowBatches
 from pyngress.policy.shared_buckets import Buffer
 from pyngress.runtime import http1
 from pyngress.runtime.exchange import LENGTH, Exchange, ExchangeView
@@ -161,14 +162,26 @@ class FlowGate:
         verdict = batches.take(key, now)
         if verdict == ADMIT:
             return True
+        if verdict == PREFETCH:  # admitted; the next batch is reserved while this one lasts
+            self._spawn(self._prefetch(batches, key, prefix, now))
+            return True
         if verdict != ASK:
             retry = b"Retry-After: %d\r\n" % max(1, ceil(batches.retry_after(now)))
             refuse(client, ex, flow.global_status, retry)
             return False
-        task = asyncio.ensure_future(self._ask(client, ex, serving, route, flow, batches, key, prefix))
+        self._spawn(self._ask(client, ex, serving, route, flow, batches, key, prefix))
+        return False
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return False
+
+    async def _prefetch(self, batches: WindowBatches, key: bytes, prefix: bytes, now: float) -> None:
+        assert self.global_limiter is not None
+        window = batches.window_of(now)
+        await self.global_limiter.reserve(batches, b"%s%d:%s" % (prefix, window, key), key, window,
+                                          self.server.loop.time())  # a failure is counted there
 
     async def _ask(self, client: Downstream, ex: Exchange, serving: Serving, route: Route, flow: FlowSpec,
                    batches: WindowBatches, key: bytes, prefix: bytes) -> None:
@@ -192,7 +205,9 @@ class FlowGate:
             verdict = batches.take(key, now)
             if verdict != ASK:
                 break
-        if verdict == ADMIT:
+        if verdict == PREFETCH:
+            self._spawn(self._prefetch(batches, key, prefix, now))
+        if verdict in (ADMIT, PREFETCH):
             client.dispatch(ex, serving, route)
         else:  # used up, or still contended after RESERVE_ATTEMPTS: refusing keeps the limit a hard one
             retry = b"Retry-After: %d\r\n" % max(1, ceil(batches.retry_after(now)))
