@@ -56,9 +56,11 @@ class WindowBatches:
         return int(now // self.window)
 
     def take(self, key: bytes, now: float) -> int:
-        entry = self._entries.used(key)
-        if entry is None or entry[0] != self.window_of(now):
+        entries = self._entries
+        entry = entries.get(key)
+        if entry is None or entry[0] != int(now // self.window):  # window_of(now), without the call
             return ASK
+        entries.move_to_end(key)
         if entry[1] > 0:
             entry[1] -= 1
             return PREFETCH if entry[1] == self.low_water and not entry[2] else ADMIT
