@@ -242,3 +242,26 @@ async def test_forwarded_for_header_can_be_x_real_ip() -> None:
         assert await p.status(source="127.0.0.2", headers=[("X-Real-IP", "192.0.2.10")]) == 200
         assert p.backend.requests[-1].header("X-Real-IP") == "192.0.2.10"
         assert p.backend.requests[-1].header("X-Forwarded-For") == "192.0.2.10, 127.0.0.2"
+
+
+@async_test
+async def test_buckets_survive_a_reload_that_keeps_the_limit_and_restart_when_it_changes() -> None:
+    async with limited(rate(rpm=1, burst=2)) as p:
+        assert [await p.status() for _ in range(3)] == [200, 200, 429]
+        snap = p.server.snapshot
+        p.server.install(dataclasses.replace(snap, version=2))  # same limits: same live buckets
+        assert await p.status() == 429
+        changed = dataclasses.replace(snap.routes[0], flow=rate(rpm=1, burst=3))
+        p.server.install(dataclasses.replace(snap, version=3, routes=(changed,)))
+        assert [await p.status() for _ in range(4)] == [200, 200, 200, 429]
+
+
+@async_test
+async def test_connection_slot_is_given_back_when_the_client_goes_away_mid_request() -> None:
+    async with limited(FlowSpec("default/site", connections=1)) as p:
+        async with await p.client() as gone:
+            await gone.send(b"GET /delay/0.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+            await wait_until(lambda: any(c.queue for c in p.server.connections), what="request in progress")
+            assert await p.status() == 429
+        await wait_until(lambda: not p.server.connections, what="the closed connection noticed")
+        assert await p.status() == 200
