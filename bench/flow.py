@@ -211,7 +211,7 @@ def through_sockets(args: argparse.Namespace, redis_url: str) -> None:
             (workdir / "manifests").mkdir()
             (workdir / "manifests" / "all.yaml").write_text(manifests(bport))
             argv = [sys.executable, "-m", "pyngress", "run", "-f", str(workdir / "manifests"), "--address",
-                    "127.0.0.1", "--http-port", str(pport), "--redis-url", redis_url]
+                    "127.0.0.1", "--http-port", str(pport), "--https-port", "0", "--redis-url", redis_url]
             ours = nginx_bench.start_server("pyngress", nginx_bench.pinned(argv, pin.proxy), pport, workdir)
             started.append(ours)
             nginx_bench.wait_ready(backend)

@@ -99,7 +99,7 @@ def test_two_workers_enforce_one_rate_limit(tmp_path: Path) -> None:
     (tmp_path / "app.yaml").write_text(MANIFESTS.format(port=pod.server_address[1]))
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "pyngress", "run", "-f", str(tmp_path), "--address",
-                             "127.0.0.1", "--http-port", str(port), "--workers", "2"],
+                             "127.0.0.1", "--http-port", str(port), "--https-port", "0", "--workers", "2"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_for(lambda: get(port, "free.test") == 200)

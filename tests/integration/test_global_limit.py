@@ -133,7 +133,8 @@ def test_two_processes_share_one_global_limit(tmp_path: Path) -> None:
             for port in ports:
                 procs.append(subprocess.Popen(
                     [sys.executable, "-m", "pyngress", "run", "-f", str(tmp_path), "--address", "127.0.0.1",
-                     "--http-port", str(port), "--redis-url", f"redis://127.0.0.1:{redis_port}/0"],
+                     "--http-port", str(port), "--https-port", "0",
+                     "--redis-url", f"redis://127.0.0.1:{redis_port}/0"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
             for port in ports:
                 wait_for(lambda port=port: _listening(port), what=f"pyngress on {port}")  # type: ignore[misc]

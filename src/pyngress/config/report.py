@@ -22,6 +22,7 @@ Problems: errors first, each as str(problem), which names the file, the object a
 
 from __future__ import annotations
 
+from pyngress.config.tls_report import tls_lines
 from pyngress.model import Backend, Endpoint, Problem, Snapshot
 
 HEADER = ("HOST", "PATH", "TYPE", "BACKEND", "ENDPOINTS", "BALANCE", "INGRESS")
@@ -33,6 +34,7 @@ WEIGHT_SIGN = "\u00d7"  # the multiplication sign: "10.0.0.1:8080" + WEIGHT_SIGN
 def format_check(snapshot: Snapshot) -> str:
     lines = _route_table(snapshot)
     lines += _flow_lines(snapshot)  # issue 5: only when some route has limits or access lists
+    lines += tls_lines(snapshot.tls)  # issue 4: only when TLS is used
     lines += ["", _default_line(snapshot.default_backend), ""]
     lines += _problem_lines(snapshot.problems)
     return "\n".join(lines) + "\n"

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from pyngress.config.tls_values import parse_max_age, parse_ssl_ciphers, parse_ssl_protocols
 from pyngress.model import ALGORITHMS, ConfigMap, Problem, ProxySettings
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?")
@@ -159,6 +160,15 @@ _KEYS: dict[str, Callable[[str], dict[str, Any]]] = {
     "load-balance": _one("load_balance", parse_algorithm),
     "session-cookie-salt": _one("session_cookie_salt", str.strip),
     "affinity-table-size": _one("affinity_table_size", parse_count),
+    # TLS and HTTPS (issue 4; parsers in config.tls_values)
+    "ssl-protocols": _one("ssl_protocols", parse_ssl_protocols),
+    "ssl-ciphers": _one("ssl_ciphers", parse_ssl_ciphers),
+    "ssl-redirect": _one("ssl_redirect", parse_bool),
+    "force-ssl-redirect": _one("force_ssl_redirect", parse_bool),
+    "hsts": _one("hsts", parse_bool),
+    "hsts-max-age": _one("hsts_max_age", parse_max_age),
+    "hsts-include-subdomains": _one("hsts_include_subdomains", parse_bool),
+    "hsts-preload": _one("hsts_preload", parse_bool),
     # flow and access control (issue 5)
     "use-proxy-protocol": _one("use_proxy_protocol", parse_bool),
     "proxy-protocol-header-timeout": _one("proxy_protocol_header_timeout", parse_duration),

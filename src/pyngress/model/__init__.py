@@ -35,20 +35,24 @@ from pyngress.model.snapshot import (
     Route,
     Snapshot,
 )
+from pyngress.model.tls import NO_TLS, Certificate, HttpsPolicy, TLSConfig, UpstreamTLS
 
 __all__ = [
     "ALGORITHMS",
     "DEFAULT_BALANCE",
     "HASH_ALGORITHMS",
     "NO_AFFINITY",
+    "NO_TLS",
     "AffinitySpec",
     "Backend",
     "BalanceSpec",
+    "Certificate",
     "ConfigMap",
     "Endpoint",
     "EndpointPort",
     "EndpointSlice",
     "HTTPIngressPath",
+    "HttpsPolicy",
     "Ingress",
     "IngressBackend",
     "IngressClass",
@@ -68,4 +72,6 @@ __all__ = [
     "ServicePort",
     "SliceEndpoint",
     "Snapshot",
+    "TLSConfig",
+    "UpstreamTLS",
 ]

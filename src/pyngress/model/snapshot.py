@@ -15,6 +15,7 @@ from types import MappingProxyType
 from pyngress.model.flow import DEFAULT_BODY_SIZE, FlowSpec
 from pyngress.model.objects import PathType
 from pyngress.model.settings import ProxySettings
+from pyngress.model.tls import NO_TLS, HttpsPolicy, TLSConfig, UpstreamTLS
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +129,9 @@ class Route:
     ingress: str  # "namespace/name" of the Ingress the rule came from
     balance: BalanceSpec = DEFAULT_BALANCE
     affinity: AffinitySpec = NO_AFFINITY
+    # TLS (issue 4, config.tls): redirect to HTTPS / HSTS, and re-encryption to the pods; None when unused
+    https: HttpsPolicy | None = None
+    upstream_tls: UpstreamTLS | None = None
     # Which live balancer serves this route: one per backend and way of balancing, so two Ingresses that
     # balance one Service differently do not share a cursor. Plain round robin keeps the backend key.
     balancer_key: str = field(init=False, repr=False, compare=False)
@@ -154,6 +158,7 @@ class Snapshot:
     backends: Mapping[str, Backend] = field(default_factory=lambda: MappingProxyType({}))
     settings: ProxySettings = field(default_factory=ProxySettings)
     problems: tuple[Problem, ...] = ()
+    tls: TLSConfig = NO_TLS  # certificates and SNI names for the HTTPS listener (issue 4)
     # flow and access control of the default backend's route (issue 5)
     default_flow: FlowSpec | None = None
     default_max_body: int = DEFAULT_BODY_SIZE

@@ -19,13 +19,16 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pyngress.config import CompileOptions
 from pyngress.policy import shared_buckets
+from pyngress.runtime.https_listener import listen_https
 from pyngress.runtime.server import ProxyServer
+from pyngress.runtime.tls_contexts import TLSContexts, fake_certificate
 from pyngress.sources.files import FileSource
 
 log = logging.getLogger("pyngress")
@@ -40,6 +43,10 @@ class RunOptions:
     workers: int = 1
     grace: float = 30.0
     poll_interval: float = 1.0
+    # TLS (issue 4): the HTTPS listener; the default certificate is generated once, before workers fork
+    https_port: int = 8443
+    https_redirect_port: int = 0  # the port in redirects to HTTPS; 0: https_port
+    fake_certificate: tuple[bytes, bytes] | None = None
     redis_url: str = ""  # global rate limits (issue 5)
 
 
@@ -54,10 +61,12 @@ def install_event_loop_policy() -> str:
 
 
 def run(options: RunOptions) -> int:
+    options = replace(options, fake_certificate=options.fake_certificate or fake_certificate(time.time()))
     if options.workers <= 1:
         return _run_worker(options, reuse_port=False)
     port = options.http_port or _pick_port(options.host)
-    return _supervise(RunOptions(**{**options.__dict__, "http_port": port}))
+    https_port = options.https_port or _pick_port(options.host)
+    return _supervise(RunOptions(**{**options.__dict__, "http_port": port, "https_port": https_port}))
 
 
 def _run_worker(options: RunOptions, *, reuse_port: bool, shared: mmap.mmap | None = None) -> int:
@@ -84,6 +93,17 @@ async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyn
         return 2
     log.info("worker %d serving http on %s:%d (%s, config version %d, %d routes)", os.getpid(), options.host,
              port, loop_name, snapshot.version, len(snapshot.routes))
+    assert options.fake_certificate is not None  # run() made it
+    try:  # issue 4: the HTTPS listener
+        https_port = await listen_https(server, options.host, options.https_port, reuse_port=reuse_port,
+                                        contexts=TLSContexts(*options.fake_certificate),
+                                        redirect_port=options.https_redirect_port)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", options.host, options.https_port, exc.strerror or exc)
+        await server.drain(0)
+        return 2
+    log.info("worker %d serving https on %s:%d (%d certificates)", os.getpid(), options.host, https_port,
+             len(snapshot.tls.certificates))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

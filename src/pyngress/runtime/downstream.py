@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from pyngress.balancing import PickContext
-from pyngress.runtime import flow, http1, picking, request_head
+from pyngress.runtime import flow, http1, https, picking, request_head
 from pyngress.runtime.exchange import NO_BODY, Exchange
 
 if TYPE_CHECKING:
@@ -61,6 +61,7 @@ class Downstream(asyncio.Protocol):
         self._trusted = False
         self._ready: Exchange | None = None  # queued during this feed_data, to start once it returns
         self._ready_serving: Serving | None = None
+        self.https = False  # a TLS connection (set by runtime.https_listener before connection_made)
 
     # -- connection events -------------------------------------------------------------------------------
 
@@ -74,7 +75,7 @@ class Downstream(asyncio.Protocol):
         """The client of this connection: the TCP peer, or the source a PROXY protocol header carried."""
         self.client_ip = ip
         sock = self.transport.get_extra_info("sockname") if self.transport is not None else None
-        self.peer = request_head.Peer(ip, sock[1] if sock else 0)
+        self.peer = request_head.Peer(ip, sock[1] if sock else 0, self.https)
         self._pick_context = PickContext(ip)
         self._trust_for = None
 
@@ -216,6 +217,9 @@ class Downstream(asyncio.Protocol):
         if route is None:
             self.answer_status(ex, 404)
             return
+        policy = route.https  # issue 4: redirect to HTTPS, HSTS; None on routes without TLS settings
+        if policy is not None and (self.https or policy.redirect) and https.intercept(self, ex, policy):
+            return
         if ex.framing != NO_BODY and route.max_body and not flow.body_fits(self, ex, route.max_body):
             return
         if route.flow is not None and not self.server.flow.admit(self, ex, serving, route):
@@ -235,6 +239,7 @@ class Downstream(asyncio.Protocol):
             self.answer_status(ex, failed)
             return
         ex.endpoint = endpoint
+        ex.upstream_tls = route.upstream_tls  # issue 4: re-encrypt to the pod (backend-protocol: HTTPS)
         ex.attempts += 1
         cookie = serving.cookies.get(key) if contextual else None
         if cookie is not None and balancer is not None:
@@ -270,7 +275,7 @@ class Downstream(asyncio.Protocol):
         close = self.should_close(ex)
         ex.close_after = close
         self.answer(ex, http1.generated_response(
-            status, self.server.date, close=close, head_only=ex.method == b"HEAD"))
+            status, self.server.date, close=close, head_only=ex.method == b"HEAD", extra_headers=ex.hsts or b""))
 
     def answer(self, ex: Exchange, response: bytes) -> None:
         if ex is not self.queue[0]:  # pipelined: wait for our turn

@@ -16,7 +16,7 @@ from pyngress.runtime import http1
 
 if TYPE_CHECKING:
     from pyngress.balancing.stats import EndpointStats
-    from pyngress.model import Endpoint
+    from pyngress.model import Endpoint, UpstreamTLS
     from pyngress.policy.limits import ConnectionLimiter
     from pyngress.runtime.downstream import Downstream
     from pyngress.runtime.upstream import Upstream
@@ -43,6 +43,7 @@ class Exchange:
         "framing",
         "head",
         "host",
+        "hsts",
         "http10",
         "keep_alive",
         "method",
@@ -57,6 +58,7 @@ class Exchange:
         "tracked_at",
         "tried",
         "upstream",
+        "upstream_tls",
     )
 
     def __init__(self, client: Downstream, method: bytes, head: bytes, host: bytes, path: bytes,
@@ -88,6 +90,8 @@ class Exchange:
         self.tracked_at = 0.0  # loop time that attempt started
         self.set_cookie: bytes | None = None  # a Set-Cookie line the response must carry (session affinity)
         self.cookie: bytes | None = None  # the request's Cookie field(s)
+        self.upstream_tls: UpstreamTLS | None = None  # backend-protocol HTTPS: how to connect (runtime.pool)
+        self.hsts: bytes | None = None  # the Strict-Transport-Security line of an HTTPS response (runtime.https)
         # flow control (issue 5, runtime.flow): the client as a trusted proxy named it (else the connection's),
         # body bytes still allowed (-1: no limit), the connection-limit slot to give back when done
         self.client_address: str | None = None

@@ -13,10 +13,11 @@ import asyncio
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Protocol
 
+from pyngress.runtime.tls_contexts import upstream_context, upstream_server_hostname
 from pyngress.runtime.upstream import Upstream
 
 if TYPE_CHECKING:
-    from pyngress.model import Endpoint, ProxySettings
+    from pyngress.model import Endpoint, ProxySettings, UpstreamTLS
     from pyngress.runtime.exchange import Exchange
 
 
@@ -35,23 +36,30 @@ class UpstreamPool:
 
     def acquire(self, endpoint: Endpoint, ex: Exchange, settings: ProxySettings) -> None:
         self.settings = settings
-        stack = self._idle.get(endpoint.key)
+        tls = ex.upstream_tls
+        key = endpoint.key if tls is None else endpoint.key + tls.pool_suffix  # TLS connections apart
+        stack = self._idle.get(key)
         while stack:
             conn = stack.pop()
             self._idle_count -= 1
             if conn.transport is not None and not conn.broken:
                 conn.attach(ex)
                 return
-        task = self.loop.create_task(self._connect(endpoint, ex, settings.proxy_connect_timeout))
+        task = self.loop.create_task(self._connect(endpoint, ex, settings.proxy_connect_timeout, key, tls))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _connect(self, endpoint: Endpoint, ex: Exchange, timeout: float) -> None:
+    async def _connect(self, endpoint: Endpoint, ex: Exchange, timeout: float, key: str,
+                       tls: UpstreamTLS | None) -> None:
         try:
-            _, conn = await asyncio.wait_for(
-                self.loop.create_connection(lambda: Upstream(self, endpoint), endpoint.address, endpoint.port),
-                timeout,
-            )
+            if tls is None:
+                opening = self.loop.create_connection(lambda: Upstream(self, endpoint), endpoint.address,
+                                                      endpoint.port)
+            else:  # backend-protocol: HTTPS; an SSLError (bad certificate...) is an OSError: 502 as a refusal
+                opening = self.loop.create_connection(
+                    lambda: Upstream(self, endpoint, key), endpoint.address, endpoint.port,
+                    ssl=upstream_context(tls), server_hostname=upstream_server_hostname(tls))
+            _, conn = await asyncio.wait_for(opening, timeout)
         except (OSError, TimeoutError) as exc:
             if not ex.client.gone:
                 ex.client.retry(ex, 504 if isinstance(exc, TimeoutError) else 502)
@@ -94,7 +102,7 @@ class UpstreamPool:
     def retain(self, keys: Collection[str]) -> None:
         """After a reload: close idle connections to endpoints that are gone. Busy ones finish first."""
         for key, stack in list(self._idle.items()):
-            if key not in keys:
+            if key.partition("#")[0] not in keys:  # TLS connections' keys carry a suffix
                 for conn in list(stack):
                     conn.close()
 

@@ -20,6 +20,7 @@ import asyncio
 import random
 import time
 from email.utils import formatdate
+from typing import TYPE_CHECKING
 
 from pyngress.balancing import PickContext
 from pyngress.model import ProxySettings, Snapshot
@@ -29,6 +30,9 @@ from pyngress.runtime.pool import UpstreamPool
 from pyngress.runtime.proxy_listener import ProxyHeaderReader
 from pyngress.runtime.request_head import request_id_source
 from pyngress.runtime.state import Dataplane, Serving
+
+if TYPE_CHECKING:
+    from pyngress.runtime.https_listener import HttpsListener
 
 
 def http_date(now: float | None = None) -> bytes:
@@ -51,6 +55,7 @@ class ProxyServer:
         self._servers: list[asyncio.base_events.Server] = []
         self._ticker: asyncio.TimerHandle | None = None
         self._all_closed = asyncio.Event()
+        self.https: HttpsListener | None = None  # the TLS listener (issue 4, runtime.https_listener), if any
         # flow and access control (issue 5): live limit tables; connections still reading a PROXY header
         self.flow = FlowGate(self)
         self.flow.install(snapshot)
@@ -65,6 +70,8 @@ class ProxyServer:
         serving = self.dataplane.install(snapshot)
         self.pool.retain(serving.endpoint_keys)
         self.flow.install(snapshot)
+        if self.https is not None:
+            self.https.install(snapshot)  # its certificates: new handshakes use them
         return serving
 
     async def listen(self, host: str = "0.0.0.0", port: int = 8080, *, reuse_port: bool = False,
@@ -97,8 +104,11 @@ class ProxyServer:
     async def drain(self, grace: float = 30.0) -> None:
         """Stop accepting, finish in-flight requests for up to `grace` seconds, then close everything."""
         self.draining = True
+        started = self.loop.time()
         for server in self._servers:
             server.close()
+        if self.https is not None:
+            self.https.stop()
         for conn in list(self.connections):
             if not conn.queue and conn.head_started < 0:
                 conn.close()
@@ -108,6 +118,8 @@ class ProxyServer:
             except TimeoutError:
                 for conn in list(self.connections):
                     conn.abort()
+        if self.https is not None:  # its HTTP connections drained above; ssl-passthrough relays now
+            await self.https.close(max(0.0, grace - (self.loop.time() - started)))
         self.pool.close_idle()
         for server in self._servers:
             await server.wait_closed()
