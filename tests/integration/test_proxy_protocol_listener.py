@@ -3,12 +3,17 @@ connection, untrusted peers cannot send one, and a silent peer is closed after t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import random
+import socket
+import ssl
 from collections.abc import AsyncIterator
 
+import pytest
 from harness import EchoBackend, RawClient, async_test, route, service, snapshot
+from tls_harness import app, compile_docs, configmap, tls_proxy
 
 from pyngress.model import ProxySettings
 from pyngress.model.flow import FlowSpec
@@ -118,3 +123,49 @@ async def test_off_by_default_a_header_is_a_bad_request() -> None:
     async with proxied(ProxySettings()) as p, await RawClient.connect(p.port) as c:
         await c.send(encode_v1("203.0.113.7", 1, "10.0.0.1", 80) + REQUEST)
         assert (await c.response()).status == 400
+
+
+async def tls_after_header(port: int, header: bytes, server_name: str) -> RawClient:
+    """A TLS client whose connection starts with `header`, as a TCP load balancer in front would send it."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setblocking(False)
+    try:
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        await loop.sock_sendall(sock, header)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(
+            sock=sock, ssl=ctx, server_hostname=server_name, limit=1 << 20), 5.0)
+    except BaseException:
+        sock.close()
+        raise
+    return RawClient(reader, writer)
+
+
+@async_test
+async def test_https_port_reads_the_header_before_the_tls_handshake() -> None:
+    backend = await EchoBackend.start()
+    try:
+        snap = compile_docs([*app("web", ["a.example.com"], backend.port),
+                             configmap(**{"use-proxy-protocol": "true"})])
+        async with tls_proxy(snap) as proxy:
+            cases = [(encode_v1("203.0.113.9", 5, "10.0.0.1", 443), "203.0.113.9"),
+                     (encode_v2("2001:db8::9", 5, "2001:db8::1", 443), "2001:db8::9"),
+                     (encode_v2_local(), "127.0.0.1")]
+            for header, client in cases:
+                c = await tls_after_header(proxy.https_port, header, "a.example.com")
+                try:
+                    resp = await c.request("GET", "/", host="a.example.com")
+                finally:
+                    with contextlib.suppress(ssl.SSLError):
+                        await c.close()
+                assert resp.status == 200
+                got = backend.requests[-1]
+                assert (got.header("X-Real-IP"), got.header("X-Forwarded-Proto")) == (client, "https")
+            with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
+                await tls_after_header(proxy.https_port, b"PROXY TCP4 bad\r\n", "a.example.com")
+            assert len(backend.requests) == 3
+    finally:
+        await backend.close()

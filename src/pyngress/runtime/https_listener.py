@@ -31,6 +31,7 @@ import socket
 import ssl
 from typing import TYPE_CHECKING
 
+from pyngress.runtime import proxy_listener
 from pyngress.runtime.client_hello import MAX_HELLO, ClientHello, Incomplete, Parsed, parse_client_hello
 from pyngress.runtime.downstream import Downstream
 from pyngress.runtime.relay import Relay
@@ -60,8 +61,9 @@ class _AlpnSwitch(asyncio.Protocol):
     """Stands in during the handshake (asyncio wants a protocol before it), then hands the transport to the
     protocol ALPN chose, before any application byte arrives. Costs nothing per byte afterwards."""
 
-    def __init__(self, server: ProxyServer) -> None:
+    def __init__(self, server: ProxyServer, client: str | None = None) -> None:
         self.server = server
+        self.client = client  # the address a PROXY protocol header named (issue 5), else None: the TCP peer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         ssl_object = transport.get_extra_info("ssl_object")
@@ -69,6 +71,8 @@ class _AlpnSwitch(asyncio.Protocol):
         protocol = protocol_for_alpn(name, self.server)
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
+        if self.client is not None and isinstance(protocol, Downstream):
+            protocol.use_client_address(self.client)
 
     def connection_lost(self, exc: Exception | None) -> None:
         pass  # only reached if the transport is lost before connection_made: nothing was started
@@ -136,7 +140,10 @@ class HttpsListener:
                 return
             sock.setblocking(False)
             tls = self.tls
-            work = self._peek_then_serve(sock, tls) if tls.passthrough else self._terminate(sock, tls)
+            if self.server.dataplane.serving.settings.use_proxy_protocol:  # issue 5: a PROXY header first
+                work = self._proxy_header_then_serve(sock, tls)
+            else:
+                work = self._peek_then_serve(sock, tls) if tls.passthrough else self._terminate(sock, tls)
             task = loop.create_task(work)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -145,24 +152,41 @@ class HttpsListener:
         if self._sock is not None:
             asyncio.get_running_loop().add_reader(self._sock.fileno(), self._on_acceptable)
 
-    async def _terminate(self, sock: socket.socket, tls: TLSServing) -> None:
+    async def _proxy_header_then_serve(self, sock: socket.socket, tls: TLSServing) -> None:
+        """use-proxy-protocol (issue 5, runtime.proxy_listener): a trusted peer's PROXY header, then TLS."""
+        client = None
+        with contextlib.suppress(OSError):
+            peer = sock.getpeername()
+            if proxy_listener.expects_header(self.server, peer[0]):
+                timeout = self.server.dataplane.serving.settings.proxy_protocol_header_timeout
+                found = await proxy_listener.read_header(sock, timeout)
+                if found is False:
+                    sock.close()  # malformed, closed or too slow: as on the HTTP port, no answer
+                    return
+                client = found if isinstance(found, str) else None
+        if tls.passthrough:
+            await self._peek_then_serve(sock, tls, client)
+        else:
+            await self._terminate(sock, tls, client)
+
+    async def _terminate(self, sock: socket.socket, tls: TLSServing, client: str | None = None) -> None:
         loop = asyncio.get_running_loop()
         timeout = self.server.dataplane.serving.settings.client_header_timeout
         try:
-            await loop.connect_accepted_socket(lambda: _AlpnSwitch(self.server), sock, ssl=tls.default,
+            await loop.connect_accepted_socket(lambda: _AlpnSwitch(self.server, client), sock, ssl=tls.default,
                                                ssl_handshake_timeout=timeout)
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
             log.debug("TLS handshake failed: %s", exc)
             sock.close()
 
-    async def _peek_then_serve(self, sock: socket.socket, tls: TLSServing) -> None:
+    async def _peek_then_serve(self, sock: socket.socket, tls: TLSServing, client: str | None = None) -> None:
         hello = await peek_client_hello(sock, self.server.dataplane.serving.settings.client_header_timeout)
         if hello is None:
             sock.close()
             return
         route = tls.passthrough_route(hello.server_name) if isinstance(hello, ClientHello) else None
         if route is None:
-            await self._terminate(sock, tls)
+            await self._terminate(sock, tls, client)
         else:
             await self._relay(sock, route)
 

@@ -12,16 +12,23 @@ claim another address by sending one.
 The header's source becomes the connection's client address (`Downstream.use_client_address`): X-Real-IP,
 X-Forwarded-For, the limits and access lists all see it. A LOCAL / UNKNOWN header (the load balancer's own
 health check) keeps the TCP peer.
+
+The HTTPS listener owns raw accepted sockets, and the PROXY header comes before the TLS ClientHello:
+`read_header(sock)` peeks at the socket until a whole header is there, then consumes exactly the header's
+bytes, so the TLS handshake that follows starts at its first byte. Waiting for more bytes uses SO_RCVLOWAT
+(wake us when at least one more byte is there) rather than spinning on bytes already peeked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from typing import TYPE_CHECKING, cast
 
 from pyngress.policy.cidr import CidrSet, address_int
 from pyngress.runtime.downstream import Downstream
-from pyngress.runtime.proxy_protocol import ProxyProtocolError, parse
+from pyngress.runtime.proxy_protocol import MAX_V2_PAYLOAD, V2_HEADER_LENGTH, ProxyProtocolError, parse
 
 if TYPE_CHECKING:
     from pyngress.runtime.server import ProxyServer
@@ -95,3 +102,68 @@ def _networks(cidrs: tuple[str, ...]) -> CidrSet:
             _cache.clear()
         found = _cache[cidrs] = CidrSet(cidrs)
     return found
+
+
+def expects_header(server: ProxyServer, peer_ip: str) -> bool:
+    """use-proxy-protocol is on and `peer_ip` may send a header (in proxy-real-ip-cidr, or that is empty)."""
+    settings = server.dataplane.serving.settings
+    if not settings.use_proxy_protocol:
+        return False
+    return not settings.trusted_proxies or _networks(settings.trusted_proxies).contains(address_int(peer_ip))
+
+
+PEEK = V2_HEADER_LENGTH + MAX_V2_PAYLOAD
+
+
+async def read_header(sock: socket.socket, timeout: float) -> str | bool | None:
+    """Consume the PROXY header at the start of a raw accepted socket. Returns the client address it names,
+    None for a LOCAL / UNKNOWN header (keep the TCP peer), False when malformed, closed or too slow."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    lowat = 1
+    try:
+        while await _readable(loop, sock, deadline - loop.time()):
+            try:
+                data = sock.recv(PEEK, socket.MSG_PEEK)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return False
+            if not data:
+                return False  # closed before a whole header
+            try:
+                result = parse(data)
+            except ProxyProtocolError:
+                return False
+            if result is not None:
+                header, consumed = result
+                sock.recv(consumed)  # already in the socket buffer: exactly the header goes
+                return None if header.local else header.source_addr
+            lowat = len(data) + 1
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, lowat)
+        return False
+    finally:
+        if lowat != 1:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket, timeout: float) -> bool:
+    if timeout <= 0:
+        return False
+    ready: asyncio.Future[None] = loop.create_future()
+    fd = sock.fileno()
+    loop.add_reader(fd, _wake, ready)
+    try:
+        await asyncio.wait_for(ready, timeout)
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(fd)
+
+
+def _wake(ready: asyncio.Future[None]) -> None:
+    if not ready.done():
+        ready.set_result(None)
