@@ -115,13 +115,15 @@ async def test_limit_whitelist_is_exempt() -> None:
 async def test_connection_limit_counts_requests_in_progress_per_client() -> None:
     flow = FlowSpec("default/site", connections=1, conn_status=503)
     async with limited(flow) as p, await p.client("127.0.0.2") as slow, await p.client("127.0.0.2") as second:
-        await slow.send(b"GET /delay/1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        await slow.send(b"GET /delay/1.5 HTTP/1.1\r\nHost: x\r\n\r\n")  # in progress for 1.5 s
         await wait_until(lambda: len(p.server.connections) == 2 and any(
             c.queue for c in p.server.connections), what="the slow request in progress")
         assert (await second.request("GET", "/")).status == 503
         assert await p.status(source="127.0.0.3") == 200  # another client is not affected
         assert (await slow.response()).status == 200
         assert (await second.request("GET", "/")).status == 200  # the slot was given back
+        # a completed response gives its slot back too: one at a time, every request passes
+        assert [await p.status(source="127.0.0.4") for _ in range(3)] == [200, 200, 200]
 
 
 @async_test
@@ -259,8 +261,8 @@ async def test_buckets_survive_a_reload_that_keeps_the_limit_and_restart_when_it
 @async_test
 async def test_connection_slot_is_given_back_when_the_client_goes_away_mid_request() -> None:
     async with limited(FlowSpec("default/site", connections=1)) as p:
-        async with await p.client() as gone:
-            await gone.send(b"GET /delay/0.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+        async with await p.client() as gone:  # its request is in progress for 1.5 s; it leaves before the answer
+            await gone.send(b"GET /delay/1.5 HTTP/1.1\r\nHost: x\r\n\r\n")
             await wait_until(lambda: any(c.queue for c in p.server.connections), what="request in progress")
             assert await p.status() == 429
         await wait_until(lambda: not p.server.connections, what="the closed connection noticed")
