@@ -78,6 +78,7 @@ async def test_429_after_exactly_burst_requests_in_a_tight_loop() -> None:
         assert refused.header("Connection") == "keep-alive"  # a refusal does not cost the connection
         assert len(p.backend.requests) == 5
         assert (await c.request("GET", "/")).status == 429
+        assert p.server.flow.refused_rate == 2  # the counters the metrics exporter reads
 
 
 @async_test
@@ -119,6 +120,7 @@ async def test_connection_limit_counts_requests_in_progress_per_client() -> None
         await wait_until(lambda: len(p.server.connections) == 2 and any(
             c.queue for c in p.server.connections), what="the slow request in progress")
         assert (await second.request("GET", "/")).status == 503
+        assert p.server.flow.refused_connections == 1
         assert await p.status(source="127.0.0.3") == 200  # another client is not affected
         assert (await slow.response()).status == 200
         assert (await second.request("GET", "/")).status == 200  # the slot was given back
@@ -133,6 +135,7 @@ async def test_allowlist_and_denylist_ipv4() -> None:
         assert await p.status(source="127.0.0.2") == 403
         assert await p.status(source="127.0.0.9") == 403
         assert len(p.backend.requests) == 1
+        assert p.server.flow.refused_access == 2
 
 
 @async_test
@@ -205,6 +208,7 @@ async def test_413_on_content_length_before_any_byte_reaches_a_pod() -> None:
         assert resp.header("Connection") == "close"  # the rest of that body is not read
         assert await c.at_eof()
         assert p.backend.connections == 0 and p.backend.bytes_received == 0
+        assert p.server.flow.refused_body == 2
     async with limited(None, max_body=1000) as p, await p.client() as c:
         assert (await c.request("POST", "/", body=pattern(1000))).status == 200  # exactly the limit is fine
 
@@ -222,6 +226,7 @@ async def test_413_when_a_chunked_body_grows_past_the_limit_and_the_upstream_req
         await wait_until(lambda: p.backend.connections == 1 and not p.backend._writers,
                          what="the upstream request aborted")
         assert p.backend.requests == []  # the backend never saw a complete request
+        assert p.server.flow.refused_body == 1
 
 
 @async_test

@@ -191,6 +191,7 @@ class Downstream(asyncio.Protocol):
         if ex.body_budget >= 0:  # proxy-body-size on a chunked body (runtime.flow.body_fits)
             ex.body_budget -= len(body)
             if ex.body_budget < 0:
+                self.server.flow.refused_body += 1
                 raise http1.RequestError(413)
         ex.add_body(body)
         if ex.upstream is None and ex.pending_size > BODY_BUFFER_LIMIT:

@@ -55,6 +55,12 @@ class FlowGate:
         self._tasks: set[asyncio.Task[None]] = set()
         self._configured = False  # by `configure` (pyngress run): from then on, say when Redis is missing
         self.shared: Buffer | None = None
+        # refusals by reason, plain counters for the metrics exporter (only refusals pay for them)
+        self.refused_access = 0  # 403: deny / allow lists, blocked agents and referers
+        self.refused_rate = 0  # limit-rps / limit-rpm
+        self.refused_connections = 0  # limit-connections
+        self.refused_global = 0  # global-rate-limit over the limit (and fail-closed 503s)
+        self.refused_body = 0  # proxy-body-size: 413
 
     def configure(self, *, workers: int = 1, redis_url: str = "", redis_timeout: float = 0.5,
                   shared: Buffer | None = None) -> None:
@@ -116,16 +122,19 @@ class FlowGate:
         address = self._address(ip) if policy.needs_address else None
         access = policy.access
         if access is not None and not self._permits(access, ip, ex):
+            self.refused_access += 1
             refuse(client, ex, 403)
             return False
         if address is None or not policy.exempt.contains(address):
             for limiter in policy.rates:
                 wait = limiter.take(ip, self.server.now)
                 if wait:
+                    self.refused_rate += 1
                     refuse(client, ex, flow.req_status, b"Retry-After: %d\r\n" % max(1, ceil(wait)))
                     return False
             if policy.connections is not None:
                 if not policy.connections.acquire(ip):
+                    self.refused_connections += 1
                     refuse(client, ex, flow.conn_status)
                     return False
                 ex.flow_hold = (policy.connections, ip)
@@ -166,6 +175,7 @@ class FlowGate:
             self._spawn(self._prefetch(batches, key, prefix, now))
             return True
         if verdict != ASK:
+            self.refused_global += 1
             retry = b"Retry-After: %d\r\n" % max(1, ceil(batches.retry_after(now)))
             refuse(client, ex, flow.global_status, retry)
             return False
@@ -198,6 +208,7 @@ class FlowGate:
             now = time.time()
             if not ok:
                 if serving.settings.global_rate_limit_fail_closed:
+                    self.refused_global += 1
                     refuse(client, ex, 503)
                 else:
                     client.dispatch(ex, serving, route)
@@ -210,6 +221,7 @@ class FlowGate:
         if verdict in (ADMIT, PREFETCH):
             client.dispatch(ex, serving, route)
         else:  # used up, or still contended after RESERVE_ATTEMPTS: refusing keeps the limit a hard one
+            self.refused_global += 1
             retry = b"Retry-After: %d\r\n" % max(1, ceil(batches.retry_after(now)))
             refuse(client, ex, flow.global_status, retry)
 
@@ -219,10 +231,12 @@ def body_fits(client: Downstream, ex: Exchange, limit: int) -> bool:
     gets a budget that `Downstream.on_body` spends (413 and the upstream request aborted when it runs out)."""
     if ex.framing == LENGTH:
         if _content_length(ex.head) > limit:
+            client.server.flow.refused_body += 1
             refuse(client, ex, 413)
             return False
         return True
     if ex.pending_size > limit:  # chunked, and already past the limit in what arrived with the head
+        client.server.flow.refused_body += 1
         refuse(client, ex, 413)
         return False
     if not ex.request_done:
