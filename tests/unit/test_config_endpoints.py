@@ -85,6 +85,16 @@ def test_unready_endpoints_are_not_used() -> None:
     assert keys(compile_yaml(ingress() + SERVICE + slice_("a", endpoints))) == ["10.0.0.1:8080"]
 
 
+def test_serving_terminating_endpoints_are_used_only_when_none_is_ready() -> None:
+    # issue 6: kube-proxy's fallback, so the last pods of a rollout drain instead of failing
+    draining = "{addresses: [10.0.0.3], conditions: {ready: false, serving: true, terminating: true}}"
+    gone = "{addresses: [10.0.0.4], conditions: {ready: false, serving: false, terminating: true}}"
+    with_ready = f"[{{addresses: [10.0.0.1]}}, {draining}, {gone}]"
+    assert keys(compile_yaml(ingress() + SERVICE + slice_("a", with_ready))) == ["10.0.0.1:8080"]
+    only_terminating = f"[{draining}, {gone}]"
+    assert keys(compile_yaml(ingress() + SERVICE + slice_("a", only_terminating))) == ["10.0.0.3:8080"]
+
+
 def test_no_ready_endpoints_is_not_a_config_problem() -> None:
     snap = compile_yaml(ingress() + SERVICE + slice_("a", "[{addresses: [10.0.0.1], conditions: {ready: false}}]"))
     assert backend(snap).endpoints == () and backend(snap).problem == "" and snap.problems == ()

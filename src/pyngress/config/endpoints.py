@@ -9,10 +9,12 @@ Resolution, for an Ingress in namespace N naming service S and port P (by name o
    the ServicePort's name (both "" for an unnamed port) gives the endpoint port. A slice with no ports at all
    (hand-written file-mode slices often omit them) falls back to the ServicePort's numeric targetPort, or its
    port when targetPort is absent; a named targetPort cannot be resolved without Pods, so such a slice is skipped.
-4. endpoints whose `conditions.ready` is false are skipped (serving-but-terminating endpoints are not used for
-   new requests, as kube-proxy does without ProxyTerminatingEndpoints). Every address of a ready endpoint is one
-   `Endpoint(address, port, weight=1, name=<targetRef name>)`; the same address:port in two slices counts once
-   (slices of one Service may overlap while the EndpointSlice controller moves endpoints between them).
+4. endpoints whose `conditions.ready` is false are skipped; only when a Service has no ready endpoint at all do
+   its `serving` and `terminating` ones take the traffic (kube-proxy's rule since ProxyTerminatingEndpoints:
+   a rollout of the last pods, or a scale to zero, drains instead of failing). Every address of a used
+   endpoint is one `Endpoint(address, port, weight=1, name=<targetRef name>)`; the same address:port in two
+   slices counts once (slices of one Service may overlap while the EndpointSlice controller moves endpoints
+   between them).
 5. weights: the Service's `pyngress.io/endpoint-weights` and `pyngress.io/weight-by` annotations, read with
    the Pods of its namespace (`weights`); their Problems are on the Service.
 
@@ -21,10 +23,19 @@ Endpoints are sorted by key so that equal inputs give equal Backends, whatever t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from pyngress.config.weights import PodIndex, weigh_endpoints
-from pyngress.model import Backend, Endpoint, EndpointSlice, Problem, Service, ServiceBackendRef, ServicePort
+from pyngress.model import (
+    Backend,
+    Endpoint,
+    EndpointSlice,
+    Problem,
+    Service,
+    ServiceBackendRef,
+    ServicePort,
+    SliceEndpoint,
+)
 
 EXTERNAL_NAME_UNSUPPORTED = "ExternalName services are not supported yet"
 
@@ -71,13 +82,21 @@ def find_service_port(service: Service, ref: ServiceBackendRef) -> ServicePort |
 
 
 def ready_endpoints(port: ServicePort, slices: Iterable[EndpointSlice]) -> tuple[Endpoint, ...]:
+    ordered = sorted(slices, key=lambda s: s.meta.name)
+    ready = _endpoints(port, ordered, lambda ep: ep.ready)
+    # issue 6: kube-proxy's fallback, terminating endpoints that still serve when none is ready
+    return ready or _endpoints(port, ordered, lambda ep: ep.serving and ep.terminating)
+
+
+def _endpoints(port: ServicePort, slices: Iterable[EndpointSlice],
+               wanted: Callable[[SliceEndpoint], bool]) -> tuple[Endpoint, ...]:
     found: dict[str, Endpoint] = {}
-    for slice_ in sorted(slices, key=lambda s: s.meta.name):
+    for slice_ in slices:
         number = _slice_port(port, slice_)
         if number is None:
             continue
         for ep in slice_.endpoints:
-            if not ep.ready:
+            if not wanted(ep):
                 continue
             for address in ep.addresses:
                 endpoint = Endpoint(address, number, 1, ep.target_ref_name)

@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyngress.config import CompileOptions
 from pyngress.policy import shared_buckets
@@ -30,6 +31,9 @@ from pyngress.runtime.https_listener import listen_https
 from pyngress.runtime.server import ProxyServer
 from pyngress.runtime.tls_contexts import TLSContexts, fake_certificate
 from pyngress.sources.files import FileSource
+
+if TYPE_CHECKING:
+    from pyngress.runtime.cluster import KubeRunOptions
 
 log = logging.getLogger("pyngress")
 
@@ -47,6 +51,7 @@ class RunOptions:
     https_port: int = 8443
     https_redirect_port: int = 0  # the port in redirects to HTTPS; 0: https_port
     fake_certificate: tuple[bytes, bytes] | None = None
+    kube: KubeRunOptions | None = None  # issue 6: cluster mode (`--kubernetes`) instead of files
     redis_url: str = ""  # global rate limits (issue 5)
 
 
@@ -76,6 +81,10 @@ def _run_worker(options: RunOptions, *, reuse_port: bool, shared: mmap.mmap | No
 
 async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyncio",
                 shared: mmap.mmap | None = None) -> int:
+    if options.kube is not None:  # issue 6: the API server is the source
+        from pyngress.runtime.cluster import serve_cluster
+
+        return await serve_cluster(options, reuse_port=reuse_port, loop_name=loop_name, shared=shared)
     server: ProxyServer | None = None
 
     def apply(snapshot: object) -> None:
