@@ -43,6 +43,7 @@ from pyngress.config.ingress import is_rejected
 from pyngress.config.loader import load_paths
 from pyngress.config.selection import CompileOptions, served_ingresses
 from pyngress.config.settings import parse_settings
+from pyngress.config.streams import compile_streams
 from pyngress.config.tls import TLSCompiler
 from pyngress.model import (
     DEFAULT_BALANCE,
@@ -97,8 +98,11 @@ def compile_snapshot(
     for ingress in served:
         builder.add(ingress)
     others = {i.meta.key for i in index.ingresses} - {i.meta.key for i in served}
+    streams, stream_problems = compile_streams(  # issue 9 (L4): TCP/UDP services
+        lambda name: select_configmap(index.configmaps, name), index.services, index.slices, index.pods,
+        options.streams, settings)
     found = [*_not_about(others, problems), *index.problems, *builder.problems, *setting_problems,
-             *tls.problems]
+             *tls.problems, *stream_problems]
     return Snapshot(
         version=version,
         routes=tuple(sorted(builder.routes.values(), key=_route_order)),
@@ -108,6 +112,7 @@ def compile_snapshot(
         backends=MappingProxyType(dict(sorted(builder.backends.items()))),
         settings=settings,
         problems=tuple(sorted(dict.fromkeys(found), key=problem_order)),
+        streams=streams,
         tls=tls.finish(builder.routes.values()),
         default_flow=builder.default_flow[0] if builder.default else None,
         default_max_body=builder.default_flow[1] if builder.default else settings.proxy_body_size,

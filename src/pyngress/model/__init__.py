@@ -35,6 +35,7 @@ from pyngress.model.snapshot import (
     Route,
     Snapshot,
 )
+from pyngress.model.streams import PROTOCOLS, TCP, UDP, StreamService
 from pyngress.model.tls import NO_TLS, Certificate, HttpsPolicy, TLSConfig, UpstreamTLS
 
 __all__ = [
@@ -43,6 +44,9 @@ __all__ = [
     "HASH_ALGORITHMS",
     "NO_AFFINITY",
     "NO_TLS",
+    "PROTOCOLS",
+    "TCP",
+    "UDP",
     "AffinitySpec",
     "Backend",
     "BalanceSpec",
@@ -72,6 +76,7 @@ __all__ = [
     "ServicePort",
     "SliceEndpoint",
     "Snapshot",
+    "StreamService",
     "TLSConfig",
     "UpstreamTLS",
 ]

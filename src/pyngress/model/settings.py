@@ -37,6 +37,15 @@ class ProxySettings:
     # all of them (or one header line longer than one buffer) gets 431.
     header_buffer_size: int = 8192
     header_buffer_count: int = 4
+    # issue 9 (L4 streams): ingress-nginx's proxy-stream-* keys, and our UDP flow bounds (docs/l4.md)
+    proxy_stream_timeout: float = 600.0  # proxy-stream-timeout: a TCP stream idle both ways this long is closed
+    proxy_stream_next_upstream: bool = True  # proxy-stream-next-upstream: a failed connect tries another pod
+    proxy_stream_next_upstream_tries: int = 3  # proxy-stream-next-upstream-tries: connect attempts; 0: all pods
+    proxy_stream_next_upstream_timeout: float = 600.0  # proxy-stream-next-upstream-timeout: for all attempts
+    proxy_stream_responses: int = 0  # proxy-stream-responses: UDP replies per datagram that end a flow; 0: none
+    proxy_protocol_header_timeout: float = 5.0  # proxy-protocol-header-timeout: to receive a PROXY header
+    udp_flow_timeout: float = 30.0  # udp-flow-timeout (ours): a UDP flow idle this long is forgotten
+    udp_flow_table_size: int = 10000  # udp-flow-table-size (ours): flows per listener and worker (one fd each)
     # TLS and HTTPS (issue 4; ingress-nginx's keys and defaults, see config.tls and docs/tls.md)
     ssl_protocols: tuple[str, ...] = ("TLSv1.2", "TLSv1.3")  # ssl-protocols
     ssl_ciphers: str = DEFAULT_SSL_CIPHERS  # ssl-ciphers (TLS 1.2 suites; TLS 1.3 keeps OpenSSL's)
@@ -48,7 +57,7 @@ class ProxySettings:
     hsts_preload: bool = False  # hsts-preload
     # -- flow and access control (issue 5; docs/flow-control.md) --
     use_proxy_protocol: bool = False  # use-proxy-protocol: PROXY v1/v2 from trusted peers (proxy-real-ip-cidr)
-    proxy_protocol_header_timeout: float = 5.0  # proxy-protocol-header-timeout
+    # (proxy-protocol-header-timeout, shared with the L4 streams, is defined above)
     proxy_body_size: int = 1024 * 1024  # proxy-body-size: the default of every route; 0: unlimited
     limit_req_status_code: int = 429  # limit-req-status-code (nginx's default is 503)
     limit_conn_status_code: int = 429  # limit-conn-status-code (nginx's default is 503)

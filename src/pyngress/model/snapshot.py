@@ -11,11 +11,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from pyngress.model.flow import DEFAULT_BODY_SIZE, FlowSpec
 from pyngress.model.objects import PathType
 from pyngress.model.settings import ProxySettings
 from pyngress.model.tls import NO_TLS, HttpsPolicy, TLSConfig, UpstreamTLS
+
+if TYPE_CHECKING:  # issue 9 (L4): model.streams builds on this module's Backend and specs
+    from pyngress.model.streams import StreamService
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +162,7 @@ class Snapshot:
     backends: Mapping[str, Backend] = field(default_factory=lambda: MappingProxyType({}))
     settings: ProxySettings = field(default_factory=ProxySettings)
     problems: tuple[Problem, ...] = ()
+    streams: tuple[StreamService, ...] = ()  # issue 9 (L4): TCP/UDP listeners, sorted by protocol and port
     tls: TLSConfig = NO_TLS  # certificates and SNI names for the HTTPS listener (issue 4)
     # flow and access control of the default backend's route (issue 5)
     default_flow: FlowSpec | None = None

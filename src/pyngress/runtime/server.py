@@ -26,6 +26,7 @@ from pyngress.balancing import PickContext
 from pyngress.model import ProxySettings, Snapshot
 from pyngress.runtime.downstream import Downstream
 from pyngress.runtime.flow import FlowGate
+from pyngress.runtime.l4 import StreamRuntime
 from pyngress.runtime.pool import UpstreamPool
 from pyngress.runtime.proxy_listener import ProxyHeaderReader
 from pyngress.runtime.request_head import request_id_source
@@ -55,6 +56,7 @@ class ProxyServer:
         self._servers: list[asyncio.base_events.Server] = []
         self._ticker: asyncio.TimerHandle | None = None
         self._all_closed = asyncio.Event()
+        self.streams = StreamRuntime(snapshot, rng=rng)  # issue 9 (L4): TCP/UDP listeners follow the snapshot
         self.https: HttpsListener | None = None  # the TLS listener (issue 4, runtime.https_listener), if any
         # flow and access control (issue 5): live limit tables; connections still reading a PROXY header
         self.flow = FlowGate(self)
@@ -70,6 +72,7 @@ class ProxyServer:
         serving = self.dataplane.install(snapshot)
         self.pool.retain(serving.endpoint_keys)
         self.flow.install(snapshot)
+        self.streams.install(snapshot)  # issue 9 (L4)
         if self.https is not None:
             self.https.install(snapshot)  # its certificates: new handshakes use them
         return serving
@@ -86,6 +89,7 @@ class ProxyServer:
         self.ports.append(bound)
         if self._ticker is None:
             self._schedule_tick()
+        self.streams.start(host, reuse_port)  # issue 9 (L4): streams bind where the first listener does
         return int(bound)
 
     def _accept(self) -> asyncio.Protocol:
@@ -104,6 +108,7 @@ class ProxyServer:
     async def drain(self, grace: float = 30.0) -> None:
         """Stop accepting, finish in-flight requests for up to `grace` seconds, then close everything."""
         self.draining = True
+        streams = self.loop.create_task(self.streams.drain(grace))  # issue 9 (L4): in parallel with HTTP
         started = self.loop.time()
         for server in self._servers:
             server.close()
@@ -118,6 +123,7 @@ class ProxyServer:
             except TimeoutError:
                 for conn in list(self.connections):
                     conn.abort()
+        await streams
         if self.https is not None:  # its HTTP connections drained above; ssl-passthrough relays now
             await self.https.close(max(0.0, grace - (self.loop.time() - started)))
         self.pool.close_idle()
