@@ -178,6 +178,8 @@ _KEYS: dict[str, Callable[[str], dict[str, Any]]] = {
     "hsts-max-age": _one("hsts_max_age", parse_max_age),
     "hsts-include-subdomains": _one("hsts_include_subdomains", parse_bool),
     "hsts-preload": _one("hsts_preload", parse_bool),
+    # issue 4
+    "http2-max-concurrent-streams": _one("http2_max_concurrent_streams", parse_count),
     # flow and access control (issue 5)
     "use-proxy-protocol": _one("use_proxy_protocol", parse_bool),
     "proxy-body-size": _one("proxy_body_size", parse_body_size),

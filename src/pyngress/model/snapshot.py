@@ -136,6 +136,7 @@ class Route:
     # TLS (issue 4, config.tls): redirect to HTTPS / HSTS, and re-encryption to the pods; None when unused
     https: HttpsPolicy | None = None
     upstream_tls: UpstreamTLS | None = None
+    backend_protocol: str = "HTTP"  # issue 4: backend-protocol (HTTP, HTTPS, GRPC, GRPCS)
     # Which live balancer serves this route: one per backend and way of balancing, so two Ingresses that
     # balance one Service differently do not share a cursor. Plain round robin keeps the backend key.
     balancer_key: str = field(init=False, repr=False, compare=False)

@@ -1,10 +1,10 @@
 """Flow and access control on the request path: the glue between `Downstream.start` and `policy/`.
 
-`Downstream.start` calls `body_fits` for requests with a body and `admit` for routes with a FlowSpec
-(`Route.flow is not None`: one attribute test for every other route). Both answer the refusal themselves and
-return False; True means "dispatch it". A global limit that must ask Redis makes `admit` return False too,
-after scheduling the rest of the checks: the dispatch then happens when Redis answers (if the client is still
-there and the request still first in its queue).
+`Downstream.start` (HTTP/1.1) and `H2Stream.on_request` (HTTP/2) call `body_fits` for requests with a body
+and `admit` for routes with a FlowSpec (`Route.flow is not None`: one attribute test for every other route).
+Both answer the refusal themselves and return False; True means "dispatch it". A global limit that must ask
+Redis makes `admit` return False too, after scheduling the rest of the checks: the dispatch then happens when
+Redis answers (if the client is still there and the request still the one its client side waits on).
 
 Live state (`RoutePolicy`: buckets, counts, global batches) is kept per worker by `FlowSpec.key` across
 reloads. The client address is the request's forwarded address when a trusted proxy gave one
@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Coroutine
 from math import ceil
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pyngress.balancing.hash_key import HashKey, compile_hash_key
 from pyngress.model import Snapshot
@@ -33,10 +33,22 @@ from pyngress.runtime.exchange import LENGTH, Exchange, ExchangeView
 
 if TYPE_CHECKING:
     from pyngress.model import Route
-    from pyngress.runtime.downstream import Downstream
     from pyngress.runtime.global_limit import GlobalLimiter
     from pyngress.runtime.server import ProxyServer
     from pyngress.runtime.state import Serving
+
+
+class Client(Protocol):
+    """What the checks need of the side that answers the client: `Downstream` (HTTP/1.1) or `H2Stream`."""
+
+    server: ProxyServer
+    client_ip: str
+    gone: bool
+
+    def should_close(self, ex: Exchange) -> bool: ...
+    def answer(self, ex: Exchange, response: bytes) -> None: ...
+    def dispatch(self, ex: Exchange, serving: Serving, route: Route, failed: int = 503) -> None: ...
+    def close(self) -> None: ...
 
 ADDRESS_CACHE_LIMIT = 65536
 RESERVE_ATTEMPTS = 8
@@ -112,7 +124,10 @@ class FlowGate:
 
     # -- the checks ---------------------------------------------------------------------------------------
 
-    def admit(self, client: Downstream, ex: Exchange, serving: Serving, route: Route) -> bool:
+    def admit(self, client: Client, ex: Exchange, serving: Serving, route: Route, may_wait: bool = True) -> bool:
+        """False: refused and answered, or (global limit, `may_wait`) to be dispatched once Redis answers.
+        `may_wait=False` (gRPC relays, which cannot be resumed later): a request whose key needs a Redis
+        reservation is admitted and the reservation made in the background."""
         flow = route.flow
         assert flow is not None
         policy = self.policies.get(flow.key)
@@ -140,7 +155,7 @@ class FlowGate:
                 ex.flow_hold = (policy.connections, ip)
         if flow.global_limit is not None and self.global_limiter is not None \
                 and (address is None or not policy.global_ignored.contains(address)):
-            return self._admit_global(client, ex, serving, route, flow)
+            return self._admit_global(client, ex, serving, route, flow, may_wait)
         return True
 
     def _permits(self, access: AccessList, ip: str, ex: Exchange) -> bool:
@@ -162,8 +177,8 @@ class FlowGate:
             address = cache[ip] = address_int(ip)
             return address
 
-    def _admit_global(self, client: Downstream, ex: Exchange, serving: Serving, route: Route,
-                      flow: FlowSpec) -> bool:
+    def _admit_global(self, client: Client, ex: Exchange, serving: Serving, route: Route,
+                      flow: FlowSpec, may_wait: bool) -> bool:
         batches, template, prefix = self.batches[flow.key]
         ip = ex.client_address or client.client_ip
         key = ip.encode() if template is None else template(ExchangeView(ex))
@@ -171,7 +186,7 @@ class FlowGate:
         verdict = batches.take(key, now)
         if verdict == ADMIT:
             return True
-        if verdict == PREFETCH:  # admitted; the next batch is reserved while this one lasts
+        if verdict == PREFETCH or (verdict == ASK and not may_wait):  # the next batch is reserved meanwhile
             self._spawn(self._prefetch(batches, key, prefix, now))
             return True
         if verdict != ASK:
@@ -193,7 +208,7 @@ class FlowGate:
         await self.global_limiter.reserve(batches, b"%s%d:%s" % (prefix, window, key), key, window,
                                           self.server.loop.time())  # a failure is counted there
 
-    async def _ask(self, client: Downstream, ex: Exchange, serving: Serving, route: Route, flow: FlowSpec,
+    async def _ask(self, client: Client, ex: Exchange, serving: Serving, route: Route, flow: FlowSpec,
                    batches: WindowBatches, key: bytes, prefix: bytes) -> None:
         limiter = self.global_limiter
         assert limiter is not None
@@ -202,7 +217,7 @@ class FlowGate:
             window = batches.window_of(now)
             ok = await limiter.reserve(batches, b"%s%d:%s" % (prefix, window, key), key, window,
                                        self.server.loop.time())
-            if client.gone or not client.queue or client.queue[0] is not ex:
+            if not _still_waiting(client, ex):
                 release(ex)
                 return
             now = time.time()
@@ -226,7 +241,7 @@ class FlowGate:
             refuse(client, ex, flow.global_status, retry)
 
 
-def body_fits(client: Downstream, ex: Exchange, limit: int) -> bool:
+def body_fits(client: Client, ex: Exchange, limit: int) -> bool:
     """proxy-body-size: a declared length over `limit` is refused before anything is sent; a chunked body
     gets a budget that `Downstream.on_body` spends (413 and the upstream request aborted when it runs out)."""
     if ex.framing == LENGTH:
@@ -244,6 +259,28 @@ def body_fits(client: Downstream, ex: Exchange, limit: int) -> bool:
     return True
 
 
+def body_overflow(client: Client, ex: Exchange) -> None:
+    """A body without a declared length grew past proxy-body-size (HTTP/2 DATA; HTTP/1.1 chunked goes through
+    `Downstream.refuse`): the upstream request is aborted and the client gets 413 (or, if the response had
+    already started, a broken one)."""
+    client.server.flow.refused_body += 1
+    if ex.upstream is not None:
+        ex.upstream.abandon()
+        ex.upstream = None
+    if ex.response_started:
+        client.close()
+    else:
+        refuse(client, ex, 413)
+
+
+def _still_waiting(client: Client, ex: Exchange) -> bool:
+    """After an await: is `ex` still the request this client side waits to dispatch?"""
+    if client.gone:
+        return False
+    queue = getattr(client, "queue", None)  # HTTP/1.1: the first of the connection's queue
+    return ex is (queue[0] if queue else getattr(client, "ex", None))  # HTTP/2: the stream's one exchange
+
+
 def _content_length(head: bytes) -> int:
     """The Content-Length we wrote into the upstream head (llhttp validated the client's: digits only)."""
     at = head.rfind(b"\r\nContent-Length: ")
@@ -253,7 +290,7 @@ def _content_length(head: bytes) -> int:
     return int(head[at + 18:end])
 
 
-def refuse(client: Downstream, ex: Exchange, status: int, extra: bytes = b"") -> None:
+def refuse(client: Client, ex: Exchange, status: int, extra: bytes = b"") -> None:
     close = client.should_close(ex)
     ex.close_after = close
     client.answer(ex, http1.generated_response(status, client.server.date, close=close,

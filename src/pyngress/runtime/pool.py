@@ -67,6 +67,9 @@ class UpstreamPool:
         if ex.client.gone or ex.upstream is not None:
             self.release(conn)  # nobody waits for it any more: keep it for the next request
             return
+        if conn.transport is None:  # it died before we got to use it (it spoke first: not HTTP/1.1, issue 4)
+            ex.client.retry(ex, 502)
+            return
         conn.attach(ex)
 
     def release(self, conn: Upstream) -> None:

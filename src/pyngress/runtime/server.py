@@ -26,10 +26,12 @@ from pyngress.balancing import PickContext
 from pyngress.model import ProxySettings, Snapshot
 from pyngress.runtime.downstream import Downstream
 from pyngress.runtime.flow import FlowGate
+from pyngress.runtime.h2_upstream import H2UpstreamPool
 from pyngress.runtime.l4 import StreamRuntime
 from pyngress.runtime.pool import UpstreamPool
 from pyngress.runtime.proxy_listener import ProxyHeaderReader
 from pyngress.runtime.request_head import request_id_source
+from pyngress.runtime.sessions import Session
 from pyngress.runtime.state import Dataplane, Serving
 
 if TYPE_CHECKING:
@@ -48,6 +50,9 @@ class ProxyServer:
         self.tick = 1.0
         self.pool = UpstreamPool(self.loop, self)
         self.connections: set[Downstream] = set()
+        # issue 4: connections that are not HTTP/1.1 Downstreams (HTTP/2 connections, WebSocket tunnels)
+        self.sessions: set[Session] = set()
+        self.h2_upstreams = H2UpstreamPool(self)  # HTTP/2 connections to gRPC pods
         self.draining = False
         self.date = http_date()
         self.request_ids = request_id_source()
@@ -73,6 +78,9 @@ class ProxyServer:
         self.pool.retain(serving.endpoint_keys)
         self.flow.install(snapshot)
         self.streams.install(snapshot)  # issue 9 (L4)
+        for session in list(self.sessions):
+            session.retain(serving.endpoint_keys)
+        self.h2_upstreams.retain(serving.endpoint_keys)
         if self.https is not None:
             self.https.install(snapshot)  # its certificates: new handshakes use them
         return serving
@@ -102,7 +110,15 @@ class ProxyServer:
 
     def connection_closed(self, conn: Downstream) -> None:
         self.connections.discard(conn)
-        if self.draining and not self.connections:
+        if self.draining and not self.connections and not self.sessions:
+            self._all_closed.set()
+
+    def session_opened(self, session: Session) -> None:
+        self.sessions.add(session)
+
+    def session_closed(self, session: Session) -> None:
+        self.sessions.discard(session)
+        if self.draining and not self.connections and not self.sessions:
             self._all_closed.set()
 
     async def drain(self, grace: float = 30.0) -> None:
@@ -117,16 +133,21 @@ class ProxyServer:
         for conn in list(self.connections):
             if not conn.queue and conn.head_started < 0:
                 conn.close()
-        if self.connections:
+        for session in list(self.sessions):
+            session.drain()  # HTTP/2: GOAWAY, then close once the open streams are answered
+        if self.connections or self.sessions:
             try:
                 await asyncio.wait_for(self._all_closed.wait(), grace)
             except TimeoutError:
                 for conn in list(self.connections):
                     conn.abort()
+                for session in list(self.sessions):
+                    session.abort()
         await streams
         if self.https is not None:  # its HTTP connections drained above; ssl-passthrough relays now
             await self.https.close(max(0.0, grace - (self.loop.time() - started)))
         self.pool.close_idle()
+        self.h2_upstreams.close_all()
         for server in self._servers:
             await server.wait_closed()
         if self._ticker is not None:
@@ -157,9 +178,12 @@ class ProxyServer:
             upstream = conn.queue[0].upstream if conn.queue else None
             if upstream is not None:  # only the first exchange of a connection talks to an upstream
                 upstream.check_timeouts(now - slack, settings.proxy_read_timeout, settings.proxy_send_timeout)
+        for session in list(self.sessions):
+            session.tick(now - slack, settings)
         self.pool.expire(now)
         for handshake in [h for h in self.handshakes if now > h.deadline]:
             handshake.timed_out()
+        self.h2_upstreams.expire(now, settings.upstream_keepalive_timeout)
         self._schedule_tick()
 
 
