@@ -163,7 +163,8 @@ class ProxyServer:
         s = self.dataplane.serving.settings
         smallest = min(s.proxy_read_timeout, s.proxy_send_timeout, s.keep_alive or 75.0,
                        s.client_header_timeout, s.client_body_timeout, s.proxy_connect_timeout,
-                       s.proxy_protocol_header_timeout if s.use_proxy_protocol else 75.0)
+                       s.proxy_stream_timeout,  # issue 4: ssl-passthrough relays
+                       s.proxy_protocol_header_timeout if s.use_proxy_protocol else 75.0)  # issue 5
         self.tick = max(0.02, min(1.0, smallest / 4))
         self._ticker = self.loop.call_later(self.tick, self._tick)
 
@@ -184,6 +185,8 @@ class ProxyServer:
         for handshake in [h for h in self.handshakes if now > h.deadline]:
             handshake.timed_out()
         self.h2_upstreams.expire(now, settings.upstream_keepalive_timeout)
+        if self.https is not None:  # issue 4: idle ssl-passthrough relays, certificates expiring
+            self.https.on_tick(now - slack, settings)
         self._schedule_tick()
 
 
