@@ -41,6 +41,7 @@ from pyngress.config.endpoints import backend_key, resolve_backend
 from pyngress.config.flow import flow_spec
 from pyngress.config.ingress import is_rejected
 from pyngress.config.loader import load_paths
+from pyngress.config.log_annotations import access_log_enabled
 from pyngress.config.protocols import backend_protocol
 from pyngress.config.selection import CompileOptions, served_ingresses
 from pyngress.config.settings import parse_settings
@@ -188,6 +189,8 @@ class _Builder:
         spec, problems = balance_spec(ingress, self._settings.load_balance)
         affinity, affinity_problems = affinity_spec(ingress, self._settings)
         self.problems += problems + affinity_problems
+        access_log, log_problems = access_log_enabled(ingress)  # issue 8
+        self.problems += log_problems
         protocol, protocol_problems = backend_protocol(ingress)  # issue 4
         self.problems += protocol_problems
         flow, max_body, flow_problems = flow_spec(ingress, self._settings)
@@ -218,7 +221,8 @@ class _Builder:
                                                    spec, self._affinity(ingress, path.backend, affinity),
                                                    https=self._tls.https_policy(ingress, host),
                                                    upstream_tls=self._tls.upstream_tls(ingress, backend.service),
-                                                   backend_protocol=protocol, flow=flow, max_body=max_body)
+                                                   backend_protocol=protocol,
+                                                   access_log=access_log, flow=flow, max_body=max_body)
 
     def _affinity(self, ingress: Ingress, ref: IngressBackend, asked: AffinitySpec) -> AffinitySpec:
         """The Ingress's own affinity, else the Service's `sessionAffinity: ClientIP` (as kube-proxy)."""

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyngress.config import CompileOptions
+from pyngress.observability.wiring import observe_worker, supervise_with_admin
 from pyngress.policy import shared_buckets
 from pyngress.runtime.https_listener import listen_https
 from pyngress.runtime.server import ProxyServer
@@ -47,6 +48,10 @@ class RunOptions:
     workers: int = 1
     grace: float = 30.0
     poll_interval: float = 1.0
+    # observability (issue 8): admin listener (None: off) and the access log writer
+    admin_host: str = "127.0.0.1"
+    admin_port: int | None = 10254
+    access_log: bool = True
     # TLS (issue 4): the HTTPS listener; the default certificate is generated once, before workers fork
     https_port: int = 8443
     https_redirect_port: int = 0  # the port in redirects to HTTPS; 0: https_port
@@ -74,17 +79,19 @@ def run(options: RunOptions) -> int:
     return _supervise(RunOptions(**{**options.__dict__, "http_port": port, "https_port": https_port}))
 
 
-def _run_worker(options: RunOptions, *, reuse_port: bool, shared: mmap.mmap | None = None) -> int:
+def _run_worker(options: RunOptions, *, reuse_port: bool, control: socket.socket | None = None,
+                shared: mmap.mmap | None = None) -> int:
     loop_name = install_event_loop_policy()
-    return asyncio.run(serve(options, reuse_port=reuse_port, loop_name=loop_name, shared=shared))
+    return asyncio.run(serve(options, reuse_port=reuse_port, loop_name=loop_name, control=control, shared=shared))
 
 
 async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyncio",
-                shared: mmap.mmap | None = None) -> int:
+                control: socket.socket | None = None, shared: mmap.mmap | None = None) -> int:
     if options.kube is not None:  # issue 6: the API server is the source
         from pyngress.runtime.cluster import serve_cluster
 
-        return await serve_cluster(options, reuse_port=reuse_port, loop_name=loop_name, shared=shared)
+        return await serve_cluster(options, reuse_port=reuse_port, loop_name=loop_name, control=control,
+                                   shared=shared)
     server: ProxyServer | None = None
 
     def apply(snapshot: object) -> None:
@@ -113,6 +120,7 @@ async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyn
         return 2
     log.info("worker %d serving https on %s:%d (%d certificates)", os.getpid(), options.host, https_port,
              len(snapshot.tls.certificates))
+    observer = await observe_worker(server, source, options, control)  # issue 8: admin, access log
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -123,6 +131,7 @@ async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyn
     log.info("draining (grace %.0fs)", options.grace)
     watcher.cancel()
     await server.drain(options.grace)
+    await observer.close()
     log.info("worker %d stopped", os.getpid())
     return 0
 
@@ -137,15 +146,26 @@ def _supervise(options: RunOptions) -> int:
     children: list[int] = []
     # rate-limit buckets all workers share (issue 5, policy.shared_buckets): anonymous MAP_SHARED, inherited
     shared = mmap.mmap(-1, shared_buckets.DEFAULT_SLOTS * shared_buckets.SLOT.size)
-    for _ in range(options.workers):
+    # issue 8: with the admin listener on, the parent asks every worker for its metrics over a socketpair
+    pipes = [socket.socketpair() for _ in range(options.workers)] if options.admin_port is not None else []
+    for i in range(options.workers):
         pid = os.fork()
         if pid == 0:  # the worker
             code = 1
             try:
-                code = _run_worker(options, reuse_port=True, shared=shared)
+                for j, (ours, theirs) in enumerate(pipes):
+                    ours.close()
+                    if j != i:
+                        theirs.close()
+                code = _run_worker(options, reuse_port=True, control=pipes[i][1] if pipes else None,
+                                   shared=shared)
             finally:
                 os._exit(code)
         children.append(pid)
+    for _, theirs in pipes:
+        theirs.close()
+    if pipes:
+        return supervise_with_admin(children, [ours for ours, _ in pipes], options, _wait_child)
 
     def forward(signum: int, _frame: object) -> None:
         for pid in children:
@@ -162,6 +182,14 @@ def _supervise(options: RunOptions) -> int:
             print(f"pyngress: worker {pid} exited with {code}", file=sys.stderr)
             worst = worst or (code if code > 0 else 1)
     return worst
+
+
+def _wait_child(pid: int) -> int:
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code:
+        print(f"pyngress: worker {pid} exited with {code}", file=sys.stderr)
+    return code
 
 
 def paths_of(values: Sequence[str]) -> tuple[Path, ...]:

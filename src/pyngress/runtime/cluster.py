@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyngress.model import Snapshot
+from pyngress.observability.wiring import observe_worker
 from pyngress.runtime.https_listener import listen_https
 from pyngress.runtime.server import ProxyServer
 from pyngress.runtime.tls_contexts import TLSContexts
@@ -69,7 +70,7 @@ def identity() -> str:
 
 
 async def serve_cluster(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyncio",
-                        shared: mmap.mmap | None = None) -> int:
+                        control: socket.socket | None = None, shared: mmap.mmap | None = None) -> int:
     kube = options.kube
     assert kube is not None
     try:
@@ -107,6 +108,7 @@ async def serve_cluster(options: RunOptions, *, reuse_port: bool, loop_name: str
             await server.drain(0)
             return 2
         log.info("worker %d serving https on %s:%d", os.getpid(), options.host, https_port)
+        observer = await observe_worker(server, source, options, control)  # issue 8: admin (readyz: synced)
         tasks = [asyncio.create_task(source.run(), name="kubernetes source")]
         publisher: StatusPublisher | None = None
         if kube.update_status and (kube.publish_service or kube.publish_status_address):
@@ -129,6 +131,7 @@ async def serve_cluster(options: RunOptions, *, reuse_port: bool, loop_name: str
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await server.drain(options.grace)
+        await observer.close()
         log.info("worker %d stopped", os.getpid())
         return 1 if failed else 0
     finally:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from time import perf_counter
 from typing import TYPE_CHECKING, cast
 
 import httptools
@@ -61,6 +62,8 @@ class Downstream(asyncio.Protocol):
         self._trusted = False
         self._ready: Exchange | None = None  # queued during this feed_data, to start once it returns
         self._ready_serving: Serving | None = None
+        self.bytes_in = self.bytes_out = 0  # metrics (issue 8): bytes read from and written to the client
+        self.bytes_in_mark = self.bytes_out_mark = 0  # their values when the previous response completed
         self.https = False  # a TLS connection (set by runtime.https_listener before connection_made)
 
     # -- connection events -------------------------------------------------------------------------------
@@ -83,6 +86,7 @@ class Downstream(asyncio.Protocol):
         self.closing = self.gone = True
         self.server.connection_closed(self)
         for ex in self.queue:
+            self.server.recorder.abandoned(ex)
             self.end_attempt(ex, ok=False)
             flow.release(ex)
             if ex.upstream is not None:
@@ -99,6 +103,7 @@ class Downstream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.server.now
+        self.bytes_in += len(data)
         if self.closing:
             return
         try:
@@ -252,6 +257,7 @@ class Downstream(asyncio.Protocol):
         ex.endpoint = endpoint
         ex.upstream_tls = route.upstream_tls  # issue 4: re-encrypt to the pod (backend-protocol: HTTPS)
         ex.attempts += 1
+        ex.route, ex.sent_at = route, perf_counter()
         cookie = serving.cookies.get(key) if contextual else None
         if cookie is not None and balancer is not None:
             picking.affinity_cookie(ex, cookie[0], balancer, endpoint, route, ctx.affinity)
@@ -269,6 +275,7 @@ class Downstream(asyncio.Protocol):
         """The attempt failed before any response byte: try another endpoint once, else answer `status`."""
         assert ex.endpoint is not None
         self.end_attempt(ex, ok=False)
+        self.server.recorder.attempt_failed(ex.endpoint)
         ex.upstream = None
         ex.tried = (*ex.tried, ex.endpoint.key)
         if ex.attempts >= 2 or not ex.idempotent or not ex.replayable or self.gone:
@@ -285,6 +292,7 @@ class Downstream(asyncio.Protocol):
         # A body we have not read may still be on its way: then we cannot reuse the connection.
         close = self.should_close(ex)
         ex.close_after = close
+        ex.status = status
         self.answer(ex, http1.generated_response(
             status, self.server.date, close=close, head_only=ex.method == b"HEAD", extra_headers=ex.hsts or b""))
 
@@ -294,6 +302,7 @@ class Downstream(asyncio.Protocol):
             return
         if self.transport is not None:
             self.transport.write(response)
+            self.bytes_out += len(response)
         self.finished(ex)
 
     def should_close(self, ex: Exchange) -> bool:
@@ -305,6 +314,7 @@ class Downstream(asyncio.Protocol):
 
     def finished(self, ex: Exchange) -> None:
         """The response to `ex` is complete on our side."""
+        self.server.recorder.finished(ex)
         self.end_attempt(ex, ok=ex.response_started)
         if ex.flow_hold is not None:
             flow.release(ex)
@@ -338,11 +348,12 @@ class Downstream(asyncio.Protocol):
                                             head_only=self._method_or_empty() == b"HEAD")
         if self.queue:  # earlier pipelined requests are answered first
             bad = Exchange(self, b"", b"", b"", b"", NO_BODY, False, False)
-            bad.canned, bad.close_after = response, True
+            bad.canned, bad.close_after, bad.status = response, True, status
             self.queue.append(bad)
         elif self.transport is not None:
             self.transport.write(response)
             self.transport.close()
+            self.server.recorder.refused(self, status, self._method_or_empty(), len(response))
 
     def _method_or_empty(self) -> bytes:
         try:
@@ -360,10 +371,12 @@ class Downstream(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self.transport is not None:
             self.transport.write(data)
+            self.bytes_out += len(data)
 
     def writelines(self, pieces: list[bytes]) -> None:
         if self.transport is not None:
             self.transport.writelines(pieces)
+            self.bytes_out += sum(map(len, pieces))
 
     def tunnel(self, ex: Exchange, upstream: asyncio.Transport, head: bytes, rest: bytes) -> None:
         """The upstream switched to WebSocket: this connection becomes a tunnel (runtime.tunnel)."""

@@ -9,6 +9,7 @@ waiting behind a pipelined request, retrying), kept in `pending`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 from pyngress.routing import canonical_host, normalize_path
@@ -16,7 +17,7 @@ from pyngress.runtime import http1
 
 if TYPE_CHECKING:
     from pyngress.balancing.stats import EndpointStats
-    from pyngress.model import Endpoint, UpstreamTLS
+    from pyngress.model import Endpoint, Route, UpstreamTLS
     from pyngress.policy.limits import ConnectionLimiter
     from pyngress.runtime.client_side import ClientSide
     from pyngress.runtime.upstream import Upstream
@@ -29,6 +30,7 @@ CHUNKED = 2
 class Exchange:
     __slots__ = (
         "attempts",
+        "began",
         "body_budget",
         "body_sent",
         "canned",
@@ -52,7 +54,10 @@ class Exchange:
         "pending_size",
         "request_done",
         "response_started",
+        "route",
+        "sent_at",
         "set_cookie",
+        "status",
         "target",
         "tracked",
         "tracked_at",
@@ -91,6 +96,11 @@ class Exchange:
         self.tracked_at = 0.0  # loop time that attempt started
         self.set_cookie: bytes | None = None  # a Set-Cookie line the response must carry (session affinity)
         self.cookie: bytes | None = None  # the request's Cookie field(s)
+        # metrics and access log (issue 8): observability.recorder reads them when the response is complete
+        self.began = perf_counter()  # the head was parsed
+        self.sent_at = 0.0  # perf_counter of the last dispatch to an endpoint
+        self.route: Route | None = None  # the route of the last dispatch
+        self.status = 0  # the status sent to the client
         self.upstream_tls: UpstreamTLS | None = None  # backend-protocol HTTPS: how to connect (runtime.pool)
         self.hsts: bytes | None = None  # the Strict-Transport-Security line of an HTTPS response (runtime.https)
         # issue 4, WebSocket: None for a plain request; for `Upgrade: websocket`, the bytes the client sent after

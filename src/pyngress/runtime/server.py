@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from pyngress.balancing import PickContext
 from pyngress.model import ProxySettings, Snapshot
+from pyngress.observability.recorder import Recorder
 from pyngress.runtime.downstream import Downstream
 from pyngress.runtime.flow import FlowGate
 from pyngress.runtime.h2_upstream import H2UpstreamPool
@@ -45,6 +46,8 @@ def http_date(now: float | None = None) -> bytes:
 class ProxyServer:
     def __init__(self, snapshot: Snapshot, *, rng: random.Random | None = None) -> None:
         self.dataplane = Dataplane(snapshot, rng=rng)
+        self.recorder = Recorder()  # metrics and access log (issue 8)
+        self.recorder.install(self.dataplane.serving)
         self.loop = asyncio.get_running_loop()  # construct inside the worker's running loop
         self.now = self.loop.time()
         self.tick = 1.0
@@ -77,6 +80,7 @@ class ProxyServer:
         serving = self.dataplane.install(snapshot)
         self.pool.retain(serving.endpoint_keys)
         self.flow.install(snapshot)
+        self.recorder.install(serving)
         self.streams.install(snapshot)  # issue 9 (L4)
         for session in list(self.sessions):
             session.retain(serving.endpoint_keys)
@@ -95,6 +99,7 @@ class ProxyServer:
         self._servers.append(server)
         bound = server.sockets[0].getsockname()[1]
         self.ports.append(bound)
+        self.recorder.listening(host, int(bound))
         if self._ticker is None:
             self._schedule_tick()
         self.streams.start(host, reuse_port)  # issue 9 (L4): streams bind where the first listener does
@@ -107,6 +112,7 @@ class ProxyServer:
 
     def connection_opened(self, conn: Downstream) -> None:
         self.connections.add(conn)
+        self.recorder.connection_opened(conn)
 
     def connection_closed(self, conn: Downstream) -> None:
         self.connections.discard(conn)
@@ -153,6 +159,7 @@ class ProxyServer:
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
+        self.recorder.close()
         for handshake in list(self.handshakes):
             handshake.timed_out()
         await self.flow.close()
@@ -184,6 +191,7 @@ class ProxyServer:
         self.pool.expire(now)
         for handshake in [h for h in self.handshakes if now > h.deadline]:
             handshake.timed_out()
+        self.recorder.tick(now)
         self.h2_upstreams.expire(now, settings.upstream_keepalive_timeout)
         if self.https is not None:  # issue 4: idle ssl-passthrough relays, certificates expiring
             self.https.on_tick(now - slack, settings)

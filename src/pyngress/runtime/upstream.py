@@ -234,6 +234,7 @@ class Upstream(asyncio.Protocol):
                 return
             self._reset_head()  # informational: dropped; the final response follows
             return
+        ex.status = status
         if not self._parser.should_keep_alive():
             self.broken = True
         if not http1.body_allowed(status, ex.method):
