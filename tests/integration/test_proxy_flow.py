@@ -15,6 +15,7 @@ from harness import EchoBackend, RawClient, async_test, chunked, pattern, route,
 
 from pyngress.model import ProxySettings
 from pyngress.model.flow import FlowSpec, RateSpec
+from pyngress.observability import events
 from pyngress.runtime.server import ProxyServer
 
 
@@ -69,6 +70,7 @@ def rate(rps: float = 0, rpm: float = 0, burst: int = 5, **kwargs: Any) -> FlowS
 
 @async_test
 async def test_429_after_exactly_burst_requests_in_a_tight_loop() -> None:
+    before = events.EVENTS.rate_limited["default", "site", "rate"]
     async with limited(rate(rpm=1, burst=5)) as p, await p.client() as c:
         statuses = [(await c.request("GET", "/")).status for _ in range(5)]
         refused = await c.request("GET", "/")
@@ -78,7 +80,9 @@ async def test_429_after_exactly_burst_requests_in_a_tight_loop() -> None:
         assert refused.header("Connection") == "keep-alive"  # a refusal does not cost the connection
         assert len(p.backend.requests) == 5
         assert (await c.request("GET", "/")).status == 429
-        assert p.server.flow.refused_rate == 2  # the counters the metrics exporter reads
+        assert p.server.flow.refused_rate == 2
+        # and the metric pyngress_rate_limited_requests{namespace="default", ingress="site", limit="rate"}
+        assert events.EVENTS.rate_limited["default", "site", "rate"] - before == 2
 
 
 @async_test

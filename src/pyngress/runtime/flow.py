@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pyngress.balancing.hash_key import HashKey, compile_hash_key
 from pyngress.model import Snapshot
 from pyngress.model.flow import FlowSpec
+from pyngress.observability import events
 from pyngress.policy.access import AccessList
 from pyngress.policy.cidr import address_int
 from pyngress.policy.flow import RoutePolicy
@@ -138,6 +139,7 @@ class FlowGate:
         access = policy.access
         if access is not None and not self._permits(access, ip, ex):
             self.refused_access += 1
+            _report(flow, "access")
             refuse(client, ex, 403)
             return False
         if address is None or not policy.exempt.contains(address):
@@ -145,11 +147,13 @@ class FlowGate:
                 wait = limiter.take(ip, self.server.now)
                 if wait:
                     self.refused_rate += 1
+                    _report(flow, "rate")
                     refuse(client, ex, flow.req_status, b"Retry-After: %d\r\n" % max(1, ceil(wait)))
                     return False
             if policy.connections is not None:
                 if not policy.connections.acquire(ip):
                     self.refused_connections += 1
+                    _report(flow, "connections")
                     refuse(client, ex, flow.conn_status)
                     return False
                 ex.flow_hold = (policy.connections, ip)
@@ -191,6 +195,7 @@ class FlowGate:
             return True
         if verdict != ASK:
             self.refused_global += 1
+            _report(flow, "global")
             retry = b"Retry-After: %d\r\n" % max(1, ceil(batches.retry_after(now)))
             refuse(client, ex, flow.global_status, retry)
             return False
@@ -224,6 +229,7 @@ class FlowGate:
             if not ok:
                 if serving.settings.global_rate_limit_fail_closed:
                     self.refused_global += 1
+                    _report(flow, "global")
                     refuse(client, ex, 503)
                 else:
                     client.dispatch(ex, serving, route)
@@ -237,8 +243,15 @@ class FlowGate:
             client.dispatch(ex, serving, route)
         else:  # used up, or still contended after RESERVE_ATTEMPTS: refusing keeps the limit a hard one
             self.refused_global += 1
+            _report(flow, "global")
             retry = b"Retry-After: %d\r\n" % max(1, ceil(batches.retry_after(now)))
             refuse(client, ex, flow.global_status, retry)
+
+
+def _report(flow: FlowSpec, kind: str) -> None:
+    """The metrics' view of a refusal (pyngress_rate_limited_requests{namespace, ingress, limit})."""
+    namespace, _, name = flow.owner.partition("/")
+    events.rate_limited(namespace, name, kind)
 
 
 def body_fits(client: Client, ex: Exchange, limit: int) -> bool:
