@@ -137,10 +137,14 @@ def main() -> None:
 @_https_options
 @_default_cert_option
 @_admin_options
+# flow control (issue 5)
+@click.option("--redis-url", default="", metavar="URL",
+              help="Redis for global-rate-limit counters shared by replicas (redis://host:6379/0).")
 def run(paths: tuple[str, ...], ingress_class: str, watch_without_class: bool, configmap: str,
         http_port: int, address: str, workers: int, shutdown_grace: float, log_level: str,
         https_port: int, https_redirect_port: int, default_ssl_certificate: str, streams: StreamOptions,
-        admin_port: int, admin_address: str, no_admin: bool, no_access_log: bool, **kube: Any) -> None:
+        admin_port: int, admin_address: str, no_admin: bool, no_access_log: bool, redis_url: str,
+        **kube: Any) -> None:
     """Serve the Ingresses described by Kubernetes manifests (reloaded when they change, or on SIGHUP), or
     with --kubernetes the ones in a cluster."""
     from pyngress.runtime.app import RunOptions, paths_of
@@ -157,7 +161,8 @@ def run(paths: tuple[str, ...], ingress_class: str, watch_without_class: bool, c
                          workers=workers, grace=shutdown_grace, https_port=https_port,
                          https_redirect_port=https_redirect_port, kube=kube_options,
                          admin_host=admin_address, admin_port=None if no_admin else admin_port,
-                         access_log=not no_access_log)
+                         access_log=not no_access_log,
+                         redis_url=redis_url)
     sys.exit(run_app(options))
 
 

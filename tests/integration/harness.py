@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -406,9 +407,10 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def stack(pods: int = 1, *, settings: ProxySettings | None = None, **backend_kwargs: Any
-                ) -> AsyncIterator[Stack]:
-    """`pods` echo backends behind one Service, routed for every host and path."""
+async def stack(pods: int = 1, *, settings: ProxySettings | None = None, max_body: int = 1 << 20,
+                **backend_kwargs: Any) -> AsyncIterator[Stack]:
+    """`pods` echo backends behind one Service, routed for every host and path. `max_body`: the route's
+    proxy-body-size (1m by default, as a compiled route; 0: unlimited)."""
     async with contextlib.AsyncExitStack() as exits:
         backends = []
         for i in range(pods):
@@ -416,7 +418,8 @@ async def stack(pods: int = 1, *, settings: ProxySettings | None = None, **backe
             exits.push_async_callback(b.close)
             backends.append(b)
         svc = service("echo", backends)
-        proxy = await exits.enter_async_context(running_proxy(snapshot([route(svc)], settings=settings)))
+        routes = [dataclasses.replace(route(svc), max_body=max_body)]
+        proxy = await exits.enter_async_context(running_proxy(snapshot(routes, settings=settings)))
         yield Stack(proxy, backends, svc)
 
 

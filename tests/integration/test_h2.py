@@ -63,7 +63,7 @@ async def test_pseudo_headers_become_host_and_target_and_hop_by_hop_fields_stay_
 @async_test
 async def test_request_and_response_bodies_stream_both_ways_intact() -> None:
     upload = pattern(3 * 1024 * 1024 + 7)
-    async with stack() as s, await H2Client.connect(s.proxy.port) as client:
+    async with stack(max_body=0) as s, await H2Client.connect(s.proxy.port) as client:  # over 1m: unlimited
         resp = await client.request("POST", "/upload", body=upload)  # no content-length: sent chunked upstream
         assert resp.status == 200
         echoed = json.loads(resp.body)
@@ -97,7 +97,7 @@ async def test_response_waits_for_the_clients_window_and_pauses_the_upstream() -
 @async_test
 async def test_slow_upstream_holds_back_the_clients_request_window() -> None:
     body = pattern(2 * 1024 * 1024)
-    async with stack() as s, await H2Client.connect(s.proxy.port) as client:
+    async with stack(max_body=0) as s, await H2Client.connect(s.proxy.port) as client:  # over 1m: unlimited
         stream = client.start("POST", "/upload", end=False)
         await client.send_body(stream, body)
         resp = await client.response(stream)

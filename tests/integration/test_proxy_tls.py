@@ -171,7 +171,8 @@ async def test_large_bodies_and_pipelined_requests_over_tls() -> None:
     leaf = CA.issue_cert("big.example.com")
     try:
         docs = [secret("big", leaf),
-                *app("a", ["big.example.com"], backend.port, tls=[(["big.example.com"], "big")])]
+                *app("a", ["big.example.com"], backend.port, tls=[(["big.example.com"], "big")],
+                     annotations={"nginx.ingress.kubernetes.io/proxy-body-size": "0"})]  # 3 MiB is over 1m
         async with tls_proxy(compile_docs(docs)) as proxy, await proxy.tls("big.example.com") as client:
             upload = pattern(3 << 20)
             resp = await client.request("POST", "/up", host="big.example.com", body=upload)

@@ -38,6 +38,7 @@ from types import MappingProxyType
 
 from pyngress.config.annotations import affinity_spec, balance_spec
 from pyngress.config.endpoints import backend_key, resolve_backend
+from pyngress.config.flow import flow_spec
 from pyngress.config.ingress import is_rejected
 from pyngress.config.loader import load_paths
 from pyngress.config.log_annotations import access_log_enabled
@@ -67,6 +68,7 @@ from pyngress.model import (
     Service,
     Snapshot,
 )
+from pyngress.model.flow import FlowSpec
 
 _DIGITS = re.compile(r"(\d+)")
 _TYPE_ORDER = {PathType.EXACT: 0, PathType.PREFIX: 1, PathType.IMPLEMENTATION_SPECIFIC: 2}
@@ -114,6 +116,8 @@ def compile_snapshot(
         problems=tuple(sorted(dict.fromkeys(found), key=problem_order)),
         streams=streams,
         tls=tls.finish(builder.routes.values()),
+        default_flow=builder.default_flow[0] if builder.default else None,
+        default_max_body=builder.default_flow[1] if builder.default else settings.proxy_body_size,
     )
 
 
@@ -179,6 +183,7 @@ class _Builder:
         self.problems: list[Problem] = []
         self._resolved: dict[str, tuple[Backend, str, list[Problem]]] = {}
         self._reported: set[tuple[str, str]] = set()  # (ingress, backend key) already given a problem
+        self.default_flow: tuple[FlowSpec | None, int] = (None, settings.proxy_body_size)  # issue 5
 
     def add(self, ingress: Ingress) -> None:
         spec, problems = balance_spec(ingress, self._settings.load_balance)
@@ -188,6 +193,10 @@ class _Builder:
         self.problems += log_problems
         protocol, protocol_problems = backend_protocol(ingress)  # issue 4
         self.problems += protocol_problems
+        flow, max_body, flow_problems = flow_spec(ingress, self._settings)
+        self.problems += flow_problems
+        if ingress.default_backend is not None and self.default is None:
+            self.default_flow = (flow, max_body)
         if ingress.default_backend is not None:
             self._add_default(ingress, ingress.default_backend, spec,
                               self._affinity(ingress, ingress.default_backend, affinity))
@@ -213,7 +222,7 @@ class _Builder:
                                                    https=self._tls.https_policy(ingress, host),
                                                    upstream_tls=self._tls.upstream_tls(ingress, backend.service),
                                                    backend_protocol=protocol,
-                                                   access_log=access_log)
+                                                   access_log=access_log, flow=flow, max_body=max_body)
 
     def _affinity(self, ingress: Ingress, ref: IngressBackend, asked: AffinitySpec) -> AffinitySpec:
         """The Ingress's own affinity, else the Service's `sessionAffinity: ClientIP` (as kube-proxy)."""

@@ -37,6 +37,7 @@ WEIGHT_SIGN = "\u00d7"  # the multiplication sign: "10.0.0.1:8080" + WEIGHT_SIGN
 
 def format_check(snapshot: Snapshot) -> str:
     lines = _route_table(snapshot)
+    lines += _flow_lines(snapshot)  # issue 5: only when some route has limits or access lists
     lines += tls_lines(snapshot.tls)  # issue 4: only when TLS is used
     lines += ["", _default_line(snapshot.default_backend), ""]
     if snapshot.streams:  # issue 9 (L4)
@@ -62,6 +63,14 @@ def _route_table(snapshot: Snapshot) -> list[str]:
     ]
     widths = [max(len(row[col]) for row in rows) for col in range(len(HEADER) - 1)]
     return ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]) for row in rows]
+
+
+def _flow_lines(snapshot: Snapshot) -> list[str]:
+    """One line per Ingress with limits or access lists: "limits: shop/web: 10 r/s burst 50, allowlist"."""
+    seen = {r.flow.owner: r.flow.label for r in snapshot.routes if r.flow is not None}
+    if snapshot.default_flow is not None:
+        seen.setdefault(snapshot.default_flow.owner, snapshot.default_flow.label)
+    return ["", *(f"limits: {owner}: {label}" for owner, label in sorted(seen.items()))] if seen else []
 
 
 STREAM_HEADER = ("PROTO", "PORT", "BACKEND", "ENDPOINTS", "BALANCE", "PROXY", "FROM")

@@ -103,6 +103,39 @@ def parse_header_buffers(text: str) -> tuple[int, int]:
     return count, size
 
 
+# -- flow and access control (issue 5) --------------------------------------------------------------------
+_BODY_SIZE = re.compile(r"(\d+)([kKmMgG]?)")
+
+
+def parse_body_size(text: str) -> int:
+    """proxy-body-size: bytes, or with k/m/g as nginx's client_max_body_size ("8m", "1g"); 0 is unlimited."""
+    m = _BODY_SIZE.fullmatch(text.strip())
+    if not m:
+        raise ValueError(f"{text!r} is not a size (bytes, or with k/m/g: 8m; 0 for unlimited)")
+    return int(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2).lower()]
+
+
+def parse_status(text: str) -> int:
+    """A refusal status: 400..599 (429 and 503 are the usual ones)."""
+    if not (text.strip().isascii() and text.strip().isdigit()) or not 400 <= int(text) <= 599:
+        raise ValueError(f"{text!r} is not an HTTP status from 400 to 599")
+    return int(text)
+
+
+def parse_table_size(text: str) -> int:
+    size = parse_count(text)
+    if not 1 <= size <= 1 << 24:
+        raise ValueError(f"{text!r} is out of range: 1 to 16777216 entries")
+    return size
+
+
+def parse_patterns(text: str) -> tuple[str, ...]:
+    """block-user-agents / block-referers: comma-separated; "~regex" (case-sensitive), "~*regex", or exact."""
+    from pyngress.policy.access import check_pattern
+
+    return tuple(check_pattern(p.strip()) for p in text.split(",") if p.strip())
+
+
 def _one(attr: str, parse: Callable[[str], Any]) -> Callable[[str], dict[str, Any]]:
     return lambda text: {attr: parse(text)}
 
@@ -158,6 +191,19 @@ _KEYS: dict[str, Callable[[str], dict[str, Any]]] = {
     "hsts-preload": _one("hsts_preload", parse_bool),
     # issue 4
     "http2-max-concurrent-streams": _one("http2_max_concurrent_streams", parse_count),
+    # flow and access control (issue 5)
+    "use-proxy-protocol": _one("use_proxy_protocol", parse_bool),
+    "proxy-body-size": _one("proxy_body_size", parse_body_size),
+    "limit-req-status-code": _one("limit_req_status_code", parse_status),
+    "limit-conn-status-code": _one("limit_conn_status_code", parse_status),
+    "global-rate-limit-status-code": _one("global_rate_limit_status_code", parse_status),
+    "global-rate-limit-fail-closed": _one("global_rate_limit_fail_closed", parse_bool),
+    "limit-table-size": _one("limit_table_size", parse_table_size),
+    "whitelist-source-range": _one("whitelist_source_range", parse_cidrs),
+    "denylist-source-range": _one("denylist_source_range", parse_cidrs),
+    "block-cidrs": _one("block_cidrs", parse_cidrs),
+    "block-user-agents": _one("block_user_agents", parse_patterns),
+    "block-referers": _one("block_referers", parse_patterns),
 }
 
 

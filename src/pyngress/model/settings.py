@@ -62,6 +62,20 @@ class ProxySettings:
     # (ssl-passthrough relays are closed after proxy_stream_timeout idle too: issue 9's key, above)
     # issue 4, HTTP/2: SETTINGS_MAX_CONCURRENT_STREAMS we announce (nginx's http2_max_concurrent_streams)
     http2_max_concurrent_streams: int = 128  # http2-max-concurrent-streams
+    # -- flow and access control (issue 5; docs/flow-control.md) --
+    use_proxy_protocol: bool = False  # use-proxy-protocol: PROXY v1/v2 from trusted peers (proxy-real-ip-cidr)
+    # (proxy-protocol-header-timeout, shared with the L4 streams, is defined above)
+    proxy_body_size: int = 1024 * 1024  # proxy-body-size: the default of every route; 0: unlimited
+    limit_req_status_code: int = 429  # limit-req-status-code (nginx's default is 503)
+    limit_conn_status_code: int = 429  # limit-conn-status-code (nginx's default is 503)
+    global_rate_limit_status_code: int = 429  # global-rate-limit-status-code
+    global_rate_limit_fail_closed: bool = False  # global-rate-limit-fail-closed (ours): 503 when Redis is down
+    limit_table_size: int = 65536  # limit-table-size (ours): clients remembered per limit, LRU
+    whitelist_source_range: tuple[str, ...] = ()  # whitelist-source-range: the default allowlist of every route
+    denylist_source_range: tuple[str, ...] = ()  # denylist-source-range: the default denylist
+    block_cidrs: tuple[str, ...] = ()  # block-cidrs: refused everywhere (403)
+    block_user_agents: tuple[str, ...] = ()  # block-user-agents: exact, ~regex or ~*regex
+    block_referers: tuple[str, ...] = ()  # block-referers
 
     @property
     def max_head_size(self) -> int:

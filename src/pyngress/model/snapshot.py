@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from pyngress.model.flow import DEFAULT_BODY_SIZE, FlowSpec
 from pyngress.model.objects import PathType
 from pyngress.model.settings import ProxySettings
 from pyngress.model.tls import NO_TLS, HttpsPolicy, TLSConfig, UpstreamTLS
@@ -140,6 +141,9 @@ class Route:
     # Which live balancer serves this route: one per backend and way of balancing, so two Ingresses that
     # balance one Service differently do not share a cursor. Plain round robin keeps the backend key.
     balancer_key: str = field(init=False, repr=False, compare=False)
+    # flow and access control (issue 5): None when the route has no limit and no access list
+    flow: FlowSpec | None = None
+    max_body: int = DEFAULT_BODY_SIZE  # proxy-body-size in bytes; 0: unlimited
 
     def __post_init__(self) -> None:
         key = self.backend.key
@@ -162,3 +166,6 @@ class Snapshot:
     problems: tuple[Problem, ...] = ()
     streams: tuple[StreamService, ...] = ()  # issue 9 (L4): TCP/UDP listeners, sorted by protocol and port
     tls: TLSConfig = NO_TLS  # certificates and SNI names for the HTTPS listener (issue 4)
+    # flow and access control of the default backend's route (issue 5)
+    default_flow: FlowSpec | None = None
+    default_max_body: int = DEFAULT_BODY_SIZE

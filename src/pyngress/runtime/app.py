@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import mmap
 import os
 import signal
 import socket
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from pyngress.config import CompileOptions
 from pyngress.observability.wiring import observe_worker, supervise_with_admin
+from pyngress.policy import shared_buckets
 from pyngress.runtime.https_listener import listen_https
 from pyngress.runtime.server import ProxyServer
 from pyngress.runtime.tls_contexts import TLSContexts, fake_certificate
@@ -55,6 +57,7 @@ class RunOptions:
     https_redirect_port: int = 0  # the port in redirects to HTTPS; 0: https_port
     fake_certificate: tuple[bytes, bytes] | None = None
     kube: KubeRunOptions | None = None  # issue 6: cluster mode (`--kubernetes`) instead of files
+    redis_url: str = ""  # global rate limits (issue 5)
 
 
 def install_event_loop_policy() -> str:
@@ -76,17 +79,19 @@ def run(options: RunOptions) -> int:
     return _supervise(RunOptions(**{**options.__dict__, "http_port": port, "https_port": https_port}))
 
 
-def _run_worker(options: RunOptions, *, reuse_port: bool, control: socket.socket | None = None) -> int:
+def _run_worker(options: RunOptions, *, reuse_port: bool, control: socket.socket | None = None,
+                shared: mmap.mmap | None = None) -> int:
     loop_name = install_event_loop_policy()
-    return asyncio.run(serve(options, reuse_port=reuse_port, loop_name=loop_name, control=control))
+    return asyncio.run(serve(options, reuse_port=reuse_port, loop_name=loop_name, control=control, shared=shared))
 
 
 async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyncio",
-                control: socket.socket | None = None) -> int:
+                control: socket.socket | None = None, shared: mmap.mmap | None = None) -> int:
     if options.kube is not None:  # issue 6: the API server is the source
         from pyngress.runtime.cluster import serve_cluster
 
-        return await serve_cluster(options, reuse_port=reuse_port, loop_name=loop_name, control=control)
+        return await serve_cluster(options, reuse_port=reuse_port, loop_name=loop_name, control=control,
+                                   shared=shared)
     server: ProxyServer | None = None
 
     def apply(snapshot: object) -> None:
@@ -96,6 +101,7 @@ async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyn
     source = FileSource(list(options.paths), options.compile, apply, interval=options.poll_interval, log=log)
     snapshot = source.load_initial()
     server = ProxyServer(snapshot)
+    server.flow.configure(workers=options.workers, redis_url=options.redis_url, shared=shared)  # issue 5
     try:
         port = await server.listen(options.host, options.http_port, reuse_port=reuse_port)
     except OSError as exc:
@@ -138,6 +144,8 @@ def _pick_port(host: str) -> int:
 
 def _supervise(options: RunOptions) -> int:
     children: list[int] = []
+    # rate-limit buckets all workers share (issue 5, policy.shared_buckets): anonymous MAP_SHARED, inherited
+    shared = mmap.mmap(-1, shared_buckets.DEFAULT_SLOTS * shared_buckets.SLOT.size)
     # issue 8: with the admin listener on, the parent asks every worker for its metrics over a socketpair
     pipes = [socket.socketpair() for _ in range(options.workers)] if options.admin_port is not None else []
     for i in range(options.workers):
@@ -149,7 +157,8 @@ def _supervise(options: RunOptions) -> int:
                     ours.close()
                     if j != i:
                         theirs.close()
-                code = _run_worker(options, reuse_port=True, control=pipes[i][1] if pipes else None)
+                code = _run_worker(options, reuse_port=True, control=pipes[i][1] if pipes else None,
+                                   shared=shared)
             finally:
                 os._exit(code)
         children.append(pid)

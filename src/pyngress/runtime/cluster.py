@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import mmap
 import os
 import signal
 import socket
@@ -69,7 +70,7 @@ def identity() -> str:
 
 
 async def serve_cluster(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyncio",
-                        control: socket.socket | None = None) -> int:
+                        control: socket.socket | None = None, shared: mmap.mmap | None = None) -> int:
     kube = options.kube
     assert kube is not None
     try:
@@ -79,6 +80,8 @@ async def serve_cluster(options: RunOptions, *, reuse_port: bool, loop_name: str
         return 1
     try:
         server = ProxyServer(Snapshot(version=0))
+        # issue 5: limits shared by workers, Redis for global limits
+        server.flow.configure(workers=options.workers, redis_url=options.redis_url, shared=shared)
         serve_lb = options.compile.streams.serve_load_balancer_services
 
         def apply(snapshot: Snapshot) -> None:

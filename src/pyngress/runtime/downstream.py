@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from pyngress.balancing import PickContext
-from pyngress.runtime import h2_preface, http1, https, picking, request_head, tunnel
+from pyngress.runtime import flow, h2_preface, http1, https, picking, request_head, tunnel
 from pyngress.runtime.exchange import NO_BODY, Exchange
 
 if TYPE_CHECKING:
@@ -71,11 +71,16 @@ class Downstream(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
         peer = transport.get_extra_info("peername")
-        self.client_ip = peer[0] if peer else ""
-        sock = transport.get_extra_info("sockname")
-        self.peer = request_head.Peer(self.client_ip, sock[1] if sock else 0, self.https)
-        self._pick_context = PickContext(self.client_ip)
+        self.use_client_address(peer[0] if peer else "")
         self.server.connection_opened(self)
+
+    def use_client_address(self, ip: str) -> None:
+        """The client of this connection: the TCP peer, or the source a PROXY protocol header carried."""
+        self.client_ip = ip
+        sock = self.transport.get_extra_info("sockname") if self.transport is not None else None
+        self.peer = request_head.Peer(ip, sock[1] if sock else 0, self.https)
+        self._pick_context = PickContext(ip)
+        self._trust_for = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = self.gone = True
@@ -83,6 +88,7 @@ class Downstream(asyncio.Protocol):
         for ex in self.queue:
             self.server.recorder.abandoned(ex)
             self.end_attempt(ex, ok=False)
+            flow.release(ex)
             if ex.upstream is not None:
                 ex.upstream.abandon()
         self.queue.clear()
@@ -193,6 +199,11 @@ class Downstream(asyncio.Protocol):
         ex = self.receiving
         if ex is None:
             return
+        if ex.body_budget >= 0:  # proxy-body-size on a chunked body (runtime.flow.body_fits)
+            ex.body_budget -= len(body)
+            if ex.body_budget < 0:
+                self.server.flow.refused_body += 1
+                raise http1.RequestError(413)
         ex.add_body(body)
         if ex.upstream is None and ex.pending_size > BODY_BUFFER_LIMIT:
             self.pause(PAUSE_BUFFER)
@@ -225,6 +236,10 @@ class Downstream(asyncio.Protocol):
         policy = route.https  # issue 4: redirect to HTTPS, HSTS; None on routes without TLS settings
         if policy is not None and (self.https or policy.redirect) and https.intercept(self, ex, policy):
             return
+        if ex.framing != NO_BODY and route.max_body and not flow.body_fits(self, ex, route.max_body):
+            return
+        if route.flow is not None and not self.server.flow.admit(self, ex, serving, route):
+            return  # refused, or waiting for the global limit's answer
         self.dispatch(ex, serving, route)
 
     def dispatch(self, ex: Exchange, serving: Serving, route: Route, failed: int = 503) -> None:
@@ -301,6 +316,8 @@ class Downstream(asyncio.Protocol):
         """The response to `ex` is complete on our side."""
         self.server.recorder.finished(ex)
         self.end_attempt(ex, ok=ex.response_started)
+        if ex.flow_hold is not None:
+            flow.release(ex)
         self.queue.popleft()
         self.requests += 1
         if ex.close_after:
@@ -324,6 +341,8 @@ class Downstream(asyncio.Protocol):
                 return
             if rx.upstream is not None:
                 rx.upstream.abandon()
+            self.end_attempt(rx, ok=False)
+            flow.release(rx)
             self.queue.remove(rx)
         response = http1.generated_response(status, self.server.date, close=True,
                                             head_only=self._method_or_empty() == b"HEAD")

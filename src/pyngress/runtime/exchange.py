@@ -18,6 +18,7 @@ from pyngress.runtime import http1
 if TYPE_CHECKING:
     from pyngress.balancing.stats import EndpointStats
     from pyngress.model import Endpoint, Route, UpstreamTLS
+    from pyngress.policy.limits import ConnectionLimiter
     from pyngress.runtime.client_side import ClientSide
     from pyngress.runtime.upstream import Upstream
 
@@ -30,14 +31,17 @@ class Exchange:
     __slots__ = (
         "attempts",
         "began",
+        "body_budget",
         "body_sent",
         "canned",
         "client",
+        "client_address",
         "close_after",
         "cookie",
         "endpoint",
         "expect_continue",
         "fields",
+        "flow_hold",
         "framing",
         "head",
         "host",
@@ -102,6 +106,11 @@ class Exchange:
         # issue 4, WebSocket: None for a plain request; for `Upgrade: websocket`, the bytes the client sent after
         # its head (held back until the upstream answers 101: before that they could be read as a request)
         self.upgrade: bytes | None = None
+        # flow control (issue 5, runtime.flow): the client as a trusted proxy named it (else the connection's),
+        # body bytes still allowed (-1: no limit), the connection-limit slot to give back when done
+        self.client_address: str | None = None
+        self.body_budget = -1
+        self.flow_hold: tuple[ConnectionLimiter, str] | None = None
 
     @property
     def idempotent(self) -> bool:
@@ -159,7 +168,7 @@ class ExchangeView:
 
     @property
     def client_address(self) -> str:
-        return self._ex.client.client_ip
+        return self._ex.client_address or self._ex.client.client_ip
 
     @property
     def host(self) -> bytes:

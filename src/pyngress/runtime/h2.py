@@ -59,11 +59,15 @@ def _local_settings(max_streams: int, max_head_size: int) -> h2.settings.Setting
     })
 
 
-def take_over(server: ProxyServer, transport: asyncio.BaseTransport, first_bytes: bytes = b"") -> H2Downstream:
-    """Serve HTTP/2 on an established connection (h2c after the preface check; TLS after ALPN chose h2)."""
+def take_over(server: ProxyServer, transport: asyncio.BaseTransport, first_bytes: bytes = b"",
+              client_ip: str | None = None) -> H2Downstream:
+    """Serve HTTP/2 on an established connection (h2c after the preface check; TLS after ALPN chose h2).
+    `client_ip`: the client as the connection's first protocol knew it (a PROXY protocol source, issue 5)."""
     proto = H2Downstream(server)
     transport.set_protocol(proto)
     proto.connection_made(transport)
+    if client_ip is not None and client_ip != proto.client_ip:
+        proto.use_client_address(client_ip)
     if first_bytes:
         proto.data_received(first_bytes)
     return proto
@@ -96,6 +100,13 @@ class H2Downstream(asyncio.Protocol):
         self.conn = h2.connection.H2Connection(config)
 
     # -- connection events -------------------------------------------------------------------------------
+
+    def use_client_address(self, ip: str) -> None:
+        """The client is `ip`, not the TCP peer: the source of a PROXY protocol header (issue 5)."""
+        self.client_ip = ip
+        sock = self.transport.get_extra_info("sockname") if self.transport is not None else None
+        self.peer = request_head.Peer(ip, sock[1] if sock else 0, self.tls)
+        self.pick_context = PickContext(ip)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)

@@ -37,5 +37,7 @@ def hand_over(downstream: Downstream, data: bytes) -> None:
     else:  # the preface came in pieces: llhttp saw the earlier ones, which the partial-head count recorded
         rest = data[max(0, len(PREFACE) - downstream._head_bytes):]
     downstream.closing = downstream.gone = True
-    take_over(downstream.server, transport, PREFACE + rest)  # registers the new session first, so that
-    downstream.server.connection_closed(downstream)  # a drain in progress does not see zero connections
+    # take_over registers the new session first, so that a drain in progress does not see zero connections;
+    # the client address is the Downstream's (a PROXY protocol source, issue 5)
+    take_over(downstream.server, transport, PREFACE + rest, downstream.client_ip)
+    downstream.server.connection_closed(downstream)

@@ -23,7 +23,7 @@ import h2.exceptions
 import httptools
 
 from pyngress.model import UpstreamTLS
-from pyngress.runtime import h2_https, h2_relay, h2_request, h2_tunnel, http1, picking
+from pyngress.runtime import flow, h2_https, h2_relay, h2_request, h2_tunnel, http1, picking
 from pyngress.runtime.downstream import PAUSE_BUFFER
 from pyngress.runtime.exchange import NO_BODY, Exchange
 
@@ -93,6 +93,11 @@ class H2Stream:
             self.answer_status(ex, 404)
         elif route.https is not None and h2_https.intercept(self, ex, route.https):
             pass  # redirected to https (h2c on the plain port)
+        elif ex.framing != NO_BODY and route.max_body and not flow.body_fits(self, ex, route.max_body):
+            pass  # issue 5: 413 (proxy-body-size)
+        elif route.flow is not None and not self.server.flow.admit(
+                self, ex, serving, route, may_wait=route.backend_protocol not in h2_relay.GRPC_PROTOCOLS):
+            pass  # issue 5: refused, or waiting for the global limit (which then dispatches)
         elif route.backend_protocol in h2_relay.GRPC_PROTOCOLS:
             self._relay(ex, serving, route, headers, ended)
         else:
@@ -148,6 +153,12 @@ class H2Stream:
         if ex is None or self.response_ended or ex.framing == NO_BODY:
             self.connection.ack(flow_controlled, self.stream_id)
             return
+        if ex.body_budget >= 0:  # issue 5: proxy-body-size on a body without content-length
+            ex.body_budget -= len(data)
+            if ex.body_budget < 0:
+                self.connection.ack(flow_controlled, self.stream_id)
+                flow.body_overflow(self, ex)
+                return
         ex.add_body(data)
         if ex.upstream is None:
             self._paused |= PAUSE_BUFFER  # kept in memory until an upstream connection is attached
@@ -184,6 +195,7 @@ class H2Stream:
         ex = self.ex
         if ex is not None:
             picking.end_attempt(ex, False, self.server.loop.time())
+            flow.release(ex)
             if ex.upstream is not None:
                 ex.upstream.abandon()
         self._out.clear()
@@ -210,6 +222,8 @@ class H2Stream:
     def finished(self, ex: Exchange) -> None:
         self.server.recorder.finished(ex)  # metrics and access log (issue 8)
         picking.end_attempt(ex, ex.response_started, self.server.loop.time())
+        if ex.flow_hold is not None:
+            flow.release(ex)
         self.response_ended = True
         conn = self._paused_conn
         if conn is not None:  # the upstream connection goes back to the pool: it must be reading again
@@ -283,6 +297,7 @@ class H2Stream:
     def tunnel(self, ex: Exchange, upstream: asyncio.Transport, head: bytes, rest: bytes) -> None:
         """The pod accepted the WebSocket of an extended CONNECT (RFC 8441): see runtime.h2_tunnel."""
         picking.end_attempt(ex, True, self.server.loop.time())
+        flow.release(ex)  # issue 5: limit-connections counts the upgrade request, not the tunnel after it
         if self.gone:
             upstream.close()
             return

@@ -37,6 +37,7 @@ import time
 from typing import TYPE_CHECKING
 
 from pyngress.observability import events
+from pyngress.runtime import proxy_listener
 from pyngress.runtime.client_hello import MAX_HELLO, ClientHello, Incomplete, Parsed, parse_client_hello
 from pyngress.runtime.downstream import Downstream
 from pyngress.runtime.h2 import H2Downstream
@@ -76,11 +77,12 @@ class _AlpnSwitch(asyncio.BufferedProtocol):
     (`_READ_BUFFER`), reused: each chunk is handed on as bytes before uvloop asks for the buffer again.
     """
 
-    __slots__ = ("conn", "server")
+    __slots__ = ("client", "conn", "server")
 
-    def __init__(self, server: ProxyServer) -> None:
+    def __init__(self, server: ProxyServer, client: str | None = None) -> None:
         self.server = server
         self.conn: asyncio.Protocol | None = None
+        self.client = client  # the address a PROXY protocol header named (issue 5), else None: the TCP peer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         ssl_object = transport.get_extra_info("ssl_object")
@@ -91,6 +93,8 @@ class _AlpnSwitch(asyncio.BufferedProtocol):
         else:
             self.conn = conn
         conn.connection_made(transport)
+        if self.client is not None and isinstance(conn, (Downstream, H2Downstream)):
+            conn.use_client_address(self.client)  # issue 5: the PROXY protocol header's source
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return _READ_VIEW
@@ -192,7 +196,10 @@ class HttpsListener:
             sock.setblocking(False)
             self.server.recorder.accepted_on(self.port)  # metrics (issue 8)
             tls = self.tls
-            work = self._peek_then_serve(sock, tls) if tls.passthrough else self._terminate(sock, tls)
+            if self.server.dataplane.serving.settings.use_proxy_protocol:  # issue 5: a PROXY header first
+                work = self._proxy_header_then_serve(sock, tls)
+            else:
+                work = self._peek_then_serve(sock, tls) if tls.passthrough else self._terminate(sock, tls)
             task = loop.create_task(work)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -201,11 +208,28 @@ class HttpsListener:
         if self._sock is not None:
             asyncio.get_running_loop().add_reader(self._sock.fileno(), self._on_acceptable)
 
-    async def _terminate(self, sock: socket.socket, tls: TLSServing) -> None:
+    async def _proxy_header_then_serve(self, sock: socket.socket, tls: TLSServing) -> None:
+        """use-proxy-protocol (issue 5, runtime.proxy_listener): a trusted peer's PROXY header, then TLS."""
+        client = None
+        with contextlib.suppress(OSError):
+            peer = sock.getpeername()
+            if proxy_listener.expects_header(self.server, peer[0]):
+                timeout = self.server.dataplane.serving.settings.proxy_protocol_header_timeout
+                found = await proxy_listener.read_header(sock, timeout)
+                if found is False:
+                    sock.close()  # malformed, closed or too slow: as on the HTTP port, no answer
+                    return
+                client = found if isinstance(found, str) else None
+        if tls.passthrough:
+            await self._peek_then_serve(sock, tls, client)
+        else:
+            await self._terminate(sock, tls, client)
+
+    async def _terminate(self, sock: socket.socket, tls: TLSServing, client: str | None = None) -> None:
         loop = asyncio.get_running_loop()
         timeout = self.server.dataplane.serving.settings.client_header_timeout
         try:
-            await loop.connect_accepted_socket(lambda: _AlpnSwitch(self.server), sock, ssl=tls.default,
+            await loop.connect_accepted_socket(lambda: _AlpnSwitch(self.server, client), sock, ssl=tls.default,
                                                ssl_handshake_timeout=timeout)
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
             log.debug("TLS handshake failed: %s", exc)
@@ -214,14 +238,14 @@ class HttpsListener:
         else:
             events.tls_handshake(ok=True)
 
-    async def _peek_then_serve(self, sock: socket.socket, tls: TLSServing) -> None:
+    async def _peek_then_serve(self, sock: socket.socket, tls: TLSServing, client: str | None = None) -> None:
         hello = await peek_client_hello(sock, self.server.dataplane.serving.settings.client_header_timeout)
         if hello is None:
             sock.close()
             return
         route = tls.passthrough_route(hello.server_name) if isinstance(hello, ClientHello) else None
         if route is None:
-            await self._terminate(sock, tls)
+            await self._terminate(sock, tls, client)
         else:
             await self._relay(sock, route)
 

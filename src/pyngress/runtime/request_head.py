@@ -8,19 +8,23 @@ Forwarded headers (RFC 7239 predecessors, as ingress-nginx sets them):
 - untrusted peer (the default): X-Forwarded-For, X-Real-IP, X-Forwarded-Proto/Host/Port are overwritten with
   what we saw: the peer address, our scheme, the Host header, our port;
 - trusted peer (in proxy-real-ip-cidr, or any peer with use-forwarded-headers and no CIDR list): the client's
-  X-Forwarded-For is kept and the peer appended; X-Real-IP is the right-most address of that chain that is not
-  a trusted proxy; X-Forwarded-Proto/Host/Port are passed through when present.
+  X-Forwarded-For (or the header named by forwarded-for-header) is kept and the peer appended; the client is
+  the right-most address of that chain that is not a trusted proxy (ports and IPv6 brackets stripped: "[::1]:80"
+  is ::1; a hop that is not an address stops the walk, and the last address judged is the client). It goes
+  upstream as X-Real-IP and is the address limits and access lists key on (`Exchange.client_address`);
+  X-Forwarded-Proto/Host/Port are passed through when present.
+The connection's address is the TCP peer, or the source of a PROXY protocol header (runtime.proxy_listener).
 X-Request-ID is passed through when present, else generated (unique per worker: random prefix + counter).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Callable
 from itertools import count
 from typing import TYPE_CHECKING
 
+from pyngress.policy.cidr import CidrSet, address_int
 from pyngress.runtime import http1
 from pyngress.runtime.exchange import CHUNKED, LENGTH, NO_BODY, Exchange
 
@@ -163,8 +167,10 @@ class HeadBuilder:
         if request_id is not None:  # generate-request-id: "false" passes the client's only
             lines += (b"X-Request-ID: ", request_id, b"\r\n")
         lines.append(b"X-Forwarded-Host: ")
+        forwarded_client = None
         if trusted:
-            lines += self._trusted_fields(special, host, peer)
+            forwarded, forwarded_client = self._trusted_fields(special, host, peer)
+            lines += forwarded
         else:
             lines += (host, peer.untrusted_tail)
         if framing == CHUNKED:
@@ -187,20 +193,25 @@ class HeadBuilder:
         expect = special.get(http1.EXPECT)
         ex.expect_continue = expect is not None and expect.lower() == b"100-continue"
         ex.cookie = self.cookie
+        ex.client_address = forwarded_client
         return ex
 
-    def _trusted_fields(self, special: dict[int, bytes], host: bytes, peer: Peer) -> tuple[bytes, ...]:
-        """A trusted proxy's X-Forwarded-* are kept; the peer joins the X-Forwarded-For chain."""
+    def _trusted_fields(self, special: dict[int, bytes], host: bytes, peer: Peer
+                        ) -> tuple[tuple[bytes, ...], str | None]:
+        """A trusted proxy's X-Forwarded-* are kept; the peer joins the X-Forwarded-For chain. Also returns
+        the client that chain names (None: the peer itself)."""
         xff = special.get(http1.FORWARDED_FOR)
+        client = None
         if xff:
             xff = xff + b", " + peer.address
-            real_ip = _rightmost_untrusted(xff, self.serving)
+            client = rightmost_untrusted(xff, self.serving.trusted_cidrs)
+            real_ip = client.encode()
         else:
             xff = real_ip = peer.address
         return (special.get(http1.FORWARDED_HOST) or host,
                 b"\r\nX-Real-IP: ", real_ip, b"\r\nX-Forwarded-For: ", xff,
                 b"\r\nX-Forwarded-Port: ", special.get(http1.FORWARDED_PORT) or peer.port,
-                b"\r\nX-Forwarded-Proto: ", special.get(http1.FORWARDED_PROTO) or peer.scheme, b"\r\n")
+                b"\r\nX-Forwarded-Proto: ", special.get(http1.FORWARDED_PROTO) or peer.scheme, b"\r\n"), client
 
     def _drop_connection_options(self, connection: bytes) -> None:
         # Headers named in Connection are hop-by-hop too (RFC 9110 7.6.1); rare, so done as a second pass.
@@ -226,15 +237,26 @@ def _absolute_form(url: bytes) -> tuple[bytes, bytes] | None:
     return authority, slash + path if slash else b"/"
 
 
-def _rightmost_untrusted(xff: bytes, serving: Serving) -> bytes:
-    """Walk the chain from the right, past our trusted proxies: the first address that is not one is the
-    client. A hop that is not an IP address stops the walk (we cannot judge it, so we do not go past it)."""
-    hops = [h.strip() for h in xff.split(b",")]
-    for hop in reversed(hops):
-        try:
-            address = str(ipaddress.ip_address(hop.decode("latin-1")))
-        except ValueError:
-            return hop
-        if not serving.is_trusted(address):
-            return hop
-    return hops[0]
+def rightmost_untrusted(xff: bytes, trusted: CidrSet) -> str:
+    """Walk the chain from the right (its last hop is our peer), past our trusted proxies: the first address
+    that is not one is the client. A hop that is not an IP address stops the walk: we cannot judge it, so we
+    do not go past it, and the client is the last address we could read (the proxy that wrote that hop)."""
+    client = ""
+    for hop in reversed(xff.split(b",")):
+        address = hop_address(hop)
+        if address is None:
+            break
+        client = address
+        if not trusted.contains(address_int(address)):
+            break
+    return client
+
+
+def hop_address(hop: bytes) -> str | None:
+    """One X-Forwarded-For hop as an address: "1.2.3.4", "1.2.3.4:5678", "::1", "[::1]:80"; else None."""
+    text = hop.strip().decode("latin-1")
+    if text.startswith("["):
+        text = text[1:text.find("]")] if "]" in text else ""
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    return text if address_int(text) is not None else None

@@ -26,9 +26,11 @@ from pyngress.balancing import PickContext
 from pyngress.model import ProxySettings, Snapshot
 from pyngress.observability.recorder import Recorder
 from pyngress.runtime.downstream import Downstream
+from pyngress.runtime.flow import FlowGate
 from pyngress.runtime.h2_upstream import H2UpstreamPool
 from pyngress.runtime.l4 import StreamRuntime
 from pyngress.runtime.pool import UpstreamPool
+from pyngress.runtime.proxy_listener import ProxyHeaderReader
 from pyngress.runtime.request_head import request_id_source
 from pyngress.runtime.sessions import Session
 from pyngress.runtime.state import Dataplane, Serving
@@ -64,6 +66,10 @@ class ProxyServer:
         self._all_closed = asyncio.Event()
         self.streams = StreamRuntime(snapshot, rng=rng)  # issue 9 (L4): TCP/UDP listeners follow the snapshot
         self.https: HttpsListener | None = None  # the TLS listener (issue 4, runtime.https_listener), if any
+        # flow and access control (issue 5): live limit tables; connections still reading a PROXY header
+        self.flow = FlowGate(self)
+        self.flow.install(snapshot)
+        self.handshakes: set[ProxyHeaderReader] = set()
 
     @property
     def snapshot(self) -> Snapshot:
@@ -73,6 +79,7 @@ class ProxyServer:
         """Swap in a new configuration; live state carries over by backend and endpoint key."""
         serving = self.dataplane.install(snapshot)
         self.pool.retain(serving.endpoint_keys)
+        self.flow.install(snapshot)
         self.recorder.install(serving)
         self.streams.install(snapshot)  # issue 9 (L4)
         for session in list(self.sessions):
@@ -88,8 +95,7 @@ class ProxyServer:
         self.loop = asyncio.get_running_loop()
         self.pool.loop = self.loop
         server = await self.loop.create_server(
-            lambda: Downstream(self), host, port, reuse_port=reuse_port or None, backlog=backlog,
-            reuse_address=True)
+            self._accept, host, port, reuse_port=reuse_port or None, backlog=backlog, reuse_address=True)
         self._servers.append(server)
         bound = server.sockets[0].getsockname()[1]
         self.ports.append(bound)
@@ -98,6 +104,11 @@ class ProxyServer:
             self._schedule_tick()
         self.streams.start(host, reuse_port)  # issue 9 (L4): streams bind where the first listener does
         return int(bound)
+
+    def _accept(self) -> asyncio.Protocol:
+        if self.dataplane.serving.settings.use_proxy_protocol:
+            return ProxyHeaderReader(self)  # reads the PROXY header, then hands over to a Downstream
+        return Downstream(self)
 
     def connection_opened(self, conn: Downstream) -> None:
         self.connections.add(conn)
@@ -149,6 +160,9 @@ class ProxyServer:
             self._ticker.cancel()
             self._ticker = None
         self.recorder.close()
+        for handshake in list(self.handshakes):
+            handshake.timed_out()
+        await self.flow.close()
 
     # -- the ticker ------------------------------------------------------------------------------------
 
@@ -156,7 +170,8 @@ class ProxyServer:
         s = self.dataplane.serving.settings
         smallest = min(s.proxy_read_timeout, s.proxy_send_timeout, s.keep_alive or 75.0,
                        s.client_header_timeout, s.client_body_timeout, s.proxy_connect_timeout,
-                       s.proxy_stream_timeout)  # issue 4: ssl-passthrough relays
+                       s.proxy_stream_timeout,  # issue 4: ssl-passthrough relays
+                       s.proxy_protocol_header_timeout if s.use_proxy_protocol else 75.0)  # issue 5
         self.tick = max(0.02, min(1.0, smallest / 4))
         self._ticker = self.loop.call_later(self.tick, self._tick)
 
@@ -174,6 +189,8 @@ class ProxyServer:
         for session in list(self.sessions):
             session.tick(now - slack, settings)
         self.pool.expire(now)
+        for handshake in [h for h in self.handshakes if now > h.deadline]:
+            handshake.timed_out()
         self.recorder.tick(now)
         self.h2_upstreams.expire(now, settings.upstream_keepalive_timeout)
         if self.https is not None:  # issue 4: idle ssl-passthrough relays, certificates expiring

@@ -24,12 +24,14 @@ from pyngress.balancing.factory import make_balancer, needs_context, uses_stats
 from pyngress.balancing.hash_key import HashKey, compile_hash_key
 from pyngress.balancing.stats import EndpointStatsRegistry
 from pyngress.model import AffinitySpec, PathType, ProxySettings, Route, Snapshot
+from pyngress.policy.cidr import CidrSet
 from pyngress.routing import RouteTable
 from pyngress.runtime import http1
 from pyngress.runtime.endpoint_swap import swap_endpoints  # issue 6
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 ROLE_CACHE_LIMIT = 4096
+NO_NETWORKS = CidrSet(())
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,8 @@ class Serving:
     header_roles: dict[bytes, int]
     trusted: tuple[Network, ...]  # proxy-real-ip-cidr, consulted only with use-forwarded-headers
     trust_all: bool  # use-forwarded-headers without proxy-real-ip-cidr: every peer is trusted
+    # the same networks as int ranges, for walking X-Forwarded-For (everything when trust_all) (issue 5)
+    trusted_cidrs: CidrSet = NO_NETWORKS
 
     def is_trusted(self, address: str) -> bool:
         if self.trust_all:
@@ -99,7 +103,8 @@ class Dataplane:
         if snapshot.default_backend is not None:
             default_route = Route("", "/", PathType.PREFIX, snapshot.default_backend, "(default backend)",
                                   snapshot.default_balance, snapshot.default_affinity,
-                                  https=snapshot.tls.unmatched)  # issue 4: redirect/HSTS per host
+                                  https=snapshot.tls.unmatched,  # issue 4: redirect/HSTS per host
+                                  flow=snapshot.default_flow, max_body=snapshot.default_max_body)  # issue 5
             routes.append(default_route)
         balancers: dict[str, Balancer] = {}
         hash_keys: dict[str, HashKey] = {}
@@ -143,7 +148,14 @@ class Dataplane:
             trusted=tuple(ipaddress.ip_network(c, strict=False) for c in settings.trusted_proxies)
             if settings.use_forwarded_headers else (),
             trust_all=settings.use_forwarded_headers and not settings.trusted_proxies,
+            trusted_cidrs=_trusted_cidrs(settings),
         )
+
+
+def _trusted_cidrs(settings: ProxySettings) -> CidrSet:
+    if not settings.use_forwarded_headers:
+        return CidrSet(())
+    return CidrSet(settings.trusted_proxies or ("0.0.0.0/0", "::/0"))
 
 
 def _header_roles(settings: ProxySettings) -> dict[bytes, int]:

@@ -25,6 +25,8 @@ import asyncio
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
+from pyngress.runtime import flow
+
 if TYPE_CHECKING:
     from pyngress.model import ProxySettings
     from pyngress.runtime.downstream import Downstream
@@ -48,6 +50,7 @@ def take_over(client: Downstream, ex: Exchange, upstream: asyncio.Transport, hea
         upstream.close()
         return
     client.end_attempt(ex, ok=True)
+    flow.release(ex)  # issue 5: limit-connections counts the upgrade request, not the tunnel after it
     client.queue.clear()
     client.gone = True  # the Downstream object is retired; the tunnel owns the transport now
     Tunnel(client.server, transport, upstream, ex.endpoint.key)
