@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import h2.exceptions
 
 from pyngress.runtime import http1
-from pyngress.runtime.request_head import _rightmost_untrusted as rightmost_untrusted
+from pyngress.runtime.request_head import rightmost_untrusted
 
 if TYPE_CHECKING:
     from pyngress.model import Endpoint, ProxySettings
@@ -88,7 +88,7 @@ def _forwarded(stream: H2Stream, serving: Serving, authority: bytes,
         chain = client.get(http1.FORWARDED_FOR)
         if chain:
             xff = chain + b", " + peer.address
-            real_ip = rightmost_untrusted(xff, serving)
+            real_ip = rightmost_untrusted(xff, serving.trusted_cidrs).encode()
         proto = client.get(http1.FORWARDED_PROTO) or proto
         host = client.get(http1.FORWARDED_HOST) or host
         port = client.get(http1.FORWARDED_PORT) or port
