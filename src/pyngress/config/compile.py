@@ -38,6 +38,8 @@ from types import MappingProxyType
 
 from pyngress.config.annotations import affinity_spec, balance_spec
 from pyngress.config.endpoints import backend_key, resolve_backend
+from pyngress.config.health_backends import ingress_health, with_ingress_health
+from pyngress.config.health_notes import ingress_retry
 from pyngress.config.ingress import is_rejected
 from pyngress.config.loader import load_paths
 from pyngress.config.selection import CompileOptions, served_ingresses
@@ -50,6 +52,7 @@ from pyngress.model import (
     BalanceSpec,
     ConfigMap,
     EndpointSlice,
+    HealthSpec,
     Ingress,
     IngressBackend,
     IngressClass,
@@ -85,6 +88,8 @@ def compile_snapshot(
     settings, setting_problems = parse_settings(select_configmap(index.configmaps, options.configmap))
     builder = _Builder(index, settings)
     served = served_ingresses(index.ingresses, index.classes, options)
+    builder.ingress_health, health_problems = ingress_health(sorted(served, key=_age))  # issue 7
+    builder.problems += health_problems
     for ingress in sorted(served, key=_age):
         builder.add(ingress)
     others = {i.meta.key for i in index.ingresses} - {i.meta.key for i in served}
@@ -161,11 +166,13 @@ class _Builder:
         self.problems: list[Problem] = []
         self._resolved: dict[str, tuple[Backend, str, list[Problem]]] = {}
         self._reported: set[tuple[str, str]] = set()  # (ingress, backend key) already given a problem
+        self.ingress_health: dict[str, HealthSpec] = {}  # backend key -> health asked by an Ingress (issue 7)
 
     def add(self, ingress: Ingress) -> None:
         spec, problems = balance_spec(ingress, self._settings.load_balance)
         affinity, affinity_problems = affinity_spec(ingress, self._settings)
-        self.problems += problems + affinity_problems
+        retry, retry_problems = ingress_retry(ingress, self._settings)  # issue 7
+        self.problems += problems + affinity_problems + retry_problems
         if ingress.default_backend is not None:
             self._add_default(ingress, ingress.default_backend, spec,
                               self._affinity(ingress, ingress.default_backend, affinity))
@@ -187,7 +194,7 @@ class _Builder:
                 backend = self._backend(ingress, path.backend, f"{at}.backend")
                 if backend is not None:
                     self.routes[route_key] = Route(host, path.path, path.path_type, backend, ingress.meta.key,
-                                                   spec, self._affinity(ingress, path.backend, affinity))
+                                                   spec, self._affinity(ingress, path.backend, affinity), retry)
 
     def _affinity(self, ingress: Ingress, ref: IngressBackend, asked: AffinitySpec) -> AffinitySpec:
         """The Ingress's own affinity, else the Service's `sessionAffinity: ClientIP` (as kube-proxy)."""
@@ -218,8 +225,9 @@ class _Builder:
         key = backend_key(ingress.meta.namespace, ref.service)
         if key not in self._resolved:
             namespace, index = ingress.meta.namespace, self._index
-            self._resolved[key] = resolve_backend(namespace, ref.service, index.services, index.slices,
-                                                  index.pods)
+            self._resolved[key] = with_ingress_health(
+                resolve_backend(namespace, ref.service, index.services, index.slices, index.pods),
+                self.ingress_health)
             self.problems += self._resolved[key][2]  # the Service's weights: once per backend
         backend, bad_field, _ = self._resolved[key]
         self.backends[key] = backend

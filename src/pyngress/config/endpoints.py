@@ -9,10 +9,13 @@ Resolution, for an Ingress in namespace N naming service S and port P (by name o
    the ServicePort's name (both "" for an unnamed port) gives the endpoint port. A slice with no ports at all
    (hand-written file-mode slices often omit them) falls back to the ServicePort's numeric targetPort, or its
    port when targetPort is absent; a named targetPort cannot be resolved without Pods, so such a slice is skipped.
-4. endpoints whose `conditions.ready` is false are skipped (serving-but-terminating endpoints are not used for
-   new requests, as kube-proxy does without ProxyTerminatingEndpoints). Every address of a ready endpoint is one
-   `Endpoint(address, port, weight=1, name=<targetRef name>)`; the same address:port in two slices counts once
-   (slices of one Service may overlap while the EndpointSlice controller moves endpoints between them).
+4. endpoints whose `conditions.ready` is true serve. Those with `serving && terminating` (KEP-1669) are kept
+   too, marked `terminating`: the runtime sends them new requests only when the backend has no ready endpoint,
+   and session affinity keeps their existing users (issue 7). The others are skipped. Every address is one
+   `Endpoint(address, port, weight=1, name=<targetRef name>)`; the same address:port in two slices counts once,
+   ready winning over terminating (slices of one Service may overlap while the EndpointSlice controller moves
+   endpoints between them).
+6. health: the Service's health-check and slow-start annotations (`config.health_notes`), issue 7.
 5. weights: the Service's `pyngress.io/endpoint-weights` and `pyngress.io/weight-by` annotations, read with
    the Pods of its namespace (`weights`); their Problems are on the Service.
 
@@ -23,8 +26,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from pyngress.config.health_notes import health_spec
 from pyngress.config.weights import PodIndex, weigh_endpoints
-from pyngress.model import Backend, Endpoint, EndpointSlice, Problem, Service, ServiceBackendRef, ServicePort
+from pyngress.model import (
+    NO_HEALTH,
+    Backend,
+    Endpoint,
+    EndpointSlice,
+    Problem,
+    Service,
+    ServiceBackendRef,
+    ServicePort,
+)
 
 EXTERNAL_NAME_UNSUPPORTED = "ExternalName services are not supported yet"
 
@@ -58,7 +71,9 @@ def resolve_backend(
         return broken(f"Service {namespace}/{ref.name} has no port {wanted}", "port")
     ready = ready_endpoints(port, slices.get((namespace, ref.name), ()))
     endpoints, problems = weigh_endpoints(service, ready, pods or {})
-    return Backend(key, namespace, ref.name, ref.port_text, endpoints), "", problems
+    health, health_problems = health_spec(service)
+    return (Backend(key, namespace, ref.name, ref.port_text, endpoints, health=health or NO_HEALTH), "",
+            problems + health_problems)
 
 
 def find_service_port(service: Service, ref: ServiceBackendRef) -> ServicePort | None:
@@ -77,11 +92,14 @@ def ready_endpoints(port: ServicePort, slices: Iterable[EndpointSlice]) -> tuple
         if number is None:
             continue
         for ep in slice_.endpoints:
-            if not ep.ready:
+            terminating = not ep.ready
+            if terminating and not (ep.serving and ep.terminating):
                 continue
             for address in ep.addresses:
-                endpoint = Endpoint(address, number, 1, ep.target_ref_name)
-                found.setdefault(endpoint.key, endpoint)
+                endpoint = Endpoint(address, number, 1, ep.target_ref_name, terminating)
+                seen = found.get(endpoint.key)
+                if seen is None or (seen.terminating and not terminating):
+                    found[endpoint.key] = endpoint
     return tuple(sorted(found.values(), key=lambda e: e.key))
 
 

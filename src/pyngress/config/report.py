@@ -22,6 +22,8 @@ Problems: errors first, each as str(problem), which names the file, the object a
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pyngress.model import Backend, Endpoint, Problem, Snapshot
 
 HEADER = ("HOST", "PATH", "TYPE", "BACKEND", "ENDPOINTS", "BALANCE", "INGRESS")
@@ -58,6 +60,9 @@ def _route_table(snapshot: Snapshot) -> list[str]:
 
 def format_endpoints(backend: Backend) -> str:
     """ "10.0.0.1:80, +1 more", cut after one, or "(none: <why>)". A weight other than 1 follows WEIGHT_SIGN."""
+    ready = [e for e in backend.endpoints if not e.terminating]  # issue 7: terminating ones are a fallback
+    if ready != list(backend.endpoints):
+        backend = replace(backend, endpoints=tuple(ready))
     if not backend.endpoints:
         return f"(none: {backend.problem or NO_ENDPOINTS})"
     shown = [_endpoint(e) for e in backend.endpoints[:MAX_ENDPOINTS_SHOWN]]

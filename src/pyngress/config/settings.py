@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from pyngress.config.health import health_keys
 from pyngress.model import ALGORITHMS, ConfigMap, Problem, ProxySettings
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?")
@@ -126,6 +127,8 @@ _KEYS: dict[str, Callable[[str], dict[str, Any]]] = {
     "load-balance": _one("load_balance", parse_algorithm),
     "session-cookie-salt": _one("session_cookie_salt", str.strip),
     "affinity-table-size": _one("affinity_table_size", parse_count),
+    # issue 7: retries, outlier ejection, draining (parsers in config.health)
+    **health_keys(),
 }
 
 

@@ -1,5 +1,14 @@
 """Frozen dataclasses: the Kubernetes objects we read and the compiled Snapshot the runtime serves."""
 
+# issue 7: health checks and retries
+from pyngress.model.health import (
+    DEFAULT_RETRY,
+    NO_HEALTH,
+    RETRY_CONDITIONS,
+    ActiveCheck,
+    HealthSpec,
+    RetryPolicy,
+)
 from pyngress.model.objects import (
     ConfigMap,
     EndpointPort,
@@ -39,8 +48,12 @@ from pyngress.model.snapshot import (
 __all__ = [
     "ALGORITHMS",
     "DEFAULT_BALANCE",
+    "DEFAULT_RETRY",
     "HASH_ALGORITHMS",
     "NO_AFFINITY",
+    "NO_HEALTH",
+    "RETRY_CONDITIONS",
+    "ActiveCheck",
     "AffinitySpec",
     "Backend",
     "BalanceSpec",
@@ -49,6 +62,7 @@ __all__ = [
     "EndpointPort",
     "EndpointSlice",
     "HTTPIngressPath",
+    "HealthSpec",
     "Ingress",
     "IngressBackend",
     "IngressClass",
@@ -61,6 +75,7 @@ __all__ = [
     "Problem",
     "ProxySettings",
     "ResourceBackendRef",
+    "RetryPolicy",
     "Route",
     "Secret",
     "Service",

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from pyngress.model.health import DEFAULT_RETRY, NO_HEALTH, HealthSpec, RetryPolicy
 from pyngress.model.objects import PathType
 from pyngress.model.settings import ProxySettings
 
@@ -41,6 +42,9 @@ class Endpoint:
     port: int
     weight: int = 1
     name: str = ""  # the EndpointSlice targetRef name (a Pod), when known
+    # issue 7: serving && terminating (KEP-1669). Such an endpoint gets new requests only when its backend has
+    # no ready one; session affinity keeps the users it already has until it is gone.
+    terminating: bool = False
     # Identity across snapshots: live state (health, counters, pools) keys on it. Computed once: the hot path
     # reads it on every request.
     key: str = field(init=False, repr=False, compare=False)
@@ -60,6 +64,7 @@ class Backend:
     port: str
     endpoints: tuple[Endpoint, ...] = ()
     problem: str = ""  # why it has no endpoints, when that is a configuration problem (shown by check)
+    health: HealthSpec = NO_HEALTH  # issue 7: active check and slow start (Service or Ingress annotations)
 
 
 ALGORITHMS = ("round_robin", "random", "least_conn", "p2c", "ewma")
@@ -127,6 +132,7 @@ class Route:
     ingress: str  # "namespace/name" of the Ingress the rule came from
     balance: BalanceSpec = DEFAULT_BALANCE
     affinity: AffinitySpec = NO_AFFINITY
+    retry: RetryPolicy = DEFAULT_RETRY  # issue 7: proxy-next-upstream*
     # Which live balancer serves this route: one per backend and way of balancing, so two Ingresses that
     # balance one Service differently do not share a cursor. Plain round robin keeps the backend key.
     balancer_key: str = field(init=False, repr=False, compare=False)
