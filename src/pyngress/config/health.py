@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pyngress.model import RETRY_CONDITIONS, RetryPolicy
+from pyngress.model import RETRY_CONDITIONS, ProxySettings, RetryPolicy
 
 
 def parse_next_upstream(text: str) -> str:
@@ -37,6 +37,12 @@ def retry_policy(next_upstream: str, tries: int, timeout: float) -> RetryPolicy:
     # invalid_header counts with error: both are "the attempt failed before a usable response head"
     return RetryPolicy(on_error="error" in words or "invalid_header" in words, on_timeout="timeout" in words,
                        statuses=statuses, non_idempotent="non_idempotent" in words, tries=tries, timeout=timeout)
+
+
+def default_retry(settings: ProxySettings) -> RetryPolicy:
+    """The ConfigMap's policy: routes without retry annotations, and the default backend."""
+    return retry_policy(settings.proxy_next_upstream, settings.proxy_next_upstream_tries,
+                        settings.proxy_next_upstream_timeout)
 
 
 def parse_percent(text: str) -> float:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from pyngress.balancing import PickContext
-from pyngress.runtime import http1, picking, request_head
+from pyngress.runtime import http1, picking, request_head, retrying
 from pyngress.runtime.exchange import NO_BODY, Exchange
 
 if TYPE_CHECKING:
@@ -221,6 +221,8 @@ class Downstream(asyncio.Protocol):
             self.answer_status(ex, failed)
             return
         ex.endpoint = endpoint
+        if not ex.attempts:
+            ex.route, ex.started = route, self.server.now  # issue 7: the retry policy and its clock
         ex.attempts += 1
         cookie = serving.cookies.get(key) if contextual else None
         if cookie is not None and balancer is not None:
@@ -235,15 +237,29 @@ class Downstream(asyncio.Protocol):
         """Tell the stats registry that the attempt in flight ended (a response, or a failure)."""
         picking.end_attempt(ex, ok, self.server.loop.time())
 
-    def retry(self, ex: Exchange, status: int) -> None:
-        """The attempt failed before any response byte: try another endpoint once, else answer `status`."""
+    def retry(self, ex: Exchange, status: int, cause: int = retrying.ERROR, sent: bool = True) -> None:
+        """The attempt failed before any response byte: another endpoint if the route's retry policy
+        allows (`runtime.retrying`), else answer `status`. `sent`: the request reached the endpoint."""
         assert ex.endpoint is not None
         self.end_attempt(ex, ok=False)
         ex.upstream = None
         ex.tried = (*ex.tried, ex.endpoint.key)
-        if ex.attempts >= 2 or not ex.idempotent or not ex.replayable or self.gone:
+        if self.gone or not retrying.allowed(ex, self.server, cause, status, sent):
             self.answer_status(ex, status)
             return
+        self.next_attempt(ex, status)
+
+    def may_retry_status(self, ex: Exchange, status: int) -> bool:
+        """A response head with a status the route retries (http_502...) arrived, not forwarded yet: True
+        when it is to be dropped for another attempt (the caller then detaches and calls `next_attempt`)."""
+        if self.gone or not retrying.allowed(ex, self.server, retrying.STATUS, status, True):
+            return False
+        assert ex.endpoint is not None
+        self.end_attempt(ex, ok=False)
+        ex.tried = (*ex.tried, ex.endpoint.key)
+        return True
+
+    def next_attempt(self, ex: Exchange, status: int) -> None:
         serving = self.server.dataplane.serving  # the current config: it may have changed since the first try
         route = picking.route_for(ex, serving)
         if route is None:
@@ -334,6 +350,9 @@ class Downstream(asyncio.Protocol):
     def dispatch_again(self, ex: Exchange) -> None:
         """Resend to the same endpoint on another connection (a stale pooled one died); not a new attempt."""
         assert ex.endpoint is not None
+        if not ex.rewind():  # issue 7: a body already sent goes again from the copy kept for replays
+            self.retry(ex, 502)
+            return
         self.server.pool.acquire(ex.endpoint, ex, self.server.dataplane.serving.settings)
 
     def close(self) -> None:

@@ -16,7 +16,7 @@ from pyngress.runtime import http1
 
 if TYPE_CHECKING:
     from pyngress.balancing.stats import EndpointStats
-    from pyngress.model import Endpoint
+    from pyngress.model import Endpoint, Route
     from pyngress.runtime.downstream import Downstream
     from pyngress.runtime.upstream import Upstream
 
@@ -45,9 +45,13 @@ class Exchange:
         "path",
         "pending",
         "pending_size",
+        "replay",
+        "replay_size",
         "request_done",
         "response_started",
+        "route",
         "set_cookie",
+        "started",
         "target",
         "tracked",
         "tracked_at",
@@ -84,6 +88,12 @@ class Exchange:
         self.tracked_at = 0.0  # loop time that attempt started
         self.set_cookie: bytes | None = None  # a Set-Cookie line the response must carry (session affinity)
         self.cookie: bytes | None = None  # the request's Cookie field(s)
+        # issue 7: retries. The route it was dispatched on (its RetryPolicy), the coarse clock at the first
+        # attempt, and a copy of the body pieces already sent, for a replay (None: too big to keep).
+        self.route: Route | None = None
+        self.started = 0.0
+        self.replay: list[bytes] | None = [] if framing != NO_BODY else None
+        self.replay_size = 0
 
     @property
     def idempotent(self) -> bool:
@@ -91,8 +101,32 @@ class Exchange:
 
     @property
     def replayable(self) -> bool:
-        """Can the whole request be sent again? Only if no body byte has left `pending` yet."""
-        return self.framing == NO_BODY or not self.body_sent
+        """Can the whole request be sent again? If no body byte has left `pending` yet, or all are kept."""
+        return self.framing == NO_BODY or not self.body_sent or self.replay is not None
+
+    def rewind(self) -> bool:
+        """Before sending again: put the body pieces already sent back in front of `pending`. False when
+        they were not kept (over client-body-buffer-size)."""
+        if not self.body_sent:
+            return True
+        replay = self.replay
+        if replay is None:
+            return False
+        self.pending[:0] = replay
+        self.pending_size += self.replay_size
+        self.replay, self.replay_size, self.body_sent = [], 0, False
+        return True
+
+    def _keep(self, pieces: Sequence[bytes], size: int) -> None:
+        """Keep a copy of body pieces sent upstream while they fit client-body-buffer-size (for a retry)."""
+        replay = self.replay
+        if replay is None:
+            return
+        self.replay_size += size
+        if self.replay_size > self.client.server.dataplane.serving.settings.client_body_buffer_size:
+            self.replay = None  # too big to keep: this request will not be retried once it is sent
+        else:
+            replay.extend(pieces)
 
     def add_body(self, data: bytes) -> None:
         if self.framing == CHUNKED:
@@ -104,6 +138,8 @@ class Exchange:
         upstream = self.upstream
         if upstream is not None:
             self.body_sent = True
+            if self.replay is not None:
+                self._keep(pieces, len(data))
             upstream.send(pieces)
         else:
             self.pending.extend(pieces)
@@ -113,6 +149,8 @@ class Exchange:
         self.request_done = True
         if self.framing == CHUNKED:
             if self.upstream is not None:
+                if self.replay is not None:
+                    self.replay.append(http1.LAST_CHUNK)
                 self.upstream.send((http1.LAST_CHUNK,))
             else:
                 self.pending.append(http1.LAST_CHUNK)
@@ -121,6 +159,8 @@ class Exchange:
         pending = self.pending
         if pending:
             self.body_sent = True
+            if self.replay is not None:
+                self._keep(pending, self.pending_size)
         self.pending = []
         self.pending_size = 0
         return pending

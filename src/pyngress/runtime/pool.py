@@ -13,10 +13,13 @@ import asyncio
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Protocol
 
+from pyngress.model import ProxySettings
+from pyngress.runtime.health import HealthManager
+from pyngress.runtime.retrying import ERROR, TIMEOUT
 from pyngress.runtime.upstream import Upstream
 
 if TYPE_CHECKING:
-    from pyngress.model import Endpoint, ProxySettings
+    from pyngress.model import Endpoint
     from pyngress.runtime.exchange import Exchange
 
 
@@ -32,6 +35,9 @@ class UpstreamPool:
         self._idle: dict[str, list[Upstream]] = {}
         self._idle_count = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        # issue 7: every open connection by endpoint (draining), and the worker's health state
+        self._open: dict[str, set[Upstream]] = {}
+        self.health = HealthManager(loop.time(), ProxySettings())  # ProxyServer installs its own
 
     def acquire(self, endpoint: Endpoint, ex: Exchange, settings: ProxySettings) -> None:
         self.settings = settings
@@ -53,9 +59,12 @@ class UpstreamPool:
                 timeout,
             )
         except (OSError, TimeoutError) as exc:
+            self.health.connect_failed(endpoint.key)
             if not ex.client.gone:
-                ex.client.retry(ex, 504 if isinstance(exc, TimeoutError) else 502)
+                timeout = isinstance(exc, TimeoutError)
+                ex.client.retry(ex, 504 if timeout else 502, TIMEOUT if timeout else ERROR, sent=False)
             return
+        self._open.setdefault(endpoint.key, set()).add(conn)
         if ex.client.gone or ex.upstream is not None:
             self.release(conn)  # nobody waits for it any more: keep it for the next request
             return
@@ -77,6 +86,11 @@ class UpstreamPool:
 
     def forget(self, conn: Upstream) -> None:
         """A connection closed: drop it from the idle stacks if it is there."""
+        conns = self._open.get(conn.key)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self._open[conn.key]
         stack = self._idle.get(conn.key)
         if stack and conn in stack:
             stack.remove(conn)
@@ -92,11 +106,27 @@ class UpstreamPool:
                 conn.close()  # connection_lost calls forget()
 
     def retain(self, keys: Collection[str]) -> None:
-        """After a reload: close idle connections to endpoints that are gone. Busy ones finish first."""
+        """After a reload: close idle connections to endpoints that are gone. Busy ones finish their exchange
+        first and then close instead of returning to the pool (marked broken)."""
         for key, stack in list(self._idle.items()):
             if key not in keys:
                 for conn in list(stack):
                     conn.close()
+        for key, conns in self._open.items():
+            if key not in keys:
+                for conn in conns:
+                    conn.broken = True
+
+    def abort_endpoint(self, key: str) -> int:
+        """Abort every connection to `key` (its drain deadline passed); the number aborted."""
+        conns = list(self._open.get(key, ()))
+        for conn in conns:
+            if conn.transport is not None:
+                conn.transport.abort()
+        return len(conns)
+
+    def open_count(self, key: str) -> int:
+        return len(self._open.get(key, ()))
 
     def close_idle(self) -> None:
         for stack in list(self._idle.values()):

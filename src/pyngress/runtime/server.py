@@ -10,6 +10,9 @@ is overdue. A timeout therefore fires between `timeout` and `timeout + 2 ticks` 
 never early: the price of keeping timer work off the per-request path. The ticker also refreshes the cached
 Date header.
 
+Health (issue 7, `runtime.health`): the ticker also ends ejections, steps slow-start ramps and enforces the
+drain deadline of removed endpoints; `ready` turns False when SIGTERM arrives (before the listeners close).
+
 Draining (SIGTERM): stop accepting, close idle keep-alive connections, let in-flight requests finish (their
 responses say `Connection: close`), and after `grace` seconds close whatever is left.
 """
@@ -18,13 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import time
 from email.utils import formatdate
 
 from pyngress.balancing import PickContext
 from pyngress.model import ProxySettings, Snapshot
 from pyngress.runtime.downstream import Downstream
+from pyngress.runtime.health import HealthManager
 from pyngress.runtime.pool import UpstreamPool
+from pyngress.runtime.probe import Prober
 from pyngress.runtime.request_head import request_id_source
 from pyngress.runtime.state import Dataplane, Serving
 
@@ -34,12 +40,29 @@ def http_date(now: float | None = None) -> bytes:
 
 
 class ProxyServer:
-    def __init__(self, snapshot: Snapshot, *, rng: random.Random | None = None) -> None:
-        self.dataplane = Dataplane(snapshot, rng=rng)
-        self.loop = asyncio.get_running_loop()  # construct inside the worker's running loop
+    def __init__(self, snapshot: Snapshot, *, rng: random.Random | None = None, probing: bool = True) -> None:
+        loop = asyncio.get_running_loop()  # construct inside the worker's running loop
+        # issue 7: health decides which endpoints the balancers get; see runtime.health
+        self.health = HealthManager(loop.time(), snapshot.settings)
+        self.health.prepare(snapshot, loop.time())
+        self.dataplane = Dataplane(snapshot, rng=rng, select=self.health.endpoints_for)
+        self.loop = loop
         self.now = self.loop.time()
         self.tick = 1.0
         self.pool = UpstreamPool(self.loop, self)
+        self.pool.health = self.health
+        self.health.installed(self.dataplane.serving)
+        self.health.abort_endpoint = self.pool.abort_endpoint
+        self.health.schedule = self.loop.call_soon
+        # the process that probes (see runtime.app): this one unless told otherwise
+        self.prober: Prober | None = None
+        if probing:
+            self.prober = Prober(self.health, self.loop)
+            self.health.on_targets = self.prober.set_targets
+            self.prober.set_targets(self.health.targets)
+        # Readiness (issue 7): False from SIGTERM on, while listeners still accept for shutdown-grace-period
+        # so the outer load balancer notices; /readyz (observability) answers 503 when it is False.
+        self.ready = True
         self.connections: set[Downstream] = set()
         self.draining = False
         self.date = http_date()
@@ -56,18 +79,24 @@ class ProxyServer:
 
     def install(self, snapshot: Snapshot) -> Serving:
         """Swap in a new configuration; live state carries over by backend and endpoint key."""
+        self.health.prepare(snapshot, self.loop.time())
         serving = self.dataplane.install(snapshot)
+        self.health.installed(serving)
         self.pool.retain(serving.endpoint_keys)
         return serving
 
     async def listen(self, host: str = "0.0.0.0", port: int = 8080, *, reuse_port: bool = False,
-                     backlog: int = 2048) -> int:
-        """Start accepting on host:port (port 0 picks one) and return the bound port."""
+                     backlog: int = 2048, sock: socket.socket | None = None) -> int:
+        """Start accepting on host:port (port 0 picks one), or on `sock` (already bound and listening: a
+        worker's socket that its parent keeps open across worker restarts), and return the bound port."""
         self.loop = asyncio.get_running_loop()
         self.pool.loop = self.loop
-        server = await self.loop.create_server(
-            lambda: Downstream(self), host, port, reuse_port=reuse_port or None, backlog=backlog,
-            reuse_address=True)
+        if sock is not None:
+            server = await self.loop.create_server(lambda: Downstream(self), sock=sock, backlog=backlog)
+        else:
+            server = await self.loop.create_server(
+                lambda: Downstream(self), host, port, reuse_port=reuse_port or None, backlog=backlog,
+                reuse_address=True)
         self._servers.append(server)
         bound = server.sockets[0].getsockname()[1]
         self.ports.append(bound)
@@ -86,6 +115,9 @@ class ProxyServer:
     async def drain(self, grace: float = 30.0) -> None:
         """Stop accepting, finish in-flight requests for up to `grace` seconds, then close everything."""
         self.draining = True
+        self.ready = False
+        if self.prober is not None:
+            self.prober.close()
         for server in self._servers:
             server.close()
         for conn in list(self.connections):
@@ -98,6 +130,8 @@ class ProxyServer:
                 for conn in list(self.connections):
                     conn.abort()
         self.pool.close_idle()
+        if self.prober is not None:
+            await self.prober.wait_closed()
         for server in self._servers:
             await server.wait_closed()
         if self._ticker is not None:
@@ -125,6 +159,7 @@ class ProxyServer:
             if upstream is not None:  # only the first exchange of a connection talks to an upstream
                 upstream.check_timeouts(now - slack, settings.proxy_read_timeout, settings.proxy_send_timeout)
         self.pool.expire(now)
+        self.health.tick(now)
         self._schedule_tick()
 
 

@@ -24,6 +24,7 @@ import httptools
 
 from pyngress.runtime import http1
 from pyngress.runtime.downstream import PAUSE_BUFFER, PAUSE_UPSTREAM
+from pyngress.runtime.retrying import TIMEOUT
 
 if TYPE_CHECKING:
     from pyngress.model import Endpoint
@@ -83,6 +84,8 @@ class Upstream(asyncio.Protocol):
         self._remaining = 0
         self._out: list[bytes] = []
         self._message_done = False
+        self.record = pool.health.record(endpoint.key)  # issue 7: passive health and attempt counting
+        self._retry_status = 0  # a response status the route retries (http_5xx), seen in the head
 
     # -- connection events -------------------------------------------------------------------------------
 
@@ -111,6 +114,7 @@ class Upstream(asyncio.Protocol):
             # Not for POST and the like: the upstream may have acted on it before closing.
             client.dispatch_again(ex)
         else:
+            self.pool.health.failed(self.record)
             client.retry(ex, 502)
 
     def pause_writing(self) -> None:
@@ -138,6 +142,7 @@ class Upstream(asyncio.Protocol):
         assert self.transport is not None
         self.ex = ex
         ex.upstream = self
+        self.record.attempts += 1
         self._mode = HEAD
         self._received = False
         self.last_activity = self.pool.clock.now
@@ -194,7 +199,20 @@ class Upstream(asyncio.Protocol):
                 self._fail(502)
                 return
             # a 1xx head leaves us in HEAD mode: the final response follows
+        if self._retry_status and self._retry_elsewhere():
+            return
         self._start_response(buf)
+
+    def _retry_elsewhere(self) -> bool:
+        """The head's status is one the route retries: drop this response for another attempt if allowed."""
+        status, self._retry_status = self._retry_status, 0
+        ex = self.ex
+        if ex is None or not ex.client.may_retry_status(ex, status):
+            return False
+        self.abandon()  # the unread body makes this connection unusable
+        ex.upstream = None
+        ex.client.next_attempt(ex, status)
+        return True
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._mode != HEAD:  # trailer fields of a chunked body: not forwarded, never kept
@@ -223,6 +241,13 @@ class Upstream(asyncio.Protocol):
             return
         ex = self.ex
         assert ex is not None
+        rec = self.record  # issue 7: passive health sees every final status
+        if status >= 500:
+            self.pool.health.failed(rec)
+        elif rec.consecutive or rec.probation:
+            self.pool.health.succeeded(rec)
+        if status >= 400 and ex.route is not None and status in ex.route.retry.statuses:
+            self._retry_status = status
         if not self._parser.should_keep_alive():
             self.broken = True
         if not http1.body_allowed(status, ex.method):
@@ -379,7 +404,8 @@ class Upstream(asyncio.Protocol):
         if ex.response_started:
             ex.client.close()
         else:
-            ex.client.answer_status(ex, 504)
+            self.pool.health.failed(self.record)
+            ex.client.retry(ex, 504, TIMEOUT)
 
     def close(self) -> None:
         self.broken = True
