@@ -51,10 +51,14 @@ def main() -> None:
               help="Worker processes sharing the port (SO_REUSEPORT).")
 @click.option("--shutdown-grace", default=30.0, show_default=True, type=float,
               help="Seconds to finish in-flight requests on SIGTERM.")
+@click.option("--shutdown-grace-period", type=click.FloatRange(0), default=None,
+              help="Seconds between SIGTERM (readiness fails) and the listeners closing [default: the "
+                   "ConfigMap's shutdown-grace-period, 5].")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def run(paths: tuple[str, ...], ingress_class: str, watch_without_class: bool, configmap: str,
-        http_port: int, address: str, workers: int, shutdown_grace: float, log_level: str) -> None:
+        http_port: int, address: str, workers: int, shutdown_grace: float, shutdown_grace_period: float | None,
+        log_level: str) -> None:
     """Serve the Ingresses described by Kubernetes manifests; reload when they change (or on SIGHUP)."""
     from pyngress.runtime.app import RunOptions, paths_of
     from pyngress.runtime.app import run as run_app
@@ -62,7 +66,8 @@ def run(paths: tuple[str, ...], ingress_class: str, watch_without_class: bool, c
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     options = RunOptions(paths=paths_of(paths), compile=_compile_options(ingress_class, watch_without_class,
-                         configmap), host=address, http_port=http_port, workers=workers, grace=shutdown_grace)
+                         configmap), host=address, http_port=http_port, workers=workers, grace=shutdown_grace,
+                         shutdown_grace_period=shutdown_grace_period)
     sys.exit(run_app(options))
 
 

@@ -182,7 +182,7 @@ def test_budget_off() -> None:
 
 
 def eps(*names: str, terminating: tuple[str, ...] = ()) -> list[Endpoint]:
-    return [Endpoint("10.0.0.%d" % i, 80, name=n, terminating=n in terminating) for i, n in enumerate(names, 1)]
+    return [Endpoint(f"10.0.0.{i}", 80, name=n, terminating=n in terminating) for i, n in enumerate(names, 1)]
 
 
 def test_down_endpoints_leave_rotation() -> None:

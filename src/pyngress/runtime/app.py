@@ -1,29 +1,30 @@
 """`pyngress run`: workers, signals and the file source around a ProxyServer.
 
 With `--workers 1` the proxy runs in this process. With N > 1 the parent forks N workers before any event
-loop exists; each binds its own listening socket with SO_REUSEPORT, so the kernel spreads connections over
-them, and each reads and watches the configuration itself (a reload is at most one poll interval apart between
-workers). The parent only forwards SIGTERM/SIGINT/SIGHUP and reports how workers ended.
+loop exists; each serves its own SO_REUSEPORT listening socket, which the parent binds and keeps open, and
+restarts a worker that dies (`runtime.workers`); each reads and watches the configuration itself (a reload is
+at most one poll interval apart between workers). Worker 0 runs the active health checks for the group.
 
-Signals in a worker: SIGHUP reloads now; SIGTERM and SIGINT drain (stop accepting, finish in-flight requests
-within the grace period) and exit 0.
+Signals in a worker: SIGHUP reloads now; SIGTERM and SIGINT first turn readiness off (`ProxyServer.ready`),
+keep serving for shutdown-grace-period, then drain (stop accepting, finish in-flight requests within the grace
+period) and exit 0.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import socket
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pyngress.config import CompileOptions
+from pyngress.runtime.health_link import HealthLink
 from pyngress.runtime.server import ProxyServer
+from pyngress.runtime.workers import supervise
 from pyngress.sources.files import FileSource
 
 log = logging.getLogger("pyngress")
@@ -38,6 +39,7 @@ class RunOptions:
     workers: int = 1
     grace: float = 30.0
     poll_interval: float = 1.0
+    shutdown_grace_period: float | None = None  # issue 7: None = the ConfigMap's shutdown-grace-period
 
 
 def install_event_loop_policy() -> str:
@@ -54,15 +56,23 @@ def run(options: RunOptions) -> int:
     if options.workers <= 1:
         return _run_worker(options, reuse_port=False)
     port = options.http_port or _pick_port(options.host)
-    return _supervise(RunOptions(**{**options.__dict__, "http_port": port}))
+    options = RunOptions(**{**options.__dict__, "http_port": port})
+
+    def worker(slot: int, sock: socket.socket, link: HealthLink) -> int:  # issue 7: runtime.workers
+        return _run_worker(options, reuse_port=True, sock=sock, slot=slot, link=link)
+
+    return supervise(options.host, port, options.workers, worker)
 
 
-def _run_worker(options: RunOptions, *, reuse_port: bool) -> int:
+def _run_worker(options: RunOptions, *, reuse_port: bool, sock: socket.socket | None = None, slot: int = 0,
+                link: HealthLink | None = None) -> int:
     loop_name = install_event_loop_policy()
-    return asyncio.run(serve(options, reuse_port=reuse_port, loop_name=loop_name))
+    return asyncio.run(serve(options, reuse_port=reuse_port, loop_name=loop_name, sock=sock, slot=slot,
+                             link=link))
 
 
-async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyncio") -> int:
+async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyncio",
+                sock: socket.socket | None = None, slot: int = 0, link: HealthLink | None = None) -> int:
     server: ProxyServer | None = None
 
     def apply(snapshot: object) -> None:
@@ -71,9 +81,14 @@ async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyn
 
     source = FileSource(list(options.paths), options.compile, apply, interval=options.poll_interval, log=log)
     snapshot = source.load_initial()
-    server = ProxyServer(snapshot)
+    server = ProxyServer(snapshot, probing=slot == 0)  # issue 7: one prober per group (runtime.health_link)
+    if link is not None:
+        if slot == 0:
+            server.health.publish = link.publish
+        else:
+            link.subscribe(asyncio.get_running_loop(), server.health)
     try:
-        port = await server.listen(options.host, options.http_port, reuse_port=reuse_port)
+        port = await server.listen(options.host, options.http_port, reuse_port=reuse_port, sock=sock)
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", options.host, options.http_port, exc.strerror or exc)
         return 2
@@ -86,7 +101,18 @@ async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyn
     loop.add_signal_handler(signal.SIGHUP, source.request_reload)
     watcher = asyncio.create_task(source.run())
     await stop.wait()
+    # issue 7: readiness fails first; listeners keep accepting for shutdown-grace-period so that the outer
+    # load balancer notices before connections are refused
+    server.ready = False
+    pre_stop = options.shutdown_grace_period
+    if pre_stop is None:
+        pre_stop = server.dataplane.serving.settings.shutdown_grace_period
+    if pre_stop > 0:
+        log.info("not ready; closing listeners in %gs", pre_stop)
+        await asyncio.sleep(pre_stop)
     log.info("draining (grace %.0fs)", options.grace)
+    if link is not None:
+        link.close(asyncio.get_running_loop())
     watcher.cancel()
     await server.drain(options.grace)
     log.info("worker %d stopped", os.getpid())
@@ -97,35 +123,6 @@ def _pick_port(host: str) -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
-
-
-def _supervise(options: RunOptions) -> int:
-    children: list[int] = []
-    for _ in range(options.workers):
-        pid = os.fork()
-        if pid == 0:  # the worker
-            code = 1
-            try:
-                code = _run_worker(options, reuse_port=True)
-            finally:
-                os._exit(code)
-        children.append(pid)
-
-    def forward(signum: int, _frame: object) -> None:
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, forward)
-    worst = 0
-    for pid in children:
-        _, status = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(status)
-        if code:
-            print(f"pyngress: worker {pid} exited with {code}", file=sys.stderr)
-            worst = worst or (code if code > 0 else 1)
-    return worst
 
 
 def paths_of(values: Sequence[str]) -> tuple[Path, ...]:
