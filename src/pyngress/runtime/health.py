@@ -65,6 +65,7 @@ class HealthManager:
         self._serving: Serving | None = None
         self._pending: set[str] = set()  # backend keys to refresh at the next call_soon
         self.refreshes = 0  # balancer rebuilds done (for tests)
+        self.retries = 0  # retries allowed, in all (for tests and metrics)
 
     # -- configuration -----------------------------------------------------------------------------------
 
@@ -167,9 +168,9 @@ class HealthManager:
 
     def budget_allows(self, backend_key: str) -> bool:
         budget = self.budgets.get(backend_key)
-        if budget is None:
-            return True
-        return budget.allow(self.now, self._attempts(backend_key))
+        allowed = budget is None or budget.allow(self.now, self._attempts(backend_key))
+        self.retries += allowed
+        return allowed
 
     # -- the ticker -------------------------------------------------------------------------------------
 
