@@ -57,8 +57,8 @@ async def test_kill_9_under_load_ejects_within_a_second_and_active_check_brings_
         exits.push_async_callback(lambda: asyncio.gather(*(p.close() for p in pods)))
         key = Endpoint("127.0.0.1", port).key
         check = ActiveCheck(path="/", interval=0.5, timeout=0.5, healthy_threshold=2, unhealthy_threshold=2)
-        svc = replace(service("web", [Endpoint("127.0.0.1", p.port) for p in pods] + [Endpoint("127.0.0.1", port)]),
-                      health=HealthSpec(active=check))
+        endpoints = [Endpoint("127.0.0.1", p.port) for p in pods] + [Endpoint("127.0.0.1", port)]
+        svc = replace(service("web", endpoints), health=HealthSpec(active=check))
         proxy = await exits.enter_async_context(running_proxy(snapshot([route(svc)])))
         health, load, loop = proxy.server.health, Load(), asyncio.get_running_loop()
         clients = [asyncio.create_task(load.client(proxy.port)) for _ in range(CLIENTS)]
