@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import replace
 
 from harness import RawClient, async_test, route, running_proxy, service, snapshot, wait_until
 from health_pods import HealthPod, checked
 
-from pyngress.model import ProxySettings
+from pyngress.model import HealthSpec, ProxySettings
 
 
 async def pods(exits: contextlib.AsyncExitStack, n: int) -> list[HealthPod]:
@@ -133,3 +134,21 @@ async def test_a_reload_neither_restarts_probes_nor_forgets_their_state() -> Non
         started = loop.time()
         await wait_until(lambda: a.probes >= probes + 5, what="probing goes on")
         assert loop.time() - started >= 4 * 0.05 * 0.85  # at the schedule's pace, not in a burst
+
+
+@async_test
+async def test_slow_start_ramps_a_new_pod_in() -> None:
+    async with contextlib.AsyncExitStack() as exits:
+        a, b, new = await pods(exits, 3)
+        old = replace(service("web", [a, b]), health=HealthSpec(slow_start=1.0))
+        proxy = await exits.enter_async_context(running_proxy(snapshot([route(old)])))
+        proxy.server.install(snapshot([route(replace(old, endpoints=(a.endpoint, b.endpoint, new.endpoint)))],
+                                      version=2))
+        async with await proxy.client() as client:
+            await gets(client, 105)
+            assert len(new.served) <= 10  # weight 1 of 21 at first (full share: 35)
+            health = proxy.server.health
+            await wait_until(lambda: health.now - health.entered[new.endpoint.key] > 2.0, what="ramp over")
+            before = len(new.served)
+            await gets(client, 90)
+            assert len(new.served) - before == 30  # a full third once the window is over

@@ -1,0 +1,75 @@
+"""Draining endpoints: removed ones finish in-flight work then lose their connections; terminating ones serve
+only as a fallback; worker-shutdown-timeout bounds the wait."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from harness import async_test, route, running_proxy, service, snapshot, wait_until
+from health_pods import HealthPod
+
+from pyngress.model import Endpoint, ProxySettings
+
+
+def terminating(pod: HealthPod) -> Endpoint:
+    return Endpoint("127.0.0.1", pod.port, name=pod.name, terminating=True)
+
+
+async def pods(exits: contextlib.AsyncExitStack, n: int) -> list[HealthPod]:
+    made = []
+    for i in range(n):
+        pod = await HealthPod.start(f"pod-{i}")
+        exits.push_async_callback(pod.close)
+        made.append(pod)
+    return made
+
+
+@async_test
+async def test_a_removed_endpoint_finishes_its_request_then_its_connections_close() -> None:
+    async with contextlib.AsyncExitStack() as exits:
+        a, b = await pods(exits, 2)
+        proxy = await exits.enter_async_context(running_proxy(snapshot([route(service("s", [a]))])))
+        server = proxy.server
+        async with await proxy.client() as client:
+            await client.send(b"GET /delay/0.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+            await a.wait_requests(1)
+            server.install(snapshot([route(service("s", [b]))], version=2))  # a removed mid-request
+            assert (await client.response()).status == 200  # the in-flight request finished on a
+            assert (await client.request("GET", "/next")).json()["pod"] == "pod-1"
+        await wait_until(lambda: server.pool.open_count(a.endpoint.key) == 0, what="a's connections closed")
+        assert len(a.served) == 1
+
+
+@async_test
+async def test_worker_shutdown_timeout_aborts_what_a_removed_endpoint_still_holds() -> None:
+    async with contextlib.AsyncExitStack() as exits:
+        a, b = await pods(exits, 2)
+        settings = ProxySettings(worker_shutdown_timeout=0.3, proxy_read_timeout=30)
+        proxy = await exits.enter_async_context(running_proxy(snapshot([route(service("s", [a]))],
+                                                                       settings=settings)))
+        server = proxy.server
+        async with await proxy.client() as client:
+            await client.send(b"GET /stall HTTP/1.1\r\nHost: x\r\n\r\n")
+            await a.wait_requests(1)
+            loop = asyncio.get_running_loop()
+            removed = loop.time()
+            server.install(snapshot([route(service("s", [b]))], version=2, settings=settings))
+            await wait_until(lambda: server.pool.open_count(a.endpoint.key) == 0, what="aborted")
+            assert 0.3 <= loop.time() - removed <= 0.3 + 2.5  # the deadline, plus up to two ticks
+            # the stalled GET was never answered: it moves on to the endpoint now configured (b)
+            await b.wait_requests(1)
+            assert b.requests[0].path == "/stall"
+
+
+@async_test
+async def test_terminating_endpoints_get_no_new_requests_unless_none_is_ready() -> None:
+    async with contextlib.AsyncExitStack() as exits:
+        a, b = await pods(exits, 2)
+        first = snapshot([route(service("s", [a, terminating(b)]))])
+        proxy = await exits.enter_async_context(running_proxy(first))
+        async with await proxy.client() as client:
+            assert {(await client.request("GET", "/")).json()["pod"] for _ in range(10)} == {"pod-0"}
+            proxy.server.install(snapshot([route(service("s", [terminating(a), terminating(b)]))], version=2))
+            served = {(await client.request("GET", "/")).json()["pod"] for _ in range(10)}
+            assert served == {"pod-0", "pod-1"}  # KEP-1669: serving && terminating ones serve as a fallback
