@@ -34,9 +34,9 @@ def retry_policy(next_upstream: str, tries: int, timeout: float) -> RetryPolicy:
     if "off" in words:
         return RetryPolicy(on_error=False, on_timeout=False, tries=1, timeout=timeout)
     statuses = frozenset(int(w[5:]) for w in words if w.startswith("http_"))
-    # invalid_header counts with error: both are "the attempt failed before a usable response head"
-    return RetryPolicy(on_error="error" in words or "invalid_header" in words, on_timeout="timeout" in words,
-                       statuses=statuses, non_idempotent="non_idempotent" in words, tries=tries, timeout=timeout)
+    return RetryPolicy(on_error="error" in words, on_timeout="timeout" in words, statuses=statuses,
+                       on_invalid_header="invalid_header" in words, non_idempotent="non_idempotent" in words,
+                       tries=tries, timeout=timeout)
 
 
 def default_retry(settings: ProxySettings) -> RetryPolicy:

@@ -3,7 +3,9 @@
 Linkerd's and Envoy's idea (Finagle's RetryBudget): under a partial failure retries help, under a total failure
 they multiply the load by the number of tries exactly when the service can least take it. So retries are
 allowed while, over the last `window` seconds, `retries < max(min_retries, percent/100 * first attempts)`.
-`min_retries` (3 by default, Envoy's min_retry_concurrency) lets a quiet service still retry a lone failure.
+`min_retries` (10 per window by default, Linkerd's minimum of 1 a second) lets a quiet service still retry
+its failures: at a few requests a second, retrying is no hammering, and a budget of 20 % of nothing would
+leave a half-broken service with no retries at all.
 
 Counting costs the hot path nothing extra: attempts are counted per endpoint anyway (`outlier.Record.attempts`);
 the runtime samples a service's total once a tick (`sample`), and the budget compares against the sample
@@ -18,7 +20,7 @@ from collections import deque
 class RetryBudget:
     __slots__ = ("_retries", "_samples", "min_retries", "percent", "window")
 
-    def __init__(self, percent: float = 20.0, window: float = 10.0, min_retries: int = 3) -> None:
+    def __init__(self, percent: float = 20.0, window: float = 10.0, min_retries: int = 10) -> None:
         self.percent = percent
         self.window = window
         self.min_retries = min_retries

@@ -51,13 +51,14 @@ class RetryPolicy:
     on_error: bool = True  # connect failure, or the connection closed before a response head
     on_timeout: bool = True  # proxy-connect-timeout, or proxy-read/send-timeout before the response head
     statuses: frozenset[int] = frozenset()  # response statuses retried (http_502...), before forwarding
+    on_invalid_header: bool = False  # a malformed or oversized response head
     non_idempotent: bool = False  # also retry POST, PATCH, LOCK... after their request was sent
     tries: int = 3  # attempts in all, the first included; 0 = unlimited (bounded by the endpoints)
     timeout: float = 0.0  # seconds from the first attempt after which no new attempt starts; 0 = no limit
 
     @property
     def off(self) -> bool:
-        return not (self.on_error or self.on_timeout or self.statuses)
+        return not (self.on_error or self.on_timeout or self.statuses or self.on_invalid_header)
 
 
 DEFAULT_RETRY = RetryPolicy()

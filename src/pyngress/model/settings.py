@@ -42,7 +42,7 @@ class ProxySettings:
     client_body_buffer_size: int = 8192  # client-body-buffer-size: request body kept for a retry, at most
     retry_budget_percent: float = 20.0  # retry-budget-percent: retries per service over the window (0: off)
     retry_budget_window: float = 10.0  # retry-budget-window
-    retry_budget_min_retries: int = 3  # retry-budget-min-retries: allowed per window whatever the traffic
+    retry_budget_min_retries: int = 10  # retry-budget-min-retries: allowed per window whatever the traffic
     outlier_consecutive_failures: int = 5  # outlier-consecutive-failures: 5xx/connect failures (0: off)
     outlier_base_ejection_time: float = 30.0  # outlier-base-ejection-time: x times ejected
     outlier_max_ejection_time: float = 300.0  # outlier-max-ejection-time

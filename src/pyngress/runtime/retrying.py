@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 ERROR = 0
 TIMEOUT = 1
 STATUS = 2
+INVALID_HEADER = 3
 
 
 def allowed(ex: Exchange, server: ProxyServer, cause: int, status: int, sent: bool) -> bool:
@@ -37,6 +38,8 @@ def allowed(ex: Exchange, server: ProxyServer, cause: int, status: int, sent: bo
     if cause == TIMEOUT and not policy.on_timeout:
         return False
     if cause == STATUS and status not in policy.statuses:
+        return False
+    if cause == INVALID_HEADER and not policy.on_invalid_header:
         return False
     if sent and not ex.idempotent and not policy.non_idempotent:
         return False

@@ -24,7 +24,7 @@ import httptools
 
 from pyngress.runtime import http1
 from pyngress.runtime.downstream import PAUSE_BUFFER, PAUSE_UPSTREAM
-from pyngress.runtime.retrying import TIMEOUT
+from pyngress.runtime.retrying import INVALID_HEADER, TIMEOUT
 
 if TYPE_CHECKING:
     from pyngress.model import Endpoint
@@ -386,9 +386,10 @@ class Upstream(asyncio.Protocol):
         """A bad response head: answer the client ourselves and drop this connection."""
         ex = self.ex
         self.abandon()
+        self.pool.health.failed(self.record)
         if ex is not None:
             ex.upstream = None
-            ex.client.answer_status(ex, status)
+            ex.client.retry(ex, status, INVALID_HEADER)  # answers `status` unless invalid_header allows a retry
 
     def check_timeouts(self, now: float, read_timeout: float, send_timeout: float) -> None:
         """Called by the server's ticker for connections with an exchange in flight."""
