@@ -5,11 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import replace
 
-from harness import async_test, route, running_proxy, service, snapshot, wait_until
-from health_pods import HealthPod
+from harness import async_test, refused_port, route, running_proxy, service, snapshot, wait_until
+from health_pods import HealthPod, with_retry
 
-from pyngress.model import Endpoint, ProxySettings
+from pyngress.model import (
+    ActiveCheck,
+    AffinitySpec,
+    Endpoint,
+    HealthSpec,
+    PathType,
+    ProxySettings,
+    Route,
+    Snapshot,
+)
 
 
 def terminating(pod: HealthPod) -> Endpoint:
@@ -73,3 +83,59 @@ async def test_terminating_endpoints_get_no_new_requests_unless_none_is_ready() 
             proxy.server.install(snapshot([route(service("s", [terminating(a), terminating(b)]))], version=2))
             served = {(await client.request("GET", "/")).json()["pod"] for _ in range(10)}
             assert served == {"pod-0", "pod-1"}  # KEP-1669: serving && terminating ones serve as a fallback
+
+
+@async_test
+async def test_a_terminating_pod_keeps_its_cookie_users_and_gets_no_new_ones() -> None:
+    async with contextlib.AsyncExitStack() as exits:
+        a, b = await pods(exits, 2)
+        sticky = AffinitySpec(kind="cookie", salt="s")
+
+        def config(version: int, *endpoints: Endpoint) -> Snapshot:
+            r = Route("", "/", PathType.PREFIX, service("s", list(endpoints)), "default/s", affinity=sticky)
+            return snapshot([r], version=version)
+
+        proxy = await exits.enter_async_context(running_proxy(config(1, a.endpoint, b.endpoint)))
+        cookies: dict[str, str] = {}
+        for _ in range(4):  # two fresh sessions per pod
+            resp = await proxy.get("/")
+            cookies.setdefault(resp.json()["pod"], (resp.header("Set-Cookie") or "").split(";")[0])
+        assert set(cookies) == {"pod-0", "pod-1"}
+        proxy.server.install(config(2, a.endpoint, terminating(b)))
+        for _ in range(5):
+            kept = await proxy.get("/", headers=[("Cookie", cookies["pod-1"])])
+            assert kept.json()["pod"] == "pod-1" and not kept.has("Set-Cookie")  # its user stays
+        assert {(await proxy.get("/")).json()["pod"] for _ in range(6)} == {"pod-0"}  # nobody new
+        proxy.server.install(config(3, a.endpoint))  # gone: the session moves
+        moved = await proxy.get("/", headers=[("Cookie", cookies["pod-1"])])
+        assert moved.json()["pod"] == "pod-0" and moved.has("Set-Cookie")
+
+
+@async_test
+async def test_tcp_check_takes_a_refusing_endpoint_out() -> None:
+    async with contextlib.AsyncExitStack() as exits:
+        (a,) = await pods(exits, 1)
+        with refused_port() as dead:
+            check = ActiveCheck(tcp=True, interval=0.05, timeout=0.5, unhealthy_threshold=2)
+            svc = replace(service("s", [a.endpoint, Endpoint("127.0.0.1", dead)]), health=HealthSpec(active=check))
+            no_retry = with_retry(route(svc), on_error=False, on_timeout=False)  # a 200 is not a retry's work
+            proxy = await exits.enter_async_context(running_proxy(snapshot([no_retry])))
+            key = Endpoint("127.0.0.1", dead).key
+            await wait_until(lambda: key in proxy.server.health.down, what="the refusing endpoint out")
+            assert a.endpoint.key not in proxy.server.health.down
+            async with await proxy.client() as client:
+                assert {(await client.request("GET", "/")).status for _ in range(10)} == {200}
+
+
+@async_test
+async def test_next_upstream_timeout_stops_further_attempts() -> None:
+    async with contextlib.AsyncExitStack() as exits:
+        a, b = await pods(exits, 2)
+        a.hang_up = True
+        svc = service("s", [a, b])
+        quick = with_retry(route(svc, "/quick"), timeout=0.000001)  # already over at the first failure
+        patient = with_retry(route(svc, "/patient"), timeout=60.0)
+        proxy = await exits.enter_async_context(running_proxy(snapshot([quick, patient])))
+        async with await proxy.client() as client:
+            assert sorted([(await client.request("GET", "/quick")).status for _ in range(2)]) == [200, 502]
+            assert [(await client.request("GET", "/patient")).status for _ in range(2)] == [200, 200]
