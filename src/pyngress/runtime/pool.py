@@ -61,8 +61,8 @@ class UpstreamPool:
         except (OSError, TimeoutError) as exc:
             self.health.connect_failed(endpoint.key)
             if not ex.client.gone:
-                timeout = isinstance(exc, TimeoutError)
-                ex.client.retry(ex, 504 if timeout else 502, TIMEOUT if timeout else ERROR, sent=False)
+                timed_out = isinstance(exc, TimeoutError)
+                ex.client.retry(ex, 504 if timed_out else 502, TIMEOUT if timed_out else ERROR, sent=False)
             return
         self._open.setdefault(endpoint.key, set()).add(conn)
         if ex.client.gone or ex.upstream is not None:

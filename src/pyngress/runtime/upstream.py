@@ -108,6 +108,7 @@ class Upstream(asyncio.Protocol):
         if self._mode == UNTIL_CLOSE:
             self._complete(ex)
         elif ex.response_started:
+            self.pool.health.failed(self.record)  # a pod dying mid-response counts against it too
             client.close()  # mid-body: the client sees a truncated response, never a complete one
         elif self.requests and not self._received and ex.replayable and ex.idempotent:
             # A pooled connection the upstream had closed (keep-alive race): send again on a fresh one.
