@@ -152,3 +152,17 @@ async def test_slow_start_ramps_a_new_pod_in() -> None:
             before = len(new.served)
             await gets(client, 90)
             assert len(new.served) - before == 30  # a full third once the window is over
+
+
+@async_test
+async def test_describe_reports_ejections_for_observability() -> None:
+    async with contextlib.AsyncExitStack() as exits:
+        a, b, c = await pods(exits, 3)
+        proxy = await exits.enter_async_context(running_proxy(snapshot([route(service("web", [a, b, c]))])))
+        b.status = 500
+        async with await proxy.client() as client:
+            await gets(client, 30)
+        state = proxy.server.health.describe()
+        assert state[b.endpoint.key]["times_ejected"] == 1
+        assert 25.0 <= float(state[b.endpoint.key]["ejected_for"]) <= 30.0  # type: ignore[arg-type]
+        assert state[a.endpoint.key]["ejected_for"] == 0.0 and state[a.endpoint.key]["active_healthy"]

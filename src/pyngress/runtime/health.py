@@ -259,6 +259,23 @@ class HealthManager:
     def down(self) -> frozenset[str]:
         return self._down
 
+    def describe(self) -> dict[str, dict[str, object]]:
+        """Endpoint key -> its health, for an admin API or a dashboard (observability reads this)."""
+        out: dict[str, dict[str, object]] = {}
+        for key in sorted(self._known or ()):
+            rec = self.detector.records.get(key)
+            out[key] = {
+                "active_healthy": key not in self.active_down,
+                "ejected_for": max(0.0, rec.ejected_until - self.now) if rec is not None and rec.ejected else 0.0,
+                "times_ejected": rec.times_ejected if rec is not None else 0,
+                "consecutive_failures": rec.consecutive if rec is not None else 0,
+                "probation": rec.probation if rec is not None else False,
+                "draining": False,
+            }
+        for key in self.removed:
+            out[key] = {"draining": True}
+        return out
+
 
 def _policy(settings: ProxySettings) -> OutlierPolicy:
     return OutlierPolicy(settings.outlier_consecutive_failures, settings.outlier_base_ejection_time,
