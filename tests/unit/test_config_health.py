@@ -144,3 +144,12 @@ def test_status_lists() -> None:
     for bad in ("", "2xx", "600", "300-200"):
         with pytest.raises(ValueError):
             parse_statuses(bad)
+
+
+def test_check_report_lists_health_checks() -> None:
+    from pyngress.config import format_check
+
+    snap = compiled(service("web", **{"pyngress.io/health-check-tcp": "true", "pyngress.io/slow-start": "30"}),
+                    ingress("a", "web", "1"))
+    assert "health checks:\n  default/web:80: tcp every 5s, slow start 30s\n" in format_check(snap)
+    assert "health checks" not in format_check(compiled(service("web"), ingress("a", "web", "1")))
