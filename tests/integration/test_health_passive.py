@@ -140,15 +140,16 @@ async def test_a_reload_neither_restarts_probes_nor_forgets_their_state() -> Non
 async def test_slow_start_ramps_a_new_pod_in() -> None:
     async with contextlib.AsyncExitStack() as exits:
         a, b, new = await pods(exits, 3)
-        old = replace(service("web", [a, b]), health=HealthSpec(slow_start=1.0))
+        old = replace(service("web", [a, b]), health=HealthSpec(slow_start=2.0))
         proxy = await exits.enter_async_context(running_proxy(snapshot([route(old)])))
-        proxy.server.install(snapshot([route(replace(old, endpoints=(a.endpoint, b.endpoint, new.endpoint)))],
-                                      version=2))
+        grown = replace(old, endpoints=(a.endpoint, b.endpoint, new.endpoint))
+        proxy.server.install(snapshot([route(grown)], version=2))
+        health = proxy.server.health
+        assert {e.name: e.weight for e in health.endpoints_for(grown)} == {"pod-0": 10, "pod-1": 10, "pod-2": 1}
         async with await proxy.client() as client:
             await gets(client, 105)
-            assert len(new.served) <= 10  # weight 1 of 21 at first (full share: 35)
-            health = proxy.server.health
-            await wait_until(lambda: health.now - health.entered[new.endpoint.key] > 2.0, what="ramp over")
+            assert len(new.served) <= 21  # at most half its weight within the first second (full share: 35)
+            await wait_until(lambda: health.now - health.entered[new.endpoint.key] > 3.0, what="ramp over")
             before = len(new.served)
             await gets(client, 90)
             assert len(new.served) - before == 30  # a full third once the window is over

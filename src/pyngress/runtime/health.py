@@ -64,6 +64,7 @@ class HealthManager:
         self._members: dict[str, list[str]] = {}  # endpoint key -> backend keys
         self._serving: Serving | None = None
         self._pending: set[str] = set()  # backend keys to refresh at the next call_soon
+        self._ramping: set[str] = set()  # backend keys with a slow-start ramp in progress at the last tick
         self.refreshes = 0  # balancer rebuilds done (for tests)
         self.retries = 0  # retries allowed, in all (for tests and metrics)
 
@@ -182,10 +183,12 @@ class HealthManager:
             log.info("endpoint %s back from ejection, on probation", key)
         for backend_key, budget in self.budgets.items():
             budget.sample(now, self._attempts(backend_key))
-        ramping = [b.key for b in self._backends.values() if b.health.slow_start > 0 and any(
-            now - self.entered.get(e.key, -1e18) < b.health.slow_start + 1.0 for e in b.endpoints)]
-        if back or ramping:
-            self._changed(back, extra_backends=ramping)
+        ramping = {b.key for b in self._backends.values() if b.health.slow_start > 0 and any(
+            now - self.entered.get(e.key, -1e18) < b.health.slow_start for e in b.endpoints)}
+        # a backend that was ramping at the last tick gets one more rebuild: its endpoints at full weight
+        steps, self._ramping = ramping | self._ramping, ramping
+        if back or steps:
+            self._changed(back, extra_backends=steps)
         self._drain_deadline(now)
         if self.publish is not None:
             self.publish(frozenset(self.active_down))
