@@ -115,3 +115,21 @@ def test_budget_counts_per_backend() -> None:
     assert [plane.health.budget_allows("default/web:80") for _ in range(3)] == [True, True, False]
     assert plane.health.budget_allows("unknown") is True
     assert plane.health.retries == 3
+
+
+def test_a_new_prober_holds_its_verdicts_back_until_every_endpoint_could_fail() -> None:
+    from pyngress.model import ActiveCheck
+
+    check = ActiveCheck(path="/h", interval=5.0, timeout=2.0, unhealthy_threshold=3)
+    first = snap(1, A, B)
+    backend = replace(first.routes[0].backend, health=HealthSpec(active=check))
+    plane = Plane(replace(first, backends=MappingProxyType({backend.key: backend}),
+                          routes=(replace(first.routes[0], backend=backend),)))
+    sent: list[frozenset[str]] = []
+    plane.health.publish_after_warmup(sent.append, now=0.0)
+    assert plane.health.publish_from == 5.0 * 4 + 2.0
+    plane.health.tick(10.0)
+    plane.health.set_active(A.key, False)
+    assert sent == []  # too early: the others keep what the previous prober told them
+    plane.health.tick(22.0)
+    assert sent == [frozenset({A.key})]

@@ -84,7 +84,7 @@ async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyn
     server = ProxyServer(snapshot, probing=slot == 0)  # issue 7: one prober per group (runtime.health_link)
     if link is not None:
         if slot == 0:
-            server.health.publish = link.publish
+            server.health.publish_after_warmup(link.publish, asyncio.get_running_loop().time())
         else:
             link.subscribe(asyncio.get_running_loop(), server.health)
     try:

@@ -55,6 +55,7 @@ class HealthManager:
         self.removed: dict[str, float] = {}  # endpoint key -> when it left the configuration (drain deadline)
         self.targets: dict[str, tuple[Endpoint, ActiveCheck]] = {}  # what the prober should probe
         self.publish: Publisher | None = None  # set in the probing worker of a group: tell the others
+        self.publish_from = 0.0  # not before (see publish_after_warmup)
         self.on_targets: Callable[[dict[str, tuple[Endpoint, ActiveCheck]]], None] | None = None
         self.abort_endpoint: Callable[[str], int] | None = None  # pool: abort connections to a key
         self.schedule: Callable[[Callable[[], None]], object] | None = None  # loop.call_soon
@@ -149,8 +150,7 @@ class HealthManager:
         else:
             self.active_down.add(key)
         log.warning("endpoint %s %s its active health check", key, "passes" if healthy else "fails")
-        if self.publish is not None:
-            self.publish(frozenset(self.active_down))
+        self._publish()
         self._changed([key])
 
     def set_active_down(self, keys: Iterable[str]) -> None:
@@ -190,7 +190,19 @@ class HealthManager:
         if back or steps:
             self._changed(back, extra_backends=steps)
         self._drain_deadline(now)
-        if self.publish is not None:
+        self._publish()
+
+    def publish_after_warmup(self, publish: Publisher, now: float) -> None:
+        """Make this the probing process of a group. Its first verdicts are held back until every endpoint
+        had time to fail its check: a restarted prober starts with every endpoint healthy, and publishing that
+        at once would bring back, in every other worker, endpoints the previous prober had taken out."""
+        self.publish = publish
+        checks = [check for _, check in self.targets.values()]
+        self.publish_from = now + max((c.interval * (c.unhealthy_threshold + 1) + c.timeout for c in checks),
+                                      default=0.0)
+
+    def _publish(self) -> None:
+        if self.publish is not None and self.now >= self.publish_from:
             self.publish(frozenset(self.active_down))
 
     def _drain_deadline(self, now: float) -> None:

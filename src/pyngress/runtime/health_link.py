@@ -9,7 +9,9 @@ heals at the next tick, and a restarted worker learns the state within a second.
 socket buffer drops the message (the next tick resends it).
 
 If worker 0 dies, the others keep the last state they were told until the parent has restarted it and its
-probes report (the restarted prober starts with every endpoint healthy, as on any start).
+probes have had time to judge every endpoint: a prober holds its messages back for the longest
+`interval x (unhealthy_threshold + 1) + timeout` of its checks after it starts, since it starts with every
+endpoint healthy and would otherwise bring back, everywhere, endpoints the previous prober had taken out.
 """
 
 from __future__ import annotations
