@@ -139,3 +139,18 @@ async def test_next_upstream_timeout_stops_further_attempts() -> None:
         async with await proxy.client() as client:
             assert sorted([(await client.request("GET", "/quick")).status for _ in range(2)]) == [200, 502]
             assert [(await client.request("GET", "/patient")).status for _ in range(2)] == [200, 200]
+
+
+@async_test
+async def test_a_terminating_pods_pooled_connections_close_after_their_requests() -> None:
+    async with contextlib.AsyncExitStack() as exits:
+        a, b = await pods(exits, 2)
+        proxy = await exits.enter_async_context(running_proxy(snapshot([route(service("s", [a, b]))])))
+        server = proxy.server
+        async with await proxy.client() as client:
+            for _ in range(4):
+                assert (await client.request("GET", "/")).status == 200
+        assert server.pool.open_count(b.endpoint.key) == 1  # pooled, idle
+        server.install(snapshot([route(service("s", [a, terminating(b)]))], version=2))
+        await wait_until(lambda: server.pool.open_count(b.endpoint.key) == 0, what="b's idle connection closed")
+        assert server.pool.open_count(a.endpoint.key) == 1

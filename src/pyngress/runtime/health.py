@@ -106,6 +106,15 @@ class HealthManager:
     def installed(self, serving: Serving) -> None:
         self._serving = serving
 
+    def pooled_keys(self, keys: frozenset[str]) -> frozenset[str]:
+        """Of the configuration's endpoint keys, those whose idle connections the pool keeps: not the
+        terminating endpoints of backends that have ready ones (they only serve sticky users now, who may
+        open a connection again; Kubernetes will remove them soon)."""
+        draining = {e.key for b in self._backends.values() if any(not x.terminating for x in b.endpoints)
+                    for e in b.endpoints if e.terminating}
+        ready = {e.key for b in self._backends.values() for e in b.endpoints if not e.terminating}
+        return keys - (draining - ready) if draining else keys
+
     def endpoints_for(self, backend: Backend) -> Sequence[Endpoint]:
         """The endpoints `backend`'s balancers get now (see `health.selection`)."""
         ramp = self._ramp(backend) if backend.health.slow_start > 0 else None

@@ -82,7 +82,7 @@ class ProxyServer:
         self.health.prepare(snapshot, self.loop.time())
         serving = self.dataplane.install(snapshot)
         self.health.installed(serving)
-        self.pool.retain(serving.endpoint_keys)
+        self.pool.retain(self.health.pooled_keys(serving.endpoint_keys))  # issue 7: terminating ones drain
         return serving
 
     async def listen(self, host: str = "0.0.0.0", port: int = 8080, *, reuse_port: bool = False,
