@@ -326,7 +326,7 @@ def start_pyngress(cmd: Sequence[str], port: int, backend_port: int, workers: in
     for filename, text in manifests(backend_port).items():
         (mdir / filename).write_text(text)
     argv = [*cmd, "run", "-f", str(mdir), "--address", "127.0.0.1", "--http-port", str(port),
-            "--workers", str(workers)]
+            "--workers", str(workers), "--https-port", "0"]
     return start_server(PYNGRESS, pinned(argv, cpus), port, workdir)
 
 

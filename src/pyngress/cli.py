@@ -19,11 +19,30 @@ F = TypeVar("F", bound=Callable[..., Any])
 PATH_HELP = "Manifest file or directory (read recursively: *.yaml, *.yml, *.json). Repeatable."
 
 
-def _compile_options(ingress_class: str, watch_without_class: bool, configmap: str) -> CompileOptions:
+def _compile_options(ingress_class: str, watch_without_class: bool, configmap: str,
+                     default_ssl_certificate: str = "") -> CompileOptions:
     from pyngress.config import CompileOptions
 
     return CompileOptions(ingress_class=ingress_class, watch_without_class=watch_without_class,
-                          configmap=configmap)
+                          configmap=configmap, default_ssl_certificate=default_ssl_certificate)
+
+
+# -- TLS (issue 4) ----------------------------------------------------------------------------------------
+DEFAULT_CERT_HELP = ("Secret (NAMESPACE/NAME, type kubernetes.io/tls) served when no certificate matches the SNI "
+                     "name; default: a generated self-signed certificate.")
+
+
+def _default_cert_option(f: F) -> F:
+    return click.option("--default-ssl-certificate", default="", metavar="NAMESPACE/NAME",
+                        help=DEFAULT_CERT_HELP)(f)
+
+
+def _https_options(f: F) -> F:
+    f = click.option("--https-redirect-port", default=0, type=click.IntRange(0, 65535),
+                     help="Port in the Location of redirects to HTTPS (443 is left out)  [default: the HTTPS "
+                          "port]")(f)
+    return click.option("--https-port", default=8443, show_default=True, type=click.IntRange(0, 65535),
+                        help="TLS port: certificates by SNI, ssl-passthrough.")(f)
 
 
 def _class_options(f: F) -> F:
@@ -56,9 +75,12 @@ def main() -> None:
                    "ConfigMap's shutdown-grace-period, 5].")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
+@_https_options
+@_default_cert_option
 def run(paths: tuple[str, ...], ingress_class: str, watch_without_class: bool, configmap: str,
-        http_port: int, address: str, workers: int, shutdown_grace: float, shutdown_grace_period: float | None,
-        log_level: str) -> None:
+        http_port: int, address: str, workers: int, shutdown_grace: float, log_level: str,
+        https_port: int, https_redirect_port: int, default_ssl_certificate: str,
+        shutdown_grace_period: float | None) -> None:
     """Serve the Ingresses described by Kubernetes manifests; reload when they change (or on SIGHUP)."""
     from pyngress.runtime.app import RunOptions, paths_of
     from pyngress.runtime.app import run as run_app
@@ -66,18 +88,24 @@ def run(paths: tuple[str, ...], ingress_class: str, watch_without_class: bool, c
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     options = RunOptions(paths=paths_of(paths), compile=_compile_options(ingress_class, watch_without_class,
-                         configmap), host=address, http_port=http_port, workers=workers, grace=shutdown_grace,
+                         configmap, default_ssl_certificate), host=address, http_port=http_port, workers=workers,
+                         grace=shutdown_grace, https_port=https_port, https_redirect_port=https_redirect_port,
                          shutdown_grace_period=shutdown_grace_period)
     sys.exit(run_app(options))
 
 
 @main.command()
 @_class_options
-def check(paths: tuple[str, ...], ingress_class: str, watch_without_class: bool, configmap: str) -> None:
+@_default_cert_option
+def check(paths: tuple[str, ...], ingress_class: str, watch_without_class: bool, configmap: str,
+          default_ssl_certificate: str) -> None:
     """Validate manifests as the API server would and print the routing table. Exit 1 on any error."""
+    import time
+
     from pyngress.config import build_from_paths, format_check
 
-    snapshot = build_from_paths(list(paths), _compile_options(ingress_class, watch_without_class, configmap))
+    options = _compile_options(ingress_class, watch_without_class, configmap, default_ssl_certificate)
+    snapshot = build_from_paths(list(paths), options, now=time.time())  # now: certificates must not have expired
     click.echo(format_check(snapshot))
     sys.exit(1 if any(p.severity == "error" for p in snapshot.problems) else 0)
 
@@ -102,12 +130,16 @@ def _cpus(ctx: click.Context, param: click.Parameter, value: str | None) -> list
                    "--pods), weighted by CPU. With --requests 80, 1,1,2,4 get exactly 10/10/20/40.")
 @click.option("--once", is_flag=True, help="Print the table and exit instead of serving.")
 @click.option("--http-port", default=8080, show_default=True, type=click.IntRange(0, 65535))
-def demo(pods: int, requests: int, cpus: list[float] | None, once: bool, http_port: int) -> None:
+@click.option("--https-port", default=None, type=click.IntRange(0, 65535),
+              help="Also serve over TLS on this port, with a generated self-signed certificate.")
+def demo(pods: int, requests: int, cpus: list[float] | None, once: bool, http_port: int,
+         https_port: int | None) -> None:
     """Start demo pods behind the balancer, send requests through it, show how they spread."""
     from pyngress.runtime.demo import run_demo
 
     logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    sys.exit(run_demo(pods=pods, requests=requests, once=once, http_port=http_port, cpus=cpus))
+    sys.exit(run_demo(pods=pods, requests=requests, once=once, http_port=http_port, cpus=cpus,
+                      https_port=https_port))
 
 
 if __name__ == "__main__":

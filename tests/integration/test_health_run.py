@@ -7,6 +7,7 @@ import http.client
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -142,11 +143,26 @@ def start(tmp_path: Path, pods: tuple[Pod, Pod], *args: str, interval: str = "5"
     manifests = MANIFESTS.format(port_a=pods[0].port, port_b=pods[1].port, interval=interval)
     (tmp_path / "all.yaml").write_text(manifests)
     port = free_port()
+    if "--https-port" not in args:
+        args = (*args, "--https-port", "0")
     command = [sys.executable, "-m", "pyngress", "run", "-f", str(tmp_path), "--http-port", str(port),
                "--address", "127.0.0.1", *args]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wait_for(lambda: get(port)[0] == 200)
     return proc, port
+
+
+def get_https(port: int) -> int:
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # the generated default certificate
+    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=context)
+    try:
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
 
 
 def children(pid: int) -> set[int]:
@@ -186,16 +202,19 @@ def _refused(port: int) -> bool:
 
 
 def test_killed_workers_are_restarted_and_the_port_never_refuses(tmp_path: Path, pods: tuple[Pod, Pod]) -> None:
-    proc, port = start(tmp_path, pods, "--workers", "2", "--shutdown-grace-period", "0")
+    https_port = free_port()
+    proc, port = start(tmp_path, pods, "--workers", "2", "--shutdown-grace-period", "0",
+                       "--https-port", str(https_port))
     try:
         wait_for(lambda: len(children(proc.pid)) == 2)
         before = children(proc.pid)
-        for victim in before:  # every worker at once: only the sockets the parent holds keep the port open
+        for victim in before:  # every worker at once: only the sockets the parent holds keep the ports open
             os.kill(victim, signal.SIGKILL)
         statuses = [get(port)[0] for _ in range(100)]  # queued in the backlog until the new workers accept
+        statuses.append(get_https(https_port))
         wait_for(lambda: len(children(proc.pid)) == 2 and not children(proc.pid) & before)
         statuses += [get(port)[0] for _ in range(100)]
-        assert statuses == [200] * 200
+        assert statuses == [200] * 201
     finally:
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)

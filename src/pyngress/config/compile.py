@@ -44,6 +44,7 @@ from pyngress.config.ingress import is_rejected
 from pyngress.config.loader import load_paths
 from pyngress.config.selection import CompileOptions, served_ingresses
 from pyngress.config.settings import parse_settings
+from pyngress.config.tls import TLSCompiler
 from pyngress.model import (
     DEFAULT_BALANCE,
     NO_AFFINITY,
@@ -62,6 +63,7 @@ from pyngress.model import (
     Problem,
     ProxySettings,
     Route,
+    Secret,
     Service,
     Snapshot,
 )
@@ -78,22 +80,28 @@ class _Index:
     classes: dict[str, IngressClass] = field(default_factory=dict)
     configmaps: list[ConfigMap] = field(default_factory=list)
     pods: dict[tuple[str, str], Pod] = field(default_factory=dict)  # for weight-by: cpu (`weights`)
+    secrets: dict[tuple[str, str], Secret] = field(default_factory=dict)  # for TLS (`tls`)
     problems: list[Problem] = field(default_factory=list)
 
 
 def compile_snapshot(
-    objects: Iterable[KubeObject], options: CompileOptions, *, version: int = 1, problems: Iterable[Problem] = ()
+    objects: Iterable[KubeObject], options: CompileOptions, *, version: int = 1, problems: Iterable[Problem] = (),
+    now: float | None = None,
 ) -> Snapshot:
+    """`now` (epoch seconds) is what certificates must not have expired by; None does not check expiry."""
     index = _index(objects)
     settings, setting_problems = parse_settings(select_configmap(index.configmaps, options.configmap))
-    builder = _Builder(index, settings)
-    served = served_ingresses(index.ingresses, index.classes, options)
-    builder.ingress_health, health_problems = ingress_health(sorted(served, key=_age))  # issue 7
+    tls = TLSCompiler(index.secrets, settings, options.default_ssl_certificate, now)
+    builder = _Builder(index, settings, tls)
+    served = sorted(served_ingresses(index.ingresses, index.classes, options), key=_age)
+    tls.add_ingresses(served)
+    builder.ingress_health, health_problems = ingress_health(served)  # issue 7
     builder.problems += health_problems
-    for ingress in sorted(served, key=_age):
+    for ingress in served:
         builder.add(ingress)
     others = {i.meta.key for i in index.ingresses} - {i.meta.key for i in served}
-    found = [*_not_about(others, problems), *index.problems, *builder.problems, *setting_problems]
+    found = [*_not_about(others, problems), *index.problems, *builder.problems, *setting_problems,
+             *tls.problems]
     return Snapshot(
         version=version,
         routes=tuple(sorted(builder.routes.values(), key=_route_order)),
@@ -103,13 +111,15 @@ def compile_snapshot(
         backends=MappingProxyType(dict(sorted(builder.backends.items()))),
         settings=settings,
         problems=tuple(sorted(dict.fromkeys(found), key=problem_order)),
+        tls=tls.finish(builder.routes.values()),
     )
 
 
-def build_from_paths(paths: Sequence[str | Path], options: CompileOptions, *, version: int = 1) -> Snapshot:
+def build_from_paths(paths: Sequence[str | Path], options: CompileOptions, *, version: int = 1,
+                     now: float | None = None) -> Snapshot:
     """`load_paths` + `compile_snapshot`: what file mode and `pyngress check` run."""
     objects, problems = load_paths(paths)
-    return compile_snapshot(objects, options, version=version, problems=problems)
+    return compile_snapshot(objects, options, version=version, problems=problems, now=now)
 
 
 def _not_about(ingresses: set[str], problems: Iterable[Problem]) -> list[Problem]:
@@ -150,16 +160,17 @@ def _add(index: _Index, obj: KubeObject) -> None:
             index.configmaps.append(obj)
         case Pod():
             index.pods[(obj.meta.namespace, obj.meta.name)] = obj
-        case _:
-            pass  # Secrets: for TLS, later
+        case Secret():
+            index.secrets[(obj.meta.namespace, obj.meta.name)] = obj
 
 
 class _Builder:
     """Accumulates routes, backends and problems over the served Ingresses, oldest first."""
 
-    def __init__(self, index: _Index, settings: ProxySettings) -> None:
+    def __init__(self, index: _Index, settings: ProxySettings, tls: TLSCompiler) -> None:
         self._index = index
         self._settings = settings
+        self._tls = tls
         self.routes: dict[tuple[str, str, PathType], Route] = {}
         self.backends: dict[str, Backend] = {}
         self.default: tuple[Backend, str, BalanceSpec, AffinitySpec] | None = None
@@ -194,7 +205,10 @@ class _Builder:
                 backend = self._backend(ingress, path.backend, f"{at}.backend")
                 if backend is not None:
                     self.routes[route_key] = Route(host, path.path, path.path_type, backend, ingress.meta.key,
-                                                   spec, self._affinity(ingress, path.backend, affinity), retry)
+                                                   spec, self._affinity(ingress, path.backend, affinity),
+                                                   https=self._tls.https_policy(ingress, host),
+                                                   upstream_tls=self._tls.upstream_tls(ingress, backend.service),
+                                                   retry=retry)
 
     def _affinity(self, ingress: Ingress, ref: IngressBackend, asked: AffinitySpec) -> AffinitySpec:
         """The Ingress's own affinity, else the Service's `sessionAffinity: ClientIP` (as kube-proxy)."""

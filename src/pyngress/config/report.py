@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from pyngress.config.tls_report import tls_lines
 from pyngress.model import Backend, Endpoint, Problem, Snapshot
 
 HEADER = ("HOST", "PATH", "TYPE", "BACKEND", "ENDPOINTS", "BALANCE", "INGRESS")
@@ -38,6 +39,7 @@ WEIGHT_SIGN = "\u00d7"  # the multiplication sign: "10.0.0.1:8080" + WEIGHT_SIGN
 
 def format_check(snapshot: Snapshot) -> str:
     lines = _route_table(snapshot)
+    lines += tls_lines(snapshot.tls)  # issue 4: only when TLS is used
     lines += ["", _default_line(snapshot.default_backend), ""]
     lines += _health_lines(snapshot)  # issue 7: only when some backend has an active check or slow start
     lines += _problem_lines(snapshot.problems)

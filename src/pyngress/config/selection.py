@@ -31,6 +31,7 @@ class CompileOptions:
     watch_without_class: bool = False
     configmap: str = "pyngress"  # "namespace/name", or "name": that name in any namespace
     controller: str = "pyngress.io/ingress-controller"
+    default_ssl_certificate: str = ""  # --default-ssl-certificate "namespace/name" (issue 4, config.tls)
 
 
 def served_ingresses(

@@ -24,6 +24,7 @@ from dataclasses import replace
 from typing import Any
 
 from pyngress.config.health import health_keys
+from pyngress.config.tls_values import parse_max_age, parse_ssl_ciphers, parse_ssl_protocols
 from pyngress.model import ALGORITHMS, ConfigMap, Problem, ProxySettings
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?")
@@ -127,6 +128,15 @@ _KEYS: dict[str, Callable[[str], dict[str, Any]]] = {
     "load-balance": _one("load_balance", parse_algorithm),
     "session-cookie-salt": _one("session_cookie_salt", str.strip),
     "affinity-table-size": _one("affinity_table_size", parse_count),
+    # TLS and HTTPS (issue 4; parsers in config.tls_values)
+    "ssl-protocols": _one("ssl_protocols", parse_ssl_protocols),
+    "ssl-ciphers": _one("ssl_ciphers", parse_ssl_ciphers),
+    "ssl-redirect": _one("ssl_redirect", parse_bool),
+    "force-ssl-redirect": _one("force_ssl_redirect", parse_bool),
+    "hsts": _one("hsts", parse_bool),
+    "hsts-max-age": _one("hsts_max_age", parse_max_age),
+    "hsts-include-subdomains": _one("hsts_include_subdomains", parse_bool),
+    "hsts-preload": _one("hsts_preload", parse_bool),
     # issue 7: retries, outlier ejection, draining (parsers in config.health)
     **health_keys(),
 }

@@ -44,6 +44,7 @@ from pyngress.model.snapshot import (
     Route,
     Snapshot,
 )
+from pyngress.model.tls import NO_TLS, Certificate, HttpsPolicy, TLSConfig, UpstreamTLS
 
 __all__ = [
     "ALGORITHMS",
@@ -52,17 +53,20 @@ __all__ = [
     "HASH_ALGORITHMS",
     "NO_AFFINITY",
     "NO_HEALTH",
+    "NO_TLS",
     "RETRY_CONDITIONS",
     "ActiveCheck",
     "AffinitySpec",
     "Backend",
     "BalanceSpec",
+    "Certificate",
     "ConfigMap",
     "Endpoint",
     "EndpointPort",
     "EndpointSlice",
     "HTTPIngressPath",
     "HealthSpec",
+    "HttpsPolicy",
     "Ingress",
     "IngressBackend",
     "IngressClass",
@@ -83,4 +87,6 @@ __all__ = [
     "ServicePort",
     "SliceEndpoint",
     "Snapshot",
+    "TLSConfig",
+    "UpstreamTLS",
 ]

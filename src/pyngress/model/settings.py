@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pyngress.model.tls import DEFAULT_SSL_CIPHERS
+
 
 @dataclass(frozen=True, slots=True)
 class ProxySettings:
@@ -35,6 +37,15 @@ class ProxySettings:
     # all of them (or one header line longer than one buffer) gets 431.
     header_buffer_size: int = 8192
     header_buffer_count: int = 4
+    # TLS and HTTPS (issue 4; ingress-nginx's keys and defaults, see config.tls and docs/tls.md)
+    ssl_protocols: tuple[str, ...] = ("TLSv1.2", "TLSv1.3")  # ssl-protocols
+    ssl_ciphers: str = DEFAULT_SSL_CIPHERS  # ssl-ciphers (TLS 1.2 suites; TLS 1.3 keeps OpenSSL's)
+    ssl_redirect: bool = True  # ssl-redirect: plain HTTP to a host with TLS gets 308 to https://
+    force_ssl_redirect: bool = False  # force-ssl-redirect: the same for hosts without a certificate
+    hsts: bool = True  # hsts
+    hsts_max_age: int = 31536000  # hsts-max-age
+    hsts_include_subdomains: bool = True  # hsts-include-subdomains
+    hsts_preload: bool = False  # hsts-preload
     # issue 7: retries, outlier ejection, draining (ingress-nginx's keys where it has them)
     proxy_next_upstream: str = "error timeout"  # proxy-next-upstream: when to try another endpoint
     proxy_next_upstream_tries: int = 3  # proxy-next-upstream-tries: attempts in all (0: no limit)

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from pyngress.model.health import DEFAULT_RETRY, NO_HEALTH, HealthSpec, RetryPolicy
 from pyngress.model.objects import PathType
 from pyngress.model.settings import ProxySettings
+from pyngress.model.tls import NO_TLS, HttpsPolicy, TLSConfig, UpstreamTLS
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +133,9 @@ class Route:
     ingress: str  # "namespace/name" of the Ingress the rule came from
     balance: BalanceSpec = DEFAULT_BALANCE
     affinity: AffinitySpec = NO_AFFINITY
+    # TLS (issue 4, config.tls): redirect to HTTPS / HSTS, and re-encryption to the pods; None when unused
+    https: HttpsPolicy | None = None
+    upstream_tls: UpstreamTLS | None = None
     retry: RetryPolicy = DEFAULT_RETRY  # issue 7: proxy-next-upstream*
     # Which live balancer serves this route: one per backend and way of balancing, so two Ingresses that
     # balance one Service differently do not share a cursor. Plain round robin keeps the backend key.
@@ -156,3 +160,4 @@ class Snapshot:
     backends: Mapping[str, Backend] = field(default_factory=lambda: MappingProxyType({}))
     settings: ProxySettings = field(default_factory=ProxySettings)
     problems: tuple[Problem, ...] = ()
+    tls: TLSConfig = NO_TLS  # certificates and SNI names for the HTTPS listener (issue 4)

@@ -17,13 +17,16 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pyngress.config import CompileOptions
 from pyngress.runtime.health_link import HealthLink
+from pyngress.runtime.https_listener import listen_https
 from pyngress.runtime.server import ProxyServer
+from pyngress.runtime.tls_contexts import TLSContexts, fake_certificate
 from pyngress.runtime.workers import supervise
 from pyngress.sources.files import FileSource
 
@@ -39,6 +42,10 @@ class RunOptions:
     workers: int = 1
     grace: float = 30.0
     poll_interval: float = 1.0
+    # TLS (issue 4): the HTTPS listener; the default certificate is generated once, before workers fork
+    https_port: int = 8443
+    https_redirect_port: int = 0  # the port in redirects to HTTPS; 0: https_port
+    fake_certificate: tuple[bytes, bytes] | None = None
     shutdown_grace_period: float | None = None  # issue 7: None = the ConfigMap's shutdown-grace-period
 
 
@@ -53,26 +60,29 @@ def install_event_loop_policy() -> str:
 
 
 def run(options: RunOptions) -> int:
+    options = replace(options, fake_certificate=options.fake_certificate or fake_certificate(time.time()))
     if options.workers <= 1:
         return _run_worker(options, reuse_port=False)
     port = options.http_port or _pick_port(options.host)
-    options = RunOptions(**{**options.__dict__, "http_port": port})
+    https_port = options.https_port or _pick_port(options.host)
+    options = replace(options, http_port=port, https_port=https_port)
 
-    def worker(slot: int, sock: socket.socket, link: HealthLink) -> int:  # issue 7: runtime.workers
-        return _run_worker(options, reuse_port=True, sock=sock, slot=slot, link=link)
+    def worker(slot: int, socks: list[socket.socket], link: HealthLink) -> int:  # issue 7: runtime.workers
+        return _run_worker(options, reuse_port=True, socks=socks, slot=slot, link=link)
 
-    return supervise(options.host, port, options.workers, worker)
+    return supervise(options.host, [port, https_port], options.workers, worker)
 
 
-def _run_worker(options: RunOptions, *, reuse_port: bool, sock: socket.socket | None = None, slot: int = 0,
-                link: HealthLink | None = None) -> int:
+def _run_worker(options: RunOptions, *, reuse_port: bool, socks: list[socket.socket] | None = None,
+                slot: int = 0, link: HealthLink | None = None) -> int:
     loop_name = install_event_loop_policy()
-    return asyncio.run(serve(options, reuse_port=reuse_port, loop_name=loop_name, sock=sock, slot=slot,
+    return asyncio.run(serve(options, reuse_port=reuse_port, loop_name=loop_name, socks=socks, slot=slot,
                              link=link))
 
 
 async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyncio",
-                sock: socket.socket | None = None, slot: int = 0, link: HealthLink | None = None) -> int:
+                socks: list[socket.socket] | None = None, slot: int = 0, link: HealthLink | None = None) -> int:
+    """`socks`: the (http, https) listening sockets the parent holds for this worker slot (issue 7)."""
     server: ProxyServer | None = None
 
     def apply(snapshot: object) -> None:
@@ -87,13 +97,25 @@ async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyn
             server.health.publish_after_warmup(link.publish, asyncio.get_running_loop().time())
         else:
             link.subscribe(asyncio.get_running_loop(), server.health)
+    http_sock, https_sock = socks if socks is not None else (None, None)
     try:
-        port = await server.listen(options.host, options.http_port, reuse_port=reuse_port, sock=sock)
+        port = await server.listen(options.host, options.http_port, reuse_port=reuse_port, sock=http_sock)
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", options.host, options.http_port, exc.strerror or exc)
         return 2
     log.info("worker %d serving http on %s:%d (%s, config version %d, %d routes)", os.getpid(), options.host,
              port, loop_name, snapshot.version, len(snapshot.routes))
+    assert options.fake_certificate is not None  # run() made it
+    try:  # issue 4: the HTTPS listener
+        https_port = await listen_https(server, options.host, options.https_port, reuse_port=reuse_port,
+                                        contexts=TLSContexts(*options.fake_certificate),
+                                        redirect_port=options.https_redirect_port, sock=https_sock)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", options.host, options.https_port, exc.strerror or exc)
+        await server.drain(0)
+        return 2
+    log.info("worker %d serving https on %s:%d (%d certificates)", os.getpid(), options.host, https_port,
+             len(snapshot.tls.certificates))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

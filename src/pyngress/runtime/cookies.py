@@ -31,8 +31,10 @@ def cookie_value(header: bytes | None, name: bytes) -> bytes | None:
     return (header[start:] if end < 0 else header[start:end]).strip().strip(b'"')
 
 
-def set_cookie(spec: AffinitySpec, token: bytes, route_path: str, now: float, user_agent: bytes | None) -> bytes:
-    """The whole `Set-Cookie: ...\\r\\n` line. `now` is the wall clock (epoch seconds), for Expires."""
+def set_cookie(spec: AffinitySpec, token: bytes, route_path: str, now: float, user_agent: bytes | None,
+               https: bool = False) -> bytes:
+    """The whole `Set-Cookie: ...\\r\\n` line. `now` is the wall clock (epoch seconds), for Expires.
+    On an HTTPS connection the cookie is always `Secure` (it was set over TLS: keep it there)."""
     parts = [b"Set-Cookie: %s=%s; Path=%s" % (spec.cookie_name.encode(), token,
                                               (spec.cookie_path or route_path or "/").encode())]
     if spec.cookie_domain:
@@ -41,7 +43,7 @@ def set_cookie(spec: AffinitySpec, token: bytes, route_path: str, now: float, us
         parts.append(b"Expires=" + formatdate(now + spec.expires, usegmt=True).encode())
     if spec.max_age:
         parts.append(b"Max-Age=%d" % spec.max_age)
-    if spec.secure:
+    if spec.secure or https:
         parts.append(b"Secure")
     parts.append(b"HttpOnly")
     samesite = spec.samesite

@@ -22,9 +22,10 @@ import asyncio
 import contextlib
 import errno
 import signal
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from rich.console import Console
@@ -33,6 +34,9 @@ from rich.table import Table
 from pyngress.config import CompileOptions, compile_snapshot, parse_manifest
 from pyngress.model import KubeObject, Problem, Snapshot
 from pyngress.runtime.echo import EchoServer, start_echo
+
+if TYPE_CHECKING:
+    from pyngress.runtime.server import ProxyServer
 
 NAMESPACE = "default"
 REQUEST_TIMEOUT = 10.0  # per request: a demo that hangs is worse than one that says what failed
@@ -129,7 +133,8 @@ def demo_snapshot(pods: Sequence[EchoServer], cpus: Sequence[float] | None = Non
 
 
 def run_demo(pods: int = 5, requests: int = 50, once: bool = False, http_port: int = 8080,
-             host: str = "127.0.0.1", console: Console | None = None, cpus: Sequence[float] | None = None) -> int:
+             host: str = "127.0.0.1", console: Console | None = None, cpus: Sequence[float] | None = None,
+             https_port: int | None = None) -> int:
     """Run the demo on its own event loop (uvloop when installed); returns the exit code. `cpus`, when given,
     sets the number of pods (overriding `pods`) and the cores each one requests (see the module docstring)."""
     if cpus is not None:
@@ -142,11 +147,11 @@ def run_demo(pods: int = 5, requests: int = 50, once: bool = False, http_port: i
 
         loop_factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(_demo(pods, requests, once, http_port, host, console or Console(), cpus))
+        return runner.run(_demo(pods, requests, once, http_port, host, console or Console(), cpus, https_port))
 
 
 async def _demo(pods: int, requests: int, once: bool, http_port: int, host: str, console: Console,
-                cpus: Sequence[float] | None) -> int:
+                cpus: Sequence[float] | None, https_port: int | None = None) -> int:
     from pyngress.runtime.server import ProxyServer  # the data plane: imported only when used
 
     echoes = [await start_echo(f"demo-pod-{i}") for i in range(1, pods + 1)]
@@ -158,12 +163,30 @@ async def _demo(pods: int, requests: int, once: bool, http_port: int, host: str,
             console.print(_listen_error(host, http_port, exc), highlight=False)
             return 2
         try:
-            return await _show_and_serve(echoes, requests, once, _client_host(host), port, console, cpus)
+            https_url = ""
+            if https_port is not None:  # issue 4: the same pods over TLS, with a generated certificate
+                try:
+                    https_url = await _listen_https(server, host, https_port)
+                except OSError as exc:
+                    console.print(_listen_error(host, https_port, exc).replace("--http-port", "--https-port"),
+                                  highlight=False)
+                    return 2
+            return await _show_and_serve(echoes, requests, once, _client_host(host), port, console, cpus,
+                                         https_url)
         finally:
             await server.drain(grace=DRAIN_GRACE)
     finally:
         for echo in echoes:
             await echo.close()
+
+
+async def _listen_https(server: ProxyServer, host: str, port: int) -> str:
+    from pyngress.runtime.https_listener import listen_https
+    from pyngress.runtime.tls_contexts import TLSContexts, fake_certificate
+
+    bound = await listen_https(server, host, port, contexts=TLSContexts(*fake_certificate(time.time())))
+    client = _client_host(host)
+    return f"https://[{client}]:{bound}" if ":" in client else f"https://{client}:{bound}"
 
 
 def _listen_error(host: str, port: int, exc: OSError) -> str:
@@ -179,13 +202,16 @@ def _client_host(host: str) -> str:
 
 
 async def _show_and_serve(echoes: Sequence[EchoServer], requests: int, once: bool, host: str, port: int,
-                          console: Console, cpus: Sequence[float] | None) -> int:
+                          console: Console, cpus: Sequence[float] | None, https_url: str = "") -> int:
     counts, failed = await send_requests(host, port, requests)
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     console.print(spread_table(echoes, counts, failed, url, cpus))
     if once:
         return 1 if failed else 0
     console.print(f"Serving on {url} — try: curl {url}/   (Ctrl-C to stop)", highlight=False)
+    if https_url:
+        console.print(f"and on {https_url} — try: curl -k {https_url}/   (a generated self-signed certificate)",
+                      highlight=False)
     await _until_stopped()
     console.print("Stopping: draining connections.", highlight=False)
     return 0

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from pyngress.balancing import PickContext
-from pyngress.runtime import http1, picking, request_head, retrying
+from pyngress.runtime import http1, https, picking, request_head, retrying
 from pyngress.runtime.exchange import NO_BODY, Exchange
 
 if TYPE_CHECKING:
@@ -61,6 +61,7 @@ class Downstream(asyncio.Protocol):
         self._trusted = False
         self._ready: Exchange | None = None  # queued during this feed_data, to start once it returns
         self._ready_serving: Serving | None = None
+        self.https = False  # a TLS connection (set by runtime.https_listener before connection_made)
 
     # -- connection events -------------------------------------------------------------------------------
 
@@ -69,7 +70,7 @@ class Downstream(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if peer else ""
         sock = transport.get_extra_info("sockname")
-        self.peer = request_head.Peer(self.client_ip, sock[1] if sock else 0)
+        self.peer = request_head.Peer(self.client_ip, sock[1] if sock else 0, self.https)
         self._pick_context = PickContext(self.client_ip)
         self.server.connection_opened(self)
 
@@ -206,6 +207,9 @@ class Downstream(asyncio.Protocol):
         if route is None:
             self.answer_status(ex, 404)
             return
+        policy = route.https  # issue 4: redirect to HTTPS, HSTS; None on routes without TLS settings
+        if policy is not None and (self.https or policy.redirect) and https.intercept(self, ex, policy):
+            return
         self.dispatch(ex, serving, route)
 
     def dispatch(self, ex: Exchange, serving: Serving, route: Route, failed: int = 503) -> None:
@@ -223,6 +227,7 @@ class Downstream(asyncio.Protocol):
         ex.endpoint = endpoint
         if not ex.attempts:
             ex.route, ex.started = route, self.server.now  # issue 7: the retry policy and its clock
+        ex.upstream_tls = route.upstream_tls  # issue 4: re-encrypt to the pod (backend-protocol: HTTPS)
         ex.attempts += 1
         cookie = serving.cookies.get(key) if contextual else None
         if cookie is not None and balancer is not None:
@@ -272,7 +277,7 @@ class Downstream(asyncio.Protocol):
         close = self.should_close(ex)
         ex.close_after = close
         self.answer(ex, http1.generated_response(
-            status, self.server.date, close=close, head_only=ex.method == b"HEAD"))
+            status, self.server.date, close=close, head_only=ex.method == b"HEAD", extra_headers=ex.hsts or b""))
 
     def answer(self, ex: Exchange, response: bytes) -> None:
         if ex is not self.queue[0]:  # pipelined: wait for our turn

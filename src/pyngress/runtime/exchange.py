@@ -16,7 +16,7 @@ from pyngress.runtime import http1
 
 if TYPE_CHECKING:
     from pyngress.balancing.stats import EndpointStats
-    from pyngress.model import Endpoint, Route
+    from pyngress.model import Endpoint, Route, UpstreamTLS
     from pyngress.runtime.downstream import Downstream
     from pyngress.runtime.upstream import Upstream
 
@@ -39,6 +39,7 @@ class Exchange:
         "framing",
         "head",
         "host",
+        "hsts",
         "http10",
         "keep_alive",
         "method",
@@ -57,6 +58,7 @@ class Exchange:
         "tracked_at",
         "tried",
         "upstream",
+        "upstream_tls",
     )
 
     def __init__(self, client: Downstream, method: bytes, head: bytes, host: bytes, path: bytes,
@@ -88,6 +90,8 @@ class Exchange:
         self.tracked_at = 0.0  # loop time that attempt started
         self.set_cookie: bytes | None = None  # a Set-Cookie line the response must carry (session affinity)
         self.cookie: bytes | None = None  # the request's Cookie field(s)
+        self.upstream_tls: UpstreamTLS | None = None  # backend-protocol HTTPS: how to connect (runtime.pool)
+        self.hsts: bytes | None = None  # the Strict-Transport-Security line of an HTTPS response (runtime.https)
         # issue 7: retries. The route it was dispatched on (its RetryPolicy), the coarse clock at the first
         # attempt, and a copy of the body pieces already sent, for a replay (None: too big to keep).
         self.route: Route | None = None

@@ -50,7 +50,7 @@ def affinity_cookie(ex: Exchange, spec: AffinitySpec, balancer: Balancer, endpoi
     token = balancer.token(endpoint, current)
     if token is not None:
         agent = ExchangeView(ex).header(b"user-agent") if spec.conditional_samesite_none else None
-        ex.set_cookie = cookies.set_cookie(spec, token, route.path, time.time(), agent)
+        ex.set_cookie = cookies.set_cookie(spec, token, route.path, time.time(), agent, ex.client.https)
 
 
 def start_attempt(ex: Exchange, serving: Serving, endpoint: Endpoint, now: float) -> None:

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Protocol
 from pyngress.model import ProxySettings
 from pyngress.runtime.health import HealthManager
 from pyngress.runtime.retrying import ERROR, TIMEOUT
+from pyngress.runtime.tls_contexts import upstream_context, upstream_server_hostname
 from pyngress.runtime.upstream import Upstream
 
 if TYPE_CHECKING:
-    from pyngress.model import Endpoint
+    from pyngress.model import Endpoint, UpstreamTLS
     from pyngress.runtime.exchange import Exchange
 
 
@@ -41,23 +42,30 @@ class UpstreamPool:
 
     def acquire(self, endpoint: Endpoint, ex: Exchange, settings: ProxySettings) -> None:
         self.settings = settings
-        stack = self._idle.get(endpoint.key)
+        tls = ex.upstream_tls
+        key = endpoint.key if tls is None else endpoint.key + tls.pool_suffix  # TLS connections apart
+        stack = self._idle.get(key)
         while stack:
             conn = stack.pop()
             self._idle_count -= 1
             if conn.transport is not None and not conn.broken:
                 conn.attach(ex)
                 return
-        task = self.loop.create_task(self._connect(endpoint, ex, settings.proxy_connect_timeout))
+        task = self.loop.create_task(self._connect(endpoint, ex, settings.proxy_connect_timeout, key, tls))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _connect(self, endpoint: Endpoint, ex: Exchange, timeout: float) -> None:
+    async def _connect(self, endpoint: Endpoint, ex: Exchange, timeout: float, key: str,
+                       tls: UpstreamTLS | None) -> None:
         try:
-            _, conn = await asyncio.wait_for(
-                self.loop.create_connection(lambda: Upstream(self, endpoint), endpoint.address, endpoint.port),
-                timeout,
-            )
+            if tls is None:
+                opening = self.loop.create_connection(lambda: Upstream(self, endpoint), endpoint.address,
+                                                      endpoint.port)
+            else:  # backend-protocol: HTTPS; an SSLError (bad certificate...) is an OSError: 502 as a refusal
+                opening = self.loop.create_connection(
+                    lambda: Upstream(self, endpoint, key), endpoint.address, endpoint.port,
+                    ssl=upstream_context(tls), server_hostname=upstream_server_hostname(tls))
+            _, conn = await asyncio.wait_for(opening, timeout)
         except (OSError, TimeoutError) as exc:
             self.health.connect_failed(endpoint.key)
             if not ex.client.gone:
@@ -86,11 +94,12 @@ class UpstreamPool:
 
     def forget(self, conn: Upstream) -> None:
         """A connection closed: drop it from the idle stacks if it is there."""
-        conns = self._open.get(conn.key)
+        endpoint_key = conn.endpoint.key  # `_open` is by endpoint; TLS pool keys carry a suffix
+        conns = self._open.get(endpoint_key)
         if conns is not None:
             conns.discard(conn)
             if not conns:
-                del self._open[conn.key]
+                del self._open[endpoint_key]
         stack = self._idle.get(conn.key)
         if stack and conn in stack:
             stack.remove(conn)
@@ -109,7 +118,7 @@ class UpstreamPool:
         """After a reload: close idle connections to endpoints that are gone. Busy ones finish their exchange
         first and then close instead of returning to the pool (marked broken)."""
         for key, stack in list(self._idle.items()):
-            if key not in keys:
+            if key.partition("#")[0] not in keys:  # TLS connections' keys carry a suffix
                 for conn in list(stack):
                     conn.close()
         for key, conns in self._open.items():

@@ -38,15 +38,17 @@ def request_id_source() -> Callable[[], bytes]:
 class Peer:
     """What a client connection forwards in every request head, computed once per connection."""
 
-    __slots__ = ("address", "ip", "port", "untrusted_tail")
+    __slots__ = ("address", "ip", "port", "scheme", "untrusted_tail")
 
-    def __init__(self, ip: str, local_port: int) -> None:
+    def __init__(self, ip: str, local_port: int, https: bool = False) -> None:
         self.ip = ip
         self.address = ip.encode()
         self.port = b"%d" % local_port
+        self.scheme = b"https" if https else b"http"  # X-Forwarded-Proto: the client's connection to us
         # the forwarded headers of an untrusted client: all ours, the same for each of its requests
         self.untrusted_tail = (b"\r\nX-Real-IP: %s\r\nX-Forwarded-For: %s\r\nX-Forwarded-Port: %s"
-                               b"\r\nX-Forwarded-Proto: http\r\n" % (self.address, self.address, self.port))
+                               b"\r\nX-Forwarded-Proto: %s\r\n" % (self.address, self.address, self.port,
+                                                                     self.scheme))
 
 
 # The head is assembled in one list: slots for method, URL and host first, then the forwarded fields as they
@@ -191,7 +193,7 @@ class HeadBuilder:
         return (special.get(http1.FORWARDED_HOST) or host,
                 b"\r\nX-Real-IP: ", real_ip, b"\r\nX-Forwarded-For: ", xff,
                 b"\r\nX-Forwarded-Port: ", special.get(http1.FORWARDED_PORT) or peer.port,
-                b"\r\nX-Forwarded-Proto: ", special.get(http1.FORWARDED_PROTO) or b"http", b"\r\n")
+                b"\r\nX-Forwarded-Proto: ", special.get(http1.FORWARDED_PROTO) or peer.scheme, b"\r\n")
 
     def _drop_connection_options(self, connection: bytes) -> None:
         # Headers named in Connection are hop-by-hop too (RFC 9110 7.6.1); rare, so done as a second pass.

@@ -24,6 +24,7 @@ import random
 import socket
 import time
 from email.utils import formatdate
+from typing import TYPE_CHECKING
 
 from pyngress.balancing import PickContext
 from pyngress.model import ProxySettings, Snapshot
@@ -33,6 +34,9 @@ from pyngress.runtime.pool import UpstreamPool
 from pyngress.runtime.probe import Prober
 from pyngress.runtime.request_head import request_id_source
 from pyngress.runtime.state import Dataplane, Serving
+
+if TYPE_CHECKING:
+    from pyngress.runtime.https_listener import HttpsListener
 
 
 def http_date(now: float | None = None) -> bytes:
@@ -72,6 +76,7 @@ class ProxyServer:
         self._servers: list[asyncio.base_events.Server] = []
         self._ticker: asyncio.TimerHandle | None = None
         self._all_closed = asyncio.Event()
+        self.https: HttpsListener | None = None  # the TLS listener (issue 4, runtime.https_listener), if any
 
     @property
     def snapshot(self) -> Snapshot:
@@ -83,6 +88,8 @@ class ProxyServer:
         serving = self.dataplane.install(snapshot)
         self.health.installed(serving)
         self.pool.retain(self.health.pooled_keys(serving.endpoint_keys))  # issue 7: terminating ones drain
+        if self.https is not None:
+            self.https.install(snapshot)  # its certificates: new handshakes use them
         return serving
 
     async def listen(self, host: str = "0.0.0.0", port: int = 8080, *, reuse_port: bool = False,
@@ -118,8 +125,11 @@ class ProxyServer:
         self.ready = False
         if self.prober is not None:
             self.prober.close()
+        started = self.loop.time()
         for server in self._servers:
             server.close()
+        if self.https is not None:
+            self.https.stop()
         for conn in list(self.connections):
             if not conn.queue and conn.head_started < 0:
                 conn.close()
@@ -129,6 +139,8 @@ class ProxyServer:
             except TimeoutError:
                 for conn in list(self.connections):
                     conn.abort()
+        if self.https is not None:  # its HTTP connections drained above; ssl-passthrough relays now
+            await self.https.close(max(0.0, grace - (self.loop.time() - started)))
         self.pool.close_idle()
         if self.prober is not None:
             await self.prober.wait_closed()

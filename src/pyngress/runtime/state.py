@@ -101,7 +101,7 @@ class Dataplane:
         if snapshot.default_backend is not None:
             default_route = Route("", "/", PathType.PREFIX, snapshot.default_backend, "(default backend)",
                                   snapshot.default_balance, snapshot.default_affinity,
-                                  default_retry(snapshot.settings))  # issue 7: the ConfigMap's policy
+                                  retry=default_retry(snapshot.settings))  # issue 7: the ConfigMap's policy
             routes.append(default_route)
         balancers: dict[str, Balancer] = {}
         hash_keys: dict[str, HashKey] = {}

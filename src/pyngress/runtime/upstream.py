@@ -60,10 +60,10 @@ def _response_role(name: bytes) -> int:
 
 
 class Upstream(asyncio.Protocol):
-    def __init__(self, pool: UpstreamPool, endpoint: Endpoint) -> None:
+    def __init__(self, pool: UpstreamPool, endpoint: Endpoint, key: str = "") -> None:
         self.pool = pool
         self.endpoint = endpoint
-        self.key = endpoint.key
+        self.key = key or endpoint.key  # pool key: the endpoint's, plus a suffix for TLS connections
         self.transport: asyncio.Transport | None = None
         self.ex: Exchange | None = None
         self.requests = 0  # responses completed on this connection
@@ -297,6 +297,8 @@ class Upstream(asyncio.Protocol):
         head[0] = line if line.startswith(b"HTTP/1.1 ") else b"HTTP/1.1" + line[8:]
         if ex.set_cookie is not None:
             head.append(ex.set_cookie)
+        if ex.hsts is not None:
+            head.append(ex.hsts)
         if mode == CHUNKED and not ex.http10:
             head.append(b"Transfer-Encoding: chunked\r\n")
         if close:

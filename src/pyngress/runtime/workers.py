@@ -1,7 +1,7 @@
 """`--workers N`: the parent process that keeps N workers alive on sockets that never close (issue 7).
 
-The parent binds one listening socket per worker slot, each with SO_REUSEPORT, before forking, and keeps all
-of them open for its whole life. Worker i serves on socket i. So:
+The parent binds one listening socket per worker slot and port (http, https), each with SO_REUSEPORT, before
+forking, and keeps all of them open for its whole life. Worker i serves on the sockets of slot i. So:
 
 * the kernel still spreads new connections over the N sockets (one accept queue per worker, no thundering
   herd), as when each worker bound its own;
@@ -33,13 +33,15 @@ from pyngress.runtime.health_link import HealthLink
 log = logging.getLogger("pyngress")
 
 CRASH_LOOP_SECONDS = 1.0
-RunWorker = Callable[[int, socket.socket, HealthLink], int]
+RunWorker = Callable[[int, list[socket.socket], HealthLink], int]  # (slot, its sockets, one per port, link)
 
 
 def listening_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:  # as asyncio's create_server: "::" is IPv6 only
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(backlog)
@@ -47,12 +49,18 @@ def listening_socket(host: str, port: int, backlog: int = 2048) -> socket.socket
     return sock
 
 
-def supervise(host: str, port: int, workers: int, run_worker: RunWorker) -> int:
-    try:
-        sockets = [listening_socket(host, port) for _ in range(workers)]
-    except OSError as exc:
-        log.error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
-        return 2
+def supervise(host: str, ports: list[int], workers: int, run_worker: RunWorker) -> int:
+    """Run `workers` workers, each with one listening socket per port in `ports` (http, https)."""
+    sockets: list[list[socket.socket]] = [[] for _ in range(workers)]
+    for port in ports:
+        try:
+            for slot in range(workers):
+                sockets[slot].append(listening_socket(host, port))
+        except OSError as exc:
+            log.error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
+            for sock in (s for slot_socks in sockets for s in slot_socks):
+                sock.close()
+            return 2
     pairs = HealthLink.pairs(workers)
     children: dict[int, tuple[int, float]] = {}  # pid -> (slot, start time)
     stopping = False
@@ -97,7 +105,7 @@ def supervise(host: str, port: int, workers: int, run_worker: RunWorker) -> int:
             time.sleep(CRASH_LOOP_SECONDS)  # the parent has nothing else to do: a crash loop must not spin
         if not stopping:
             spawn(slot)
-    for sock in sockets:
+    for sock in (s for slot_socks in sockets for s in slot_socks):
         sock.close()
     for inbox, outlet in pairs:
         inbox.close()

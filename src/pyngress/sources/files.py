@@ -28,6 +28,7 @@ import dataclasses
 import logging
 import os
 import stat
+import time
 from collections.abc import Callable, Sequence
 from enum import Enum
 from pathlib import Path
@@ -100,7 +101,7 @@ class FileSource:
     def load_initial(self) -> Snapshot:
         """Build version 1 now (start-up: nothing serves yet, so even a partial config is better than none)."""
         self._signature = signature(self.paths)
-        snapshot = build_from_paths(self.paths, self.options, version=1)
+        snapshot = build_from_paths(self.paths, self.options, version=1, now=time.time())  # certificate expiry
         for problem in snapshot.problems:
             self.log.warning("%s", problem)
         self._log_applied(snapshot)
@@ -137,7 +138,8 @@ class FileSource:
         assert self.current is not None, "load_initial() first"
         old = self.current
         try:
-            new = await asyncio.to_thread(build_from_paths, self.paths, self.options, version=old.version + 1)
+            new = await asyncio.to_thread(build_from_paths, self.paths, self.options, version=old.version + 1,
+                                          now=time.time())
         except Exception as exc:  # a compiler bug must not take the proxy down with it
             return self._reject(f"internal error while compiling ({exc!r})", exc)
         unreadable = [p for p in new.problems if is_unreadable_input(p)]

@@ -1,0 +1,274 @@
+"""The HTTPS listener (issue 4): TLS termination with SNI, ALPN, and ssl-passthrough on the same port.
+
+Theory of operation. The listener owns its accept loop instead of `create_server(ssl=...)`, so that each
+accepted connection can be routed by what the client asks for *before* any TLS is done:
+
+1. accept; read the current `TLSServing` (the contexts of the newest install) once;
+2. if no served Ingress uses ssl-passthrough (the usual case), go straight to 3. Otherwise peek at the
+   ClientHello (MSG_PEEK: nothing is consumed) until `client_hello.parse_client_hello` can answer, waiting
+   with SO_RCVLOWAT set to the bytes it still needs. A server name that is a passthrough host: the raw
+   connection is relayed to that host's backend (`relay`), and the client talks TLS with the pod itself.
+3. terminate: `loop.connect_accepted_socket(..., ssl=default_context)`; the default context's SNI callback
+   switches to the certificate for the name (`tls_contexts`). After the handshake, `protocol_for_alpn`
+   picks the protocol by the ALPN result and the `_AlpnSwitch` placeholder hands the transport to it.
+
+Whether to peek is decided per connection from the current install, so turning passthrough on or off is an
+ordinary reload: the listening socket is never re-created. `bench/tls.py --peek` compares the two paths:
+on the loaded 2-core development machine handshakes/s were too noisy to tell apart, but the CPU per
+handshake was about 10 % higher with peeking (user 406-479 µs against 370-417 µs, kernel +20 µs: one more
+wakeup, recv and setsockopt), so the common case, no passthrough anywhere, skips the peek.
+
+The handshake runs in a task per connection (asyncio's API awaits it); the task ends when the handshake
+does. The timeouts: the ClientHello must arrive and the handshake finish within `client-header-timeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+from typing import TYPE_CHECKING
+
+from pyngress.runtime.client_hello import MAX_HELLO, ClientHello, Incomplete, Parsed, parse_client_hello
+from pyngress.runtime.downstream import Downstream
+from pyngress.runtime.relay import Relay
+from pyngress.runtime.tls_contexts import TLSContexts, TLSServing
+
+if TYPE_CHECKING:
+    from pyngress.model import Route, Snapshot
+    from pyngress.runtime.server import ProxyServer
+
+log = logging.getLogger("pyngress")
+PEEK_SIZE = MAX_HELLO + 64
+ACCEPT_BATCH = 64  # connections accepted per wakeup at most
+
+
+def protocol_for_alpn(name: str | None, server: ProxyServer) -> asyncio.Protocol:
+    """The protocol serving a TLS connection whose handshake chose ALPN protocol `name` (None: no ALPN).
+
+    Only "http/1.1" is offered today (`tls_contexts.ALPN_OFFER`). To serve HTTP/2, add "h2" to that list and
+    here: `if name == "h2": return H2Downstream(server)`.
+    """
+    conn = Downstream(server)
+    conn.https = True
+    return conn
+
+
+class _AlpnSwitch(asyncio.Protocol):
+    """Stands in during the handshake (asyncio wants a protocol before it), then hands the transport to the
+    protocol ALPN chose, before any application byte arrives. Costs nothing per byte afterwards."""
+
+    def __init__(self, server: ProxyServer) -> None:
+        self.server = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        ssl_object = transport.get_extra_info("ssl_object")
+        name = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+        protocol = protocol_for_alpn(name, self.server)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass  # only reached if the transport is lost before connection_made: nothing was started
+
+
+class HttpsListener:
+    """One worker's HTTPS port. `ProxyServer.install` calls `install`; `ProxyServer.drain` calls `stop`/`close`."""
+
+    def __init__(self, server: ProxyServer, contexts: TLSContexts, redirect_port: int = 0) -> None:
+        self.server = server
+        self.contexts = contexts
+        self.tls: TLSServing = contexts.build(server.snapshot)
+        self.port = 0
+        self.redirect_port = redirect_port  # 0: the port we listen on
+        self.redirect_suffix = b""  # ":8443" in redirects to this listener; b"" for 443
+        self.relays: set[Relay] = set()
+        self._sock: socket.socket | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def install(self, snapshot: Snapshot) -> None:
+        try:
+            self.tls = self.contexts.build(snapshot)
+        except Exception:  # a bug or the OS (memfd): the routes are swapped already; keep the old certificates
+            log.exception("TLS contexts of configuration version %d not built; keeping the previous ones",
+                          snapshot.version)
+
+    async def listen(self, host: str, port: int, *, reuse_port: bool = False, backlog: int = 2048,
+                     sock: socket.socket | None = None) -> int:
+        """`sock`: already bound and listening (issue 7: a worker's socket its parent keeps open)."""
+        if sock is None:
+            sock = self._bind(host, port, reuse_port, backlog)
+        self._sock = sock
+        self.port = int(sock.getsockname()[1])
+        redirect = self.redirect_port or self.port
+        self.redirect_suffix = b"" if redirect == 443 else b":%d" % redirect
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._on_acceptable)
+        return self.port
+
+    @staticmethod
+    def _bind(host: str, port: int, reuse_port: bool, backlog: int) -> socket.socket:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:  # as asyncio's create_server: "::" is IPv6 only
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            sock.listen(backlog)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def _on_acceptable(self) -> None:
+        """The listening socket is readable: accept what is waiting, up to ACCEPT_BATCH (others get a turn).
+        A reader callback rather than a sock_accept() per connection: no future, no reader churn."""
+        listening = self._sock
+        if listening is None:
+            return
+        loop = asyncio.get_running_loop()
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, _ = listening.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and the like: the socket stays readable, so pause instead of spinning
+                log.warning("https accept failed: %s; pausing accepts for 0.1 s", exc)
+                loop.remove_reader(listening.fileno())
+                loop.call_later(0.1, self._resume_accepting)
+                return
+            sock.setblocking(False)
+            tls = self.tls
+            work = self._peek_then_serve(sock, tls) if tls.passthrough else self._terminate(sock, tls)
+            task = loop.create_task(work)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _resume_accepting(self) -> None:
+        if self._sock is not None:
+            asyncio.get_running_loop().add_reader(self._sock.fileno(), self._on_acceptable)
+
+    async def _terminate(self, sock: socket.socket, tls: TLSServing) -> None:
+        loop = asyncio.get_running_loop()
+        timeout = self.server.dataplane.serving.settings.client_header_timeout
+        try:
+            await loop.connect_accepted_socket(lambda: _AlpnSwitch(self.server), sock, ssl=tls.default,
+                                               ssl_handshake_timeout=timeout)
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            log.debug("TLS handshake failed: %s", exc)
+            sock.close()
+
+    async def _peek_then_serve(self, sock: socket.socket, tls: TLSServing) -> None:
+        hello = await peek_client_hello(sock, self.server.dataplane.serving.settings.client_header_timeout)
+        if hello is None:
+            sock.close()
+            return
+        route = tls.passthrough_route(hello.server_name) if isinstance(hello, ClientHello) else None
+        if route is None:
+            await self._terminate(sock, tls)
+        else:
+            await self._relay(sock, route)
+
+    async def _relay(self, sock: socket.socket, route: Route) -> None:
+        serving = self.server.dataplane.serving
+        balancer = serving.balancers.get(route.balancer_key)
+        endpoint = balancer.pick(self.server.no_context) if balancer is not None else None
+        if endpoint is None:
+            sock.close()  # no pod: all a TLS client can be told without a certificate of ours
+            return
+        relay = Relay(self.relays.discard)
+        self.relays.add(relay)
+        try:
+            await relay.start(sock, endpoint, serving.settings.proxy_connect_timeout)
+        except (OSError, TimeoutError) as exc:
+            log.debug("ssl-passthrough to %s failed: %s", endpoint.key, exc)
+            relay.close()
+            sock.close()
+
+    def stop(self) -> None:
+        """Stop accepting (drain)."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            asyncio.get_running_loop().remove_reader(sock.fileno())
+            sock.close()
+
+    async def close(self, grace: float) -> None:
+        """After the HTTP connections have drained: wait up to `grace` for relays, then cut what is left."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        deadline = asyncio.get_running_loop().time() + grace
+        while self.relays and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        for relay in list(self.relays):
+            relay.abort()
+
+
+async def peek_client_hello(sock: socket.socket, timeout: float) -> Parsed | None:
+    """Wait until the ClientHello can be parsed, consuming nothing. None: closed or timed out first."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    seen, lowat = 0, 1
+    try:
+        while True:
+            if not await _readable(loop, sock, deadline - loop.time()):
+                return None
+            try:
+                data = sock.recv(PEEK_SIZE, socket.MSG_PEEK)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return None
+            if not data:
+                return None
+            parsed = parse_client_hello(data)
+            if not isinstance(parsed, Incomplete):
+                return parsed
+            if len(data) == seen:  # woken without new bytes (SO_RCVLOWAT not honoured): do not spin
+                await asyncio.sleep(0.001)
+            seen = len(data)
+            lowat = min(parsed.needed, PEEK_SIZE)
+            with contextlib.suppress(OSError):  # wake us only when the whole record is there
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, lowat)
+    finally:
+        if lowat != 1:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket, timeout: float) -> bool:
+    if timeout <= 0:
+        return False
+    ready: asyncio.Future[None] = loop.create_future()
+    fd = sock.fileno()
+    loop.add_reader(fd, _wake, ready)
+    try:
+        await asyncio.wait_for(ready, timeout)
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(fd)
+
+
+def _wake(ready: asyncio.Future[None]) -> None:
+    if not ready.done():
+        ready.set_result(None)
+
+
+async def listen_https(server: ProxyServer, host: str, port: int, *, contexts: TLSContexts,
+                       reuse_port: bool = False, redirect_port: int = 0, sock: socket.socket | None = None) -> int:
+    """Start the HTTPS listener of `server` (after `server.listen`, which starts the ticker); returns the port."""
+    listener = HttpsListener(server, contexts, redirect_port)
+    bound = await listener.listen(host, port, reuse_port=reuse_port, sock=sock)
+    server.https = listener
+    return bound
+
+
+__all__ = ["HttpsListener", "listen_https", "peek_client_hello", "protocol_for_alpn"]
