@@ -180,7 +180,15 @@ def test_sigterm_drains_a_slow_request_and_refuses_new_connections_after_the_gra
         assert any(p.slow_started.wait(10) for p in pods)
         proc.send_signal(signal.SIGTERM)
         sent = time.monotonic()
-        assert get(port)[0] == 200  # within the grace period: still accepting (readiness already failed)
+        # within the grace period: still accepting (readiness already failed), telling clients to reconnect
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", "/")
+            during = conn.getresponse()
+            during.read()
+        finally:
+            conn.close()
+        assert during.status == 200 and during.getheader("Connection") == "close"
         wait_for(lambda: _refused(port), timeout=10)
         refused_after = time.monotonic() - sent
         assert refused_after >= 0.9

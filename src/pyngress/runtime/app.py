@@ -125,7 +125,7 @@ async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyn
     await stop.wait()
     # issue 7: readiness fails first; listeners keep accepting for shutdown-grace-period so that the outer
     # load balancer notices before connections are refused
-    server.ready = False
+    server.begin_shutdown()
     pre_stop = options.shutdown_grace_period
     if pre_stop is None:
         pre_stop = server.dataplane.serving.settings.shutdown_grace_period

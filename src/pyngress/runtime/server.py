@@ -64,8 +64,8 @@ class ProxyServer:
             self.prober = Prober(self.health, self.loop)
             self.health.on_targets = self.prober.set_targets
             self.prober.set_targets(self.health.targets)
-        # Readiness (issue 7): False from SIGTERM on, while listeners still accept for shutdown-grace-period
-        # so the outer load balancer notices; /readyz (observability) answers 503 when it is False.
+        # Readiness (issue 7): False from SIGTERM on (`begin_shutdown`, with `draining`), while listeners still
+        # accept for shutdown-grace-period so the outer load balancer notices; /readyz then answers 503.
         self.ready = True
         self.connections: set[Downstream] = set()
         self.draining = False
@@ -119,9 +119,18 @@ class ProxyServer:
         if self.draining and not self.connections:
             self._all_closed.set()
 
+    def begin_shutdown(self) -> None:
+        """SIGTERM (issue 7): readiness fails (`ready`, and `draining`, which /readyz reads) while listeners
+        still accept for shutdown-grace-period; every response from now on says `Connection: close`, so
+        keep-alive clients reconnect, to another replica once the outer load balancer has noticed. Idle
+        connections are left alone until `drain` (closing one a client is about to reuse would fail it)."""
+        self.ready = False
+        self.draining = True
+
     async def drain(self, grace: float = 30.0) -> None:
         """Stop accepting, finish in-flight requests for up to `grace` seconds, then close everything."""
         self.draining = True
+        self._all_closed.clear()  # set during a shutdown-grace-period when connections came and went
         self.ready = False
         if self.prober is not None:
             self.prober.close()
