@@ -7,8 +7,6 @@ import contextlib
 from harness import RawClient, async_test, pattern, route, running_proxy, service, snapshot
 from health_pods import NO_EJECTION, HealthPod, with_retry
 
-from pyngress.model import ProxySettings
-
 
 async def two(exits: contextlib.AsyncExitStack) -> tuple[HealthPod, HealthPod]:
     a, b = await HealthPod.start("a"), await HealthPod.start("b")
@@ -63,9 +61,8 @@ async def test_a_put_body_is_replayed_when_it_fits_the_buffer_and_not_beyond() -
         a, b = await two(exits)
         a.hang_up = True
         body = pattern(6000)
-        settings = ProxySettings(client_body_buffer_size=8192)
-        proxy = await exits.enter_async_context(running_proxy(snapshot([route(service("s", [a, b]))],
-                                                                       settings=settings)))
+        r = with_retry(route(service("s", [a, b])), body_buffer=8192)  # client-body-buffer-size
+        proxy = await exits.enter_async_context(running_proxy(snapshot([r])))
         async with await proxy.client() as client:
             assert await each_first(client, "PUT", body) == [200, 200]
         assert all(x.body == body for x in b.served)

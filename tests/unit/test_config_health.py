@@ -96,11 +96,12 @@ def test_retry_annotations_per_ingress_and_configmap_defaults() -> None:
     snap = compiled(cm, service("web"), ingress("a", "web", "1"), ingress("b", "web", "2", **{
         "nginx.ingress.kubernetes.io/proxy-next-upstream": "error http_502 non_idempotent",
         "nginx.ingress.kubernetes.io/proxy-next-upstream-tries": "5",
-        "nginx.ingress.kubernetes.io/proxy-next-upstream-timeout": "3s"}))
+        "nginx.ingress.kubernetes.io/proxy-next-upstream-timeout": "3s",
+        "nginx.ingress.kubernetes.io/client-body-buffer-size": "64k"}))
     by_host = {r.host: r.retry for r in snap.routes}
     assert by_host["a.com"] == RetryPolicy(statuses=frozenset({503}), tries=2)
     assert by_host["b.com"] == RetryPolicy(on_timeout=False, statuses=frozenset({502}), non_idempotent=True,
-                                           tries=5, timeout=3.0)
+                                           tries=5, timeout=3.0, body_buffer=65536)
 
 
 def test_next_upstream_off_and_bad_words() -> None:
@@ -122,7 +123,7 @@ def test_configmap_health_and_draining_keys() -> None:
             settings.outlier_base_ejection_time, settings.outlier_max_ejection_time, settings.max_ejection_percent,
             settings.worker_shutdown_timeout, settings.shutdown_grace_period) == \
         (16384, 10.0, 30.0, 0, 3, 10.0, 120.0, 30, 60.0, 0.0)
-    assert default_retry(settings).timeout == 1.0
+    assert default_retry(settings).timeout == 1.0 and default_retry(settings).body_buffer == 16384
 
 
 def test_bad_configmap_value_names_the_default() -> None:

@@ -28,21 +28,22 @@ def parse_next_upstream(text: str) -> str:
     return " ".join(dict.fromkeys(words))
 
 
-def retry_policy(next_upstream: str, tries: int, timeout: float) -> RetryPolicy:
-    """The RetryPolicy for a validated `proxy-next-upstream` value and its -tries and -timeout."""
+def retry_policy(next_upstream: str, tries: int, timeout: float, body_buffer: int = 8192) -> RetryPolicy:
+    """The RetryPolicy for a validated `proxy-next-upstream` value, its -tries and -timeout, and the
+    client-body-buffer-size."""
     words = set(next_upstream.split())
     if "off" in words:
-        return RetryPolicy(on_error=False, on_timeout=False, tries=1, timeout=timeout)
+        return RetryPolicy(on_error=False, on_timeout=False, tries=1, timeout=timeout, body_buffer=body_buffer)
     statuses = frozenset(int(w[5:]) for w in words if w.startswith("http_"))
     return RetryPolicy(on_error="error" in words, on_timeout="timeout" in words, statuses=statuses,
                        on_invalid_header="invalid_header" in words, non_idempotent="non_idempotent" in words,
-                       tries=tries, timeout=timeout)
+                       tries=tries, timeout=timeout, body_buffer=body_buffer)
 
 
 def default_retry(settings: ProxySettings) -> RetryPolicy:
     """The ConfigMap's policy: routes without retry annotations, and the default backend."""
     return retry_policy(settings.proxy_next_upstream, settings.proxy_next_upstream_tries,
-                        settings.proxy_next_upstream_timeout)
+                        settings.proxy_next_upstream_timeout, settings.client_body_buffer_size)
 
 
 def parse_percent(text: str) -> float:

@@ -16,14 +16,15 @@ Active checks are opt-in, per Service or per Ingress (`pyngress.io/health-check-
 
 Where both the Service and an Ingress set them, the Service wins (it describes its pods); among Ingresses
 routing to one Service, the oldest wins and the others get a warning. Retry annotations are per Ingress:
-`proxy-next-upstream`, `proxy-next-upstream-tries`, `proxy-next-upstream-timeout` (ConfigMap defaults).
+`proxy-next-upstream`, `proxy-next-upstream-tries`, `proxy-next-upstream-timeout` and
+`client-body-buffer-size` (the body kept for a replay), defaulting to the ConfigMap's keys.
 """
 
 from __future__ import annotations
 
 from pyngress.config.annotations import Annotations
 from pyngress.config.health import parse_next_upstream, retry_policy
-from pyngress.config.settings import parse_bool, parse_count, parse_duration
+from pyngress.config.settings import parse_bool, parse_count, parse_duration, parse_size
 from pyngress.model import ActiveCheck, HealthSpec, Ingress, Problem, ProxySettings, RetryPolicy, Service
 
 HEALTH_NAMES = ("health-check-path", "health-check-tcp", "health-check-interval", "health-check-timeout",
@@ -60,7 +61,9 @@ def ingress_retry(ingress: Ingress, settings: ProxySettings) -> tuple[RetryPolic
                              lambda v: str(parse_count(v))))
     timeout = float(notes.parsed("proxy-next-upstream-timeout", str(settings.proxy_next_upstream_timeout),
                                  lambda v: str(parse_duration(v))))
-    return retry_policy(words, tries, timeout), notes.problems
+    buffer = int(notes.parsed("client-body-buffer-size", str(settings.client_body_buffer_size),
+                              lambda v: str(parse_size(v))))
+    return retry_policy(words, tries, timeout, buffer), notes.problems
 
 
 def parse_statuses(text: str) -> tuple[tuple[int, int], ...]:

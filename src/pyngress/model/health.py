@@ -55,6 +55,7 @@ class RetryPolicy:
     non_idempotent: bool = False  # also retry POST, PATCH, LOCK... after their request was sent
     tries: int = 3  # attempts in all, the first included; 0 = unlimited (bounded by the endpoints)
     timeout: float = 0.0  # seconds from the first attempt after which no new attempt starts; 0 = no limit
+    body_buffer: int = 8192  # client-body-buffer-size: request body bytes kept for a replay, at most
 
     @property
     def off(self) -> bool:

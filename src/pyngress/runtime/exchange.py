@@ -127,7 +127,8 @@ class Exchange:
         if replay is None:
             return
         self.replay_size += size
-        if self.replay_size > self.client.server.dataplane.serving.settings.client_body_buffer_size:
+        route = self.route  # set by the first dispatch, before any body byte can be sent
+        if route is None or self.replay_size > route.retry.body_buffer:
             self.replay = None  # too big to keep: this request will not be retried once it is sent
         else:
             replay.extend(pieces)
