@@ -45,15 +45,57 @@ def _https_options(f: F) -> F:
                         help="TLS port: certificates by SNI, ssl-passthrough.")(f)
 
 
-def _class_options(f: F) -> F:
+def _class_options(f: F, *, paths_required: bool = True) -> F:
     f = click.option("--configmap", default="pyngress", show_default=True,
                      help="Controller settings ConfigMap: NAMESPACE/NAME, or NAME in any namespace.")(f)
     f = click.option("--watch-ingress-without-class", "watch_without_class", is_flag=True,
                      help="Also serve Ingresses that name no class.")(f)
     f = click.option("--ingress-class", default="pyngress", show_default=True,
                      help="Serve the Ingresses of this class.")(f)
-    return click.option("-f", "--filename", "paths", multiple=True, required=True,
+    return click.option("-f", "--filename", "paths", multiple=True, required=paths_required,
                         type=click.Path(exists=True), help=PATH_HELP)(f)
+
+
+# -- issue 6: cluster mode -----------------------------------------------------------------------------------
+_KUBE_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    (("--kubernetes",), {"is_flag": True, "help": "Read the API server instead of files (in-cluster service "
+                         "account, or --kubeconfig / $KUBECONFIG outside)."}),
+    (("--kubeconfig",), {"type": click.Path(exists=True, dir_okay=False), "help": "kubeconfig file."}),
+    (("--kube-context",), {"help": "kubeconfig context (default: its current-context)."}),
+    (("--namespace",), {"default": "", "help": "Watch only this namespace (default: all)."}),
+    (("--election-id",), {"default": "pyngress-leader", "show_default": True,
+                          "help": "Lease name for the leader election that decides who writes status."}),
+    (("--election-namespace",), {"default": "", "help": "Lease namespace (default: the Pod's own)."}),
+    (("--publish-service",), {"default": "", "metavar": "NS/NAME",
+                              "help": "Write this Service's LoadBalancer address to served Ingresses."}),
+    (("--publish-status-address",), {"default": "", "metavar": "ADDR,...",
+                                     "help": "Write these addresses (IPs or host names) to served Ingresses."}),
+    (("--update-status/--no-update-status",), {"default": True, "show_default": True,
+                                               "help": "Write Ingress status (leader only)."}),
+]
+
+
+def _kube_options(f: F) -> F:
+    for names, kwargs in reversed(_KUBE_OPTIONS):
+        f = click.option(*names, **kwargs)(f)
+    return f
+
+
+def _kube_run_options(kw: dict[str, Any]) -> Any:
+    """Pop the cluster-mode options out of `kw`; KubeRunOptions when --kubernetes, else None."""
+    from pyngress.runtime.cluster import KubeRunOptions
+
+    values = {name: kw.pop(name) for name in ("kubernetes", "kubeconfig", "kube_context", "namespace",
+                                               "election_id", "election_namespace", "publish_service",
+                                               "publish_status_address", "update_status")}
+    if not values["kubernetes"]:
+        return None
+    addresses = tuple(a.strip() for a in values["publish_status_address"].split(",") if a.strip())
+    return KubeRunOptions(kubeconfig=values["kubeconfig"], context=values["kube_context"],
+                          namespace=values["namespace"], election_id=values["election_id"],
+                          election_namespace=values["election_namespace"],
+                          publish_service=values["publish_service"], publish_status_address=addresses,
+                          update_status=values["update_status"])
 
 
 @click.group()
@@ -63,7 +105,8 @@ def main() -> None:
 
 
 @main.command()
-@_class_options
+@lambda f: _class_options(f, paths_required=False)
+@_kube_options
 @click.option("--http-port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--address", default="0.0.0.0", show_default=True, help="Address to listen on.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
@@ -80,34 +123,63 @@ def main() -> None:
 def run(paths: tuple[str, ...], ingress_class: str, watch_without_class: bool, configmap: str,
         http_port: int, address: str, workers: int, shutdown_grace: float, log_level: str,
         https_port: int, https_redirect_port: int, default_ssl_certificate: str,
-        shutdown_grace_period: float | None) -> None:
-    """Serve the Ingresses described by Kubernetes manifests; reload when they change (or on SIGHUP)."""
+        shutdown_grace_period: float | None, **kube: Any) -> None:
+    """Serve the Ingresses described by Kubernetes manifests (reloaded when they change, or on SIGHUP), or
+    with --kubernetes the ones in a cluster."""
     from pyngress.runtime.app import RunOptions, paths_of
     from pyngress.runtime.app import run as run_app
+
+    kube_options = _kube_run_options(kube)
+    if bool(paths) == (kube_options is not None):
+        raise click.UsageError("give manifests with -f/--filename, or --kubernetes (not both)")
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     options = RunOptions(paths=paths_of(paths), compile=_compile_options(ingress_class, watch_without_class,
                          configmap, default_ssl_certificate), host=address, http_port=http_port, workers=workers,
                          grace=shutdown_grace, https_port=https_port, https_redirect_port=https_redirect_port,
-                         shutdown_grace_period=shutdown_grace_period)
+                         shutdown_grace_period=shutdown_grace_period, kube=kube_options)
     sys.exit(run_app(options))
 
 
 @main.command()
-@_class_options
+@lambda f: _class_options(f, paths_required=False)
 @_default_cert_option
+@click.option("--kubernetes", is_flag=True, help="Check what the cluster holds instead of files (issue 6).")
+@click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), help="kubeconfig file.")
+@click.option("--kube-context", help="kubeconfig context.")
+@click.option("--namespace", default="", help="Only this namespace (default: all).")
 def check(paths: tuple[str, ...], ingress_class: str, watch_without_class: bool, configmap: str,
-          default_ssl_certificate: str) -> None:
-    """Validate manifests as the API server would and print the routing table. Exit 1 on any error."""
+          default_ssl_certificate: str, kubernetes: bool, kubeconfig: str | None, kube_context: str | None,
+          namespace: str) -> None:
+    """Validate manifests as the API server would and print the routing table. Exit 1 on any error.
+    With --kubernetes: the same for what the cluster holds now, as `run --kubernetes` would serve it."""
     import time
 
     from pyngress.config import build_from_paths, format_check
 
     options = _compile_options(ingress_class, watch_without_class, configmap, default_ssl_certificate)
-    snapshot = build_from_paths(list(paths), options, now=time.time())  # now: certificates must not have expired
+    if bool(paths) == kubernetes:
+        raise click.UsageError("give manifests with -f/--filename, or --kubernetes (not both)")
+    if kubernetes:  # issue 6
+        snapshot = _cluster_snapshot(options, kubeconfig, kube_context, namespace)
+    else:  # now: certificates must not have expired
+        snapshot = build_from_paths(list(paths), options, now=time.time())
     click.echo(format_check(snapshot))
     sys.exit(1 if any(p.severity == "error" for p in snapshot.problems) else 0)
+
+
+def _cluster_snapshot(options: CompileOptions, kubeconfig: str | None, context: str | None,
+                      namespace: str) -> Any:
+    import asyncio
+
+    from pyngress.sources.kubernetes.once import snapshot_of_cluster
+
+    try:
+        return asyncio.run(snapshot_of_cluster(options, kubeconfig=kubeconfig, context=context,
+                                               namespace=namespace))
+    except Exception as exc:  # no credentials, cluster unreachable: the reason, not a traceback
+        raise click.ClickException(f"cannot read the cluster: {exc!r}") from None
 
 
 def _cpus(ctx: click.Context, param: click.Parameter, value: str | None) -> list[float] | None:

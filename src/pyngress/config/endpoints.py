@@ -9,12 +9,14 @@ Resolution, for an Ingress in namespace N naming service S and port P (by name o
    the ServicePort's name (both "" for an unnamed port) gives the endpoint port. A slice with no ports at all
    (hand-written file-mode slices often omit them) falls back to the ServicePort's numeric targetPort, or its
    port when targetPort is absent; a named targetPort cannot be resolved without Pods, so such a slice is skipped.
-4. endpoints whose `conditions.ready` is true serve. Those with `serving && terminating` (KEP-1669) are kept
-   too, marked `terminating`: the runtime sends them new requests only when the backend has no ready endpoint,
-   and session affinity keeps their existing users (issue 7). The others are skipped. Every address is one
-   `Endpoint(address, port, weight=1, name=<targetRef name>)`; the same address:port in two slices counts once,
-   ready winning over terminating (slices of one Service may overlap while the EndpointSlice controller moves
-   endpoints between them).
+4. endpoints whose `conditions.ready` is true serve. Those with `serving && terminating` are kept too,
+   marked `terminating`: the runtime sends them new requests only when the backend has no ready endpoint
+   (kube-proxy's rule since ProxyTerminatingEndpoints, KEP-1669: a rollout of the last pods, or a scale to
+   zero, drains instead of failing; `health.selection` applies it, so health checks and panic mode see the
+   same set), and session affinity keeps their existing users (issue 7). The others are skipped. Every
+   address is one `Endpoint(address, port, weight=1, name=<targetRef name>)`; the same address:port in two
+   slices counts once, ready winning over terminating (slices of one Service may overlap while the
+   EndpointSlice controller moves endpoints between them).
 6. health: the Service's health-check and slow-start annotations (`config.health_notes`), issue 7.
 5. weights: the Service's `pyngress.io/endpoint-weights` and `pyngress.io/weight-by` annotations, read with
    the Pods of its namespace (`weights`); their Problems are on the Service.
@@ -86,6 +88,7 @@ def find_service_port(service: Service, ref: ServiceBackendRef) -> ServicePort |
 
 
 def ready_endpoints(port: ServicePort, slices: Iterable[EndpointSlice]) -> tuple[Endpoint, ...]:
+    """The ready endpoints, and the serving && terminating ones marked `terminating` (see 4. above)."""
     found: dict[str, Endpoint] = {}
     for slice_ in sorted(slices, key=lambda s: s.meta.name):
         number = _slice_port(port, slice_)

@@ -21,14 +21,19 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyngress.config import CompileOptions
 from pyngress.runtime.health_link import HealthLink
 from pyngress.runtime.https_listener import listen_https
+from pyngress.runtime.lifecycle import join_group, pre_stop
 from pyngress.runtime.server import ProxyServer
 from pyngress.runtime.tls_contexts import TLSContexts, fake_certificate
 from pyngress.runtime.workers import supervise
 from pyngress.sources.files import FileSource
+
+if TYPE_CHECKING:
+    from pyngress.runtime.cluster import KubeRunOptions
 
 log = logging.getLogger("pyngress")
 
@@ -46,6 +51,7 @@ class RunOptions:
     https_port: int = 8443
     https_redirect_port: int = 0  # the port in redirects to HTTPS; 0: https_port
     fake_certificate: tuple[bytes, bytes] | None = None
+    kube: KubeRunOptions | None = None  # issue 6: cluster mode (`--kubernetes`) instead of files
     shutdown_grace_period: float | None = None  # issue 7: None = the ConfigMap's shutdown-grace-period
 
 
@@ -83,6 +89,11 @@ def _run_worker(options: RunOptions, *, reuse_port: bool, socks: list[socket.soc
 async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyncio",
                 socks: list[socket.socket] | None = None, slot: int = 0, link: HealthLink | None = None) -> int:
     """`socks`: the (http, https) listening sockets the parent holds for this worker slot (issue 7)."""
+    if options.kube is not None:  # issue 6: the API server is the source
+        from pyngress.runtime.cluster import serve_cluster
+
+        return await serve_cluster(options, reuse_port=reuse_port, loop_name=loop_name, socks=socks, slot=slot,
+                                   link=link)
     server: ProxyServer | None = None
 
     def apply(snapshot: object) -> None:
@@ -92,11 +103,7 @@ async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyn
     source = FileSource(list(options.paths), options.compile, apply, interval=options.poll_interval, log=log)
     snapshot = source.load_initial()
     server = ProxyServer(snapshot, probing=slot == 0)  # issue 7: one prober per group (runtime.health_link)
-    if link is not None:
-        if slot == 0:
-            server.health.publish_after_warmup(link.publish, asyncio.get_running_loop().time())
-        else:
-            link.subscribe(asyncio.get_running_loop(), server.health)
+    join_group(server, slot, link)
     http_sock, https_sock = socks if socks is not None else (None, None)
     try:
         port = await server.listen(options.host, options.http_port, reuse_port=reuse_port, sock=http_sock)
@@ -123,18 +130,8 @@ async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyn
     loop.add_signal_handler(signal.SIGHUP, source.request_reload)
     watcher = asyncio.create_task(source.run())
     await stop.wait()
-    # issue 7: readiness fails first; listeners keep accepting for shutdown-grace-period so that the outer
-    # load balancer notices before connections are refused
-    server.begin_shutdown()
-    pre_stop = options.shutdown_grace_period
-    if pre_stop is None:
-        pre_stop = server.dataplane.serving.settings.shutdown_grace_period
-    if pre_stop > 0:
-        log.info("not ready; closing listeners in %gs", pre_stop)
-        await asyncio.sleep(pre_stop)
+    await pre_stop(server, options.shutdown_grace_period, link)  # issue 7: readiness fails first
     log.info("draining (grace %.0fs)", options.grace)
-    if link is not None:
-        link.close(asyncio.get_running_loop())
     watcher.cancel()
     await server.drain(options.grace)
     log.info("worker %d stopped", os.getpid())
