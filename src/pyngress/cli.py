@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from pyngress import __version__
+from pyngress.cli_streams import stream_options as _stream_options  # issue 9 (L4)
 
 if TYPE_CHECKING:
     from pyngress.config import CompileOptions
+    from pyngress.config.streams import StreamOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -20,11 +22,13 @@ PATH_HELP = "Manifest file or directory (read recursively: *.yaml, *.yml, *.json
 
 
 def _compile_options(ingress_class: str, watch_without_class: bool, configmap: str,
-                     default_ssl_certificate: str = "") -> CompileOptions:
+                     default_ssl_certificate: str = "", streams: StreamOptions | None = None) -> CompileOptions:
     from pyngress.config import CompileOptions
+    from pyngress.config.streams import NO_STREAMS
 
     return CompileOptions(ingress_class=ingress_class, watch_without_class=watch_without_class,
-                          configmap=configmap, default_ssl_certificate=default_ssl_certificate)
+                          configmap=configmap, default_ssl_certificate=default_ssl_certificate,
+                          streams=streams or NO_STREAMS)
 
 
 # -- TLS (issue 4) ----------------------------------------------------------------------------------------
@@ -106,6 +110,7 @@ def main() -> None:
 
 @main.command()
 @lambda f: _class_options(f, paths_required=False)
+@_stream_options
 @_kube_options
 @click.option("--http-port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--address", default="0.0.0.0", show_default=True, help="Address to listen on.")
@@ -122,7 +127,7 @@ def main() -> None:
 @_default_cert_option
 def run(paths: tuple[str, ...], ingress_class: str, watch_without_class: bool, configmap: str,
         http_port: int, address: str, workers: int, shutdown_grace: float, log_level: str,
-        https_port: int, https_redirect_port: int, default_ssl_certificate: str,
+        https_port: int, https_redirect_port: int, default_ssl_certificate: str, streams: StreamOptions,
         shutdown_grace_period: float | None, **kube: Any) -> None:
     """Serve the Ingresses described by Kubernetes manifests (reloaded when they change, or on SIGHUP), or
     with --kubernetes the ones in a cluster."""
@@ -136,14 +141,16 @@ def run(paths: tuple[str, ...], ingress_class: str, watch_without_class: bool, c
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     options = RunOptions(paths=paths_of(paths), compile=_compile_options(ingress_class, watch_without_class,
-                         configmap, default_ssl_certificate), host=address, http_port=http_port, workers=workers,
-                         grace=shutdown_grace, https_port=https_port, https_redirect_port=https_redirect_port,
-                         shutdown_grace_period=shutdown_grace_period, kube=kube_options)
+                         configmap, default_ssl_certificate, streams), host=address, http_port=http_port,
+                         workers=workers, grace=shutdown_grace, https_port=https_port,
+                         https_redirect_port=https_redirect_port, shutdown_grace_period=shutdown_grace_period,
+                         kube=kube_options)
     sys.exit(run_app(options))
 
 
 @main.command()
 @lambda f: _class_options(f, paths_required=False)
+@_stream_options
 @_default_cert_option
 @click.option("--kubernetes", is_flag=True, help="Check what the cluster holds instead of files (issue 6).")
 @click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), help="kubeconfig file.")
@@ -151,14 +158,14 @@ def run(paths: tuple[str, ...], ingress_class: str, watch_without_class: bool, c
 @click.option("--namespace", default="", help="Only this namespace (default: all).")
 def check(paths: tuple[str, ...], ingress_class: str, watch_without_class: bool, configmap: str,
           default_ssl_certificate: str, kubernetes: bool, kubeconfig: str | None, kube_context: str | None,
-          namespace: str) -> None:
+          namespace: str, streams: StreamOptions) -> None:
     """Validate manifests as the API server would and print the routing table. Exit 1 on any error.
     With --kubernetes: the same for what the cluster holds now, as `run --kubernetes` would serve it."""
     import time
 
     from pyngress.config import build_from_paths, format_check
 
-    options = _compile_options(ingress_class, watch_without_class, configmap, default_ssl_certificate)
+    options = _compile_options(ingress_class, watch_without_class, configmap, default_ssl_certificate, streams)
     if bool(paths) == kubernetes:
         raise click.UsageError("give manifests with -f/--filename, or --kubernetes (not both)")
     if kubernetes:  # issue 6

@@ -69,7 +69,7 @@ def test_default_context_switches_by_sni_and_offers_alpn() -> None:
     serving = TLSContexts(*FAKE).build(snapshot([A], {"a.example.com": "ns/a"}))
     assert serving.default.sni_callback is not None
     assert serving.default.minimum_version == ssl.TLSVersion.TLSv1_2
-    assert ALPN_OFFER == ("http/1.1",)
+    assert ALPN_OFFER == ("h2", "http/1.1")  # h2: runtime.h2 (HTTP/2)
 
 
 def test_a_certificate_openssl_refuses_falls_back_to_the_default() -> None:

@@ -42,8 +42,10 @@ from pyngress.config.health_backends import ingress_health, with_ingress_health
 from pyngress.config.health_notes import ingress_retry
 from pyngress.config.ingress import is_rejected
 from pyngress.config.loader import load_paths
+from pyngress.config.protocols import backend_protocol
 from pyngress.config.selection import CompileOptions, served_ingresses
 from pyngress.config.settings import parse_settings
+from pyngress.config.streams import compile_streams
 from pyngress.config.tls import TLSCompiler
 from pyngress.model import (
     DEFAULT_BALANCE,
@@ -100,8 +102,11 @@ def compile_snapshot(
     for ingress in served:
         builder.add(ingress)
     others = {i.meta.key for i in index.ingresses} - {i.meta.key for i in served}
+    streams, stream_problems = compile_streams(  # issue 9 (L4): TCP/UDP services
+        lambda name: select_configmap(index.configmaps, name), index.services, index.slices, index.pods,
+        options.streams, settings)
     found = [*_not_about(others, problems), *index.problems, *builder.problems, *setting_problems,
-             *tls.problems]
+             *tls.problems, *stream_problems]
     return Snapshot(
         version=version,
         routes=tuple(sorted(builder.routes.values(), key=_route_order)),
@@ -111,6 +116,7 @@ def compile_snapshot(
         backends=MappingProxyType(dict(sorted(builder.backends.items()))),
         settings=settings,
         problems=tuple(sorted(dict.fromkeys(found), key=problem_order)),
+        streams=streams,
         tls=tls.finish(builder.routes.values()),
     )
 
@@ -184,6 +190,8 @@ class _Builder:
         affinity, affinity_problems = affinity_spec(ingress, self._settings)
         retry, retry_problems = ingress_retry(ingress, self._settings)  # issue 7
         self.problems += problems + affinity_problems + retry_problems
+        protocol, protocol_problems = backend_protocol(ingress)  # issue 4
+        self.problems += protocol_problems
         if ingress.default_backend is not None:
             self._add_default(ingress, ingress.default_backend, spec,
                               self._affinity(ingress, ingress.default_backend, affinity))
@@ -208,7 +216,7 @@ class _Builder:
                                                    spec, self._affinity(ingress, path.backend, affinity),
                                                    https=self._tls.https_policy(ingress, host),
                                                    upstream_tls=self._tls.upstream_tls(ingress, backend.service),
-                                                   retry=retry)
+                                                   backend_protocol=protocol, retry=retry)
 
     def _affinity(self, ingress: Ingress, ref: IngressBackend, asked: AffinitySpec) -> AffinitySpec:
         """The Ingress's own affinity, else the Service's `sessionAffinity: ClientIP` (as kube-proxy)."""

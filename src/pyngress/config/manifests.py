@@ -125,6 +125,8 @@ def _service(doc: Mapping[str, Any], meta: Meta) -> tuple[KubeObject | None, lis
             timeout, "spec.sessionAffinityConfig.clientIP.timeoutSeconds", low=1, high=86400
         ),
         external_name=f.string(spec.get("externalName"), "spec.externalName", default=""),
+        external_traffic_policy=f.string(spec.get("externalTrafficPolicy"), "spec.externalTrafficPolicy",
+                                         default="Cluster"),  # issue 9 (L4)
     )
     return svc, []
 

@@ -22,6 +22,10 @@ one big Deployment does not push a row past 120 columns. An endpoint's weight, w
 after WEIGHT_SIGN, the multiplication sign: "10.0.0.1:8080", the sign, "4" (and "0" for a drained endpoint).
 The "health checks" block appears only when a backend has an active check or slow start (issue 7).
 Problems: errors first, each as str(problem), which names the file, the object and the field.
+
+Layer 4 services (issue 9), only when there are some, get a table of their own between the default backend and
+the problems: protocol, listen port, backend, endpoints, balance, PROXY protocol ("in", "out v1"), and where
+they were declared (a ConfigMap entry or a LoadBalancer Service port).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pyngress.config.tls_report import tls_lines
-from pyngress.model import Backend, Endpoint, Problem, Snapshot
+from pyngress.model import Backend, Endpoint, Problem, Snapshot, StreamService
 
 HEADER = ("HOST", "PATH", "TYPE", "BACKEND", "ENDPOINTS", "BALANCE", "INGRESS")
 MAX_ENDPOINTS_SHOWN = 1  # with the BALANCE column, two would push ordinary rows past 120
@@ -41,6 +45,8 @@ def format_check(snapshot: Snapshot) -> str:
     lines = _route_table(snapshot)
     lines += tls_lines(snapshot.tls)  # issue 4: only when TLS is used
     lines += ["", _default_line(snapshot.default_backend), ""]
+    if snapshot.streams:  # issue 9 (L4)
+        lines += [*_stream_table(snapshot.streams), ""]
     lines += _health_lines(snapshot)  # issue 7: only when some backend has an active check or slow start
     lines += _problem_lines(snapshot.problems)
     return "\n".join(lines) + "\n"
@@ -62,6 +68,20 @@ def _route_table(snapshot: Snapshot) -> list[str]:
         for r in snapshot.routes
     ]
     widths = [max(len(row[col]) for row in rows) for col in range(len(HEADER) - 1)]
+    return ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]) for row in rows]
+
+
+STREAM_HEADER = ("PROTO", "PORT", "BACKEND", "ENDPOINTS", "BALANCE", "PROXY", "FROM")
+
+
+def _stream_table(streams: tuple[StreamService, ...]) -> list[str]:
+    rows = [STREAM_HEADER] + [
+        (s.protocol.lower(), str(s.port), s.backend.key, format_endpoints(s.backend),
+         f"{s.balance.label}, {s.affinity.label}" if s.affinity.kind else s.balance.label,
+         s.proxy_label or "-", s.origin)
+        for s in streams
+    ]
+    widths = [max(len(row[col]) for row in rows) for col in range(len(STREAM_HEADER) - 1)]
     return ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]) for row in rows]
 
 

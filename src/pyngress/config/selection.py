@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from pyngress.config.streams import NO_STREAMS, StreamOptions
 from pyngress.model import Ingress, IngressClass
 
 LEGACY_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
@@ -31,6 +32,7 @@ class CompileOptions:
     watch_without_class: bool = False
     configmap: str = "pyngress"  # "namespace/name", or "name": that name in any namespace
     controller: str = "pyngress.io/ingress-controller"
+    streams: StreamOptions = NO_STREAMS  # issue 9 (L4): tcp/udp services ConfigMaps, LoadBalancer Services
     default_ssl_certificate: str = ""  # --default-ssl-certificate "namespace/name" (issue 4, config.tls)
 
 

@@ -128,6 +128,15 @@ _KEYS: dict[str, Callable[[str], dict[str, Any]]] = {
     "load-balance": _one("load_balance", parse_algorithm),
     "session-cookie-salt": _one("session_cookie_salt", str.strip),
     "affinity-table-size": _one("affinity_table_size", parse_count),
+    # issue 9 (L4 streams)
+    "proxy-stream-timeout": _one("proxy_stream_timeout", parse_duration),
+    "proxy-stream-next-upstream": _one("proxy_stream_next_upstream", parse_bool),
+    "proxy-stream-next-upstream-tries": _one("proxy_stream_next_upstream_tries", parse_count),
+    "proxy-stream-next-upstream-timeout": _one("proxy_stream_next_upstream_timeout", parse_duration),
+    "proxy-stream-responses": _one("proxy_stream_responses", parse_count),
+    "proxy-protocol-header-timeout": _one("proxy_protocol_header_timeout", parse_duration),
+    "udp-flow-timeout": _one("udp_flow_timeout", parse_duration),
+    "udp-flow-table-size": _one("udp_flow_table_size", parse_count),
     # TLS and HTTPS (issue 4; parsers in config.tls_values)
     "ssl-protocols": _one("ssl_protocols", parse_ssl_protocols),
     "ssl-ciphers": _one("ssl_ciphers", parse_ssl_ciphers),
@@ -137,6 +146,8 @@ _KEYS: dict[str, Callable[[str], dict[str, Any]]] = {
     "hsts-max-age": _one("hsts_max_age", parse_max_age),
     "hsts-include-subdomains": _one("hsts_include_subdomains", parse_bool),
     "hsts-preload": _one("hsts_preload", parse_bool),
+    # issue 4
+    "http2-max-concurrent-streams": _one("http2_max_concurrent_streams", parse_count),
     # issue 7: retries, outlier ejection, draining (parsers in config.health)
     **health_keys(),
 }

@@ -44,6 +44,7 @@ from pyngress.model.snapshot import (
     Route,
     Snapshot,
 )
+from pyngress.model.streams import PROTOCOLS, TCP, UDP, StreamService
 from pyngress.model.tls import NO_TLS, Certificate, HttpsPolicy, TLSConfig, UpstreamTLS
 
 __all__ = [
@@ -54,7 +55,10 @@ __all__ = [
     "NO_AFFINITY",
     "NO_HEALTH",
     "NO_TLS",
+    "PROTOCOLS",
     "RETRY_CONDITIONS",
+    "TCP",
+    "UDP",
     "ActiveCheck",
     "AffinitySpec",
     "Backend",
@@ -87,6 +91,7 @@ __all__ = [
     "ServicePort",
     "SliceEndpoint",
     "Snapshot",
+    "StreamService",
     "TLSConfig",
     "UpstreamTLS",
 ]

@@ -108,6 +108,7 @@ class Service:
     session_affinity: str = "None"
     session_affinity_timeout: int = 10800
     external_name: str = ""
+    external_traffic_policy: str = "Cluster"  # issue 9 (L4): Cluster or Local, for type LoadBalancer
     kind = "Service"
 
 

@@ -37,6 +37,15 @@ class ProxySettings:
     # all of them (or one header line longer than one buffer) gets 431.
     header_buffer_size: int = 8192
     header_buffer_count: int = 4
+    # issue 9 (L4 streams): ingress-nginx's proxy-stream-* keys, and our UDP flow bounds (docs/l4.md)
+    proxy_stream_timeout: float = 600.0  # proxy-stream-timeout: a TCP stream idle both ways this long is closed
+    proxy_stream_next_upstream: bool = True  # proxy-stream-next-upstream: a failed connect tries another pod
+    proxy_stream_next_upstream_tries: int = 3  # proxy-stream-next-upstream-tries: connect attempts; 0: all pods
+    proxy_stream_next_upstream_timeout: float = 600.0  # proxy-stream-next-upstream-timeout: for all attempts
+    proxy_stream_responses: int = 0  # proxy-stream-responses: UDP replies per datagram that end a flow; 0: none
+    proxy_protocol_header_timeout: float = 5.0  # proxy-protocol-header-timeout: to receive a PROXY header
+    udp_flow_timeout: float = 30.0  # udp-flow-timeout (ours): a UDP flow idle this long is forgotten
+    udp_flow_table_size: int = 10000  # udp-flow-table-size (ours): flows per listener and worker (one fd each)
     # TLS and HTTPS (issue 4; ingress-nginx's keys and defaults, see config.tls and docs/tls.md)
     ssl_protocols: tuple[str, ...] = ("TLSv1.2", "TLSv1.3")  # ssl-protocols
     ssl_ciphers: str = DEFAULT_SSL_CIPHERS  # ssl-ciphers (TLS 1.2 suites; TLS 1.3 keeps OpenSSL's)
@@ -46,6 +55,8 @@ class ProxySettings:
     hsts_max_age: int = 31536000  # hsts-max-age
     hsts_include_subdomains: bool = True  # hsts-include-subdomains
     hsts_preload: bool = False  # hsts-preload
+    # issue 4, HTTP/2: SETTINGS_MAX_CONCURRENT_STREAMS we announce (nginx's http2_max_concurrent_streams)
+    http2_max_concurrent_streams: int = 128  # http2-max-concurrent-streams
     # issue 7: retries, outlier ejection, draining (ingress-nginx's keys where it has them)
     proxy_next_upstream: str = "error timeout"  # proxy-next-upstream: when to try another endpoint
     proxy_next_upstream_tries: int = 3  # proxy-next-upstream-tries: attempts in all (0: no limit)

@@ -11,11 +11,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from pyngress.model.health import DEFAULT_RETRY, NO_HEALTH, HealthSpec, RetryPolicy
 from pyngress.model.objects import PathType
 from pyngress.model.settings import ProxySettings
 from pyngress.model.tls import NO_TLS, HttpsPolicy, TLSConfig, UpstreamTLS
+
+if TYPE_CHECKING:  # issue 9 (L4): model.streams builds on this module's Backend and specs
+    from pyngress.model.streams import StreamService
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +140,7 @@ class Route:
     # TLS (issue 4, config.tls): redirect to HTTPS / HSTS, and re-encryption to the pods; None when unused
     https: HttpsPolicy | None = None
     upstream_tls: UpstreamTLS | None = None
+    backend_protocol: str = "HTTP"  # issue 4: backend-protocol (HTTP, HTTPS, GRPC, GRPCS)
     retry: RetryPolicy = DEFAULT_RETRY  # issue 7: proxy-next-upstream*
     # Which live balancer serves this route: one per backend and way of balancing, so two Ingresses that
     # balance one Service differently do not share a cursor. Plain round robin keeps the backend key.
@@ -160,4 +165,5 @@ class Snapshot:
     backends: Mapping[str, Backend] = field(default_factory=lambda: MappingProxyType({}))
     settings: ProxySettings = field(default_factory=ProxySettings)
     problems: tuple[Problem, ...] = ()
+    streams: tuple[StreamService, ...] = ()  # issue 9 (L4): TCP/UDP listeners, sorted by protocol and port
     tls: TLSConfig = NO_TLS  # certificates and SNI names for the HTTPS listener (issue 4)

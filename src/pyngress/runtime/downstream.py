@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from pyngress.balancing import PickContext
-from pyngress.runtime import http1, https, picking, request_head, retrying
+from pyngress.runtime import h2_preface, http1, https, picking, request_head, retrying, tunnel
 from pyngress.runtime.exchange import NO_BODY, Exchange
 
 if TYPE_CHECKING:
@@ -97,9 +97,15 @@ class Downstream(asyncio.Protocol):
             return
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._upgrade_refused()
+        except httptools.HttpParserUpgrade as exc:
+            if self.queue and self.queue[-1].upgrade is not None:  # WebSocket (issue 4)
+                tunnel.hold(self, self.queue[-1], data[int(exc.args[0]):])
+            else:
+                self._upgrade_refused()
         except httptools.HttpParserError as exc:
+            if not self.requests and not self.queue and h2_preface.is_preface(exc, data):
+                h2_preface.hand_over(self, data)  # h2c with prior knowledge (issue 4)
+                return
             status = exc.__context__.status if isinstance(exc.__context__, http1.RequestError) else 400
             self.refuse(status)
         else:
@@ -351,6 +357,10 @@ class Downstream(asyncio.Protocol):
     def writelines(self, pieces: list[bytes]) -> None:
         if self.transport is not None:
             self.transport.writelines(pieces)
+
+    def tunnel(self, ex: Exchange, upstream: asyncio.Transport, head: bytes, rest: bytes) -> None:
+        """The upstream switched to WebSocket: this connection becomes a tunnel (runtime.tunnel)."""
+        tunnel.take_over(self, ex, upstream, head, rest)
 
     def dispatch_again(self, ex: Exchange) -> None:
         """Resend to the same endpoint on another connection (a stale pooled one died); not a new attempt."""

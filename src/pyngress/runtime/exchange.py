@@ -17,7 +17,7 @@ from pyngress.runtime import http1
 if TYPE_CHECKING:
     from pyngress.balancing.stats import EndpointStats
     from pyngress.model import Endpoint, Route, UpstreamTLS
-    from pyngress.runtime.downstream import Downstream
+    from pyngress.runtime.client_side import ClientSide
     from pyngress.runtime.upstream import Upstream
 
 NO_BODY = 0
@@ -57,11 +57,12 @@ class Exchange:
         "tracked",
         "tracked_at",
         "tried",
+        "upgrade",
         "upstream",
         "upstream_tls",
     )
 
-    def __init__(self, client: Downstream, method: bytes, head: bytes, host: bytes, path: bytes,
+    def __init__(self, client: ClientSide, method: bytes, head: bytes, host: bytes, path: bytes,
                  framing: int, keep_alive: bool, http10: bool, target: bytes = b"",
                  fields: Sequence[bytes] = ()) -> None:
         self.client = client
@@ -92,6 +93,9 @@ class Exchange:
         self.cookie: bytes | None = None  # the request's Cookie field(s)
         self.upstream_tls: UpstreamTLS | None = None  # backend-protocol HTTPS: how to connect (runtime.pool)
         self.hsts: bytes | None = None  # the Strict-Transport-Security line of an HTTPS response (runtime.https)
+        # issue 4, WebSocket: None for a plain request; for `Upgrade: websocket`, the bytes the client sent after
+        # its head (held back until the upstream answers 101: before that they could be read as a request)
+        self.upgrade: bytes | None = None
         # issue 7: retries. The route it was dispatched on (its RetryPolicy), the coarse clock at the first
         # attempt, and a copy of the body pieces already sent, for a replay (None: too big to keep).
         self.route: Route | None = None

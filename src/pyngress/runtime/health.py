@@ -115,6 +115,11 @@ class HealthManager:
         ready = {e.key for b in self._backends.values() for e in b.endpoints if not e.terminating}
         return keys - (draining - ready) if draining else keys
 
+    def within_drain(self, keys: frozenset[str]) -> frozenset[str]:
+        """`keys` plus the endpoints removed less than worker-shutdown-timeout ago: what open tunnels
+        (WebSocket) may still use."""
+        return keys | frozenset(self.removed) if self.removed else keys
+
     def endpoints_for(self, backend: Backend) -> Sequence[Endpoint]:
         """The endpoints `backend`'s balancers get now (see `health.selection`)."""
         ramp = self._ramp(backend) if backend.health.slow_start > 0 else None

@@ -42,6 +42,7 @@ REQUEST_HEADER_ROLE: Final[dict[bytes, int]] = {
     b"te": DROP,
     b"trailer": DROP,
     b"upgrade": UPGRADE,
+    b"http2-settings": DROP,  # RFC 9113 3.2.1 (h2c upgrade): hop-by-hop, never forwarded
     b"expect": EXPECT,
     b"x-forwarded-for": FORWARDED_FOR,
     b"x-real-ip": DROP,

@@ -72,7 +72,12 @@ class UpstreamPool:
                 timed_out = isinstance(exc, TimeoutError)
                 ex.client.retry(ex, 504 if timed_out else 502, TIMEOUT if timed_out else ERROR, sent=False)
             return
-        self._open.setdefault(endpoint.key, set()).add(conn)
+        if conn.transport is None:  # it died before we got to use it (it spoke first: not HTTP/1.1, issue 4)
+            self.health.connect_failed(endpoint.key)
+            if not ex.client.gone:
+                ex.client.retry(ex, 502, ERROR, sent=False)
+            return
+        self._open.setdefault(endpoint.key, set()).add(conn)  # issue 7: draining (forget() removes it)
         if ex.client.gone or ex.upstream is not None:
             self.release(conn)  # nobody waits for it any more: keep it for the next request
             return

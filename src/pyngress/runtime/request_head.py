@@ -25,7 +25,7 @@ from pyngress.runtime import http1
 from pyngress.runtime.exchange import CHUNKED, LENGTH, NO_BODY, Exchange
 
 if TYPE_CHECKING:
-    from pyngress.runtime.downstream import Downstream
+    from pyngress.runtime.client_side import ClientSide
     from pyngress.runtime.state import Serving
 
 
@@ -104,7 +104,7 @@ class HeadBuilder:
             special[role] = value if old is None else old + b", " + value
         return 0
 
-    def finish(self, client: Downstream, method: bytes, version: str, keep_alive: bool, peer: Peer,
+    def finish(self, client: ClientSide, method: bytes, version: str, keep_alive: bool, peer: Peer,
                trusted: bool, next_id: Callable[[], bytes]) -> Exchange | int:
         """Check what llhttp does not, and build the Exchange with its upstream head; or a status to refuse."""
         http10 = version == "1.0"
@@ -138,7 +138,7 @@ class HeadBuilder:
             return ex
         return self._finish_special(client, method, url, host, path, keep_alive, http10, peer, trusted, next_id)
 
-    def _finish_special(self, client: Downstream, method: bytes, url: bytes, host: bytes, path: bytes,
+    def _finish_special(self, client: ClientSide, method: bytes, url: bytes, host: bytes, path: bytes,
                         keep_alive: bool, http10: bool, peer: Peer, trusted: bool,
                         next_id: Callable[[], bytes]) -> Exchange | int:
         special = self.special or {}
@@ -173,10 +173,17 @@ class HeadBuilder:
             lines += (b"Content-Length: ", special[http1.CONTENT_LENGTH], b"\r\n")
         elif method in _EMPTY_BODY_METHODS:
             lines.append(b"Content-Length: 0\r\n")
-        lines.append(b"\r\n")
         upgrade = http1.UPGRADE in special
+        # issue 4: only a WebSocket upgrade is forwarded (runtime.tunnel); any other (h2c!) is dropped
+        websocket = upgrade and method == b"GET" and not http10 and framing == NO_BODY and \
+            special[http1.UPGRADE].strip().lower() == b"websocket"
+        if websocket:
+            lines.append(b"Connection: upgrade\r\nUpgrade: websocket\r\n")
+        lines.append(b"\r\n")
         ex = Exchange(client, method, b"".join(lines), host, path, framing, keep_alive and not upgrade, http10,
                       url, fields)
+        if websocket:
+            ex.upgrade = b""
         expect = special.get(http1.EXPECT)
         ex.expect_continue = expect is not None and expect.lower() == b"100-continue"
         ex.cookie = self.cookie

@@ -29,10 +29,13 @@ from typing import TYPE_CHECKING
 from pyngress.balancing import PickContext
 from pyngress.model import ProxySettings, Snapshot
 from pyngress.runtime.downstream import Downstream
+from pyngress.runtime.h2_upstream import H2UpstreamPool
 from pyngress.runtime.health import HealthManager
+from pyngress.runtime.l4 import StreamRuntime
 from pyngress.runtime.pool import UpstreamPool
 from pyngress.runtime.probe import Prober
 from pyngress.runtime.request_head import request_id_source
+from pyngress.runtime.sessions import Session
 from pyngress.runtime.state import Dataplane, Serving
 
 if TYPE_CHECKING:
@@ -56,7 +59,7 @@ class ProxyServer:
         self.pool = UpstreamPool(self.loop, self)
         self.pool.health = self.health
         self.health.installed(self.dataplane.serving)
-        self.health.abort_endpoint = self.pool.abort_endpoint
+        self.health.abort_endpoint = self._abort_endpoint
         self.health.schedule = self.loop.call_soon
         # the process that probes (see runtime.app): this one unless told otherwise
         self.prober: Prober | None = None
@@ -68,6 +71,9 @@ class ProxyServer:
         # accept for shutdown-grace-period so the outer load balancer notices; /readyz then answers 503.
         self.ready = True
         self.connections: set[Downstream] = set()
+        # issue 4: connections that are not HTTP/1.1 Downstreams (HTTP/2 connections, WebSocket tunnels)
+        self.sessions: set[Session] = set()
+        self.h2_upstreams = H2UpstreamPool(self)  # HTTP/2 connections to gRPC pods
         self.draining = False
         self.date = http_date()
         self.request_ids = request_id_source()
@@ -76,6 +82,7 @@ class ProxyServer:
         self._servers: list[asyncio.base_events.Server] = []
         self._ticker: asyncio.TimerHandle | None = None
         self._all_closed = asyncio.Event()
+        self.streams = StreamRuntime(snapshot, rng=rng)  # issue 9 (L4): TCP/UDP listeners follow the snapshot
         self.https: HttpsListener | None = None  # the TLS listener (issue 4, runtime.https_listener), if any
 
     @property
@@ -88,6 +95,12 @@ class ProxyServer:
         serving = self.dataplane.install(snapshot)
         self.health.installed(serving)
         self.pool.retain(self.health.pooled_keys(serving.endpoint_keys))  # issue 7: terminating ones drain
+        self.streams.install(snapshot)  # issue 9 (L4)
+        # issue 7: tunnels (WebSocket) to a removed pod stay open until worker-shutdown-timeout
+        kept = self.health.within_drain(serving.endpoint_keys)
+        for session in list(self.sessions):
+            session.retain(kept)
+        self.h2_upstreams.retain(serving.endpoint_keys)
         if self.https is not None:
             self.https.install(snapshot)  # its certificates: new handshakes use them
         return serving
@@ -109,6 +122,7 @@ class ProxyServer:
         self.ports.append(bound)
         if self._ticker is None:
             self._schedule_tick()
+        self.streams.start(host, reuse_port)  # issue 9 (L4): streams bind where the first listener does
         return int(bound)
 
     def connection_opened(self, conn: Downstream) -> None:
@@ -116,8 +130,23 @@ class ProxyServer:
 
     def connection_closed(self, conn: Downstream) -> None:
         self.connections.discard(conn)
-        if self.draining and not self.connections:
+        if self.draining and not self.connections and not self.sessions:
             self._all_closed.set()
+
+    def session_opened(self, session: Session) -> None:
+        self.sessions.add(session)
+
+    def session_closed(self, session: Session) -> None:
+        self.sessions.discard(session)
+        if self.draining and not self.connections and not self.sessions:
+            self._all_closed.set()
+
+    def _abort_endpoint(self, key: str) -> int:
+        """worker-shutdown-timeout after `key` left the configuration: close what still uses it."""
+        kept = self.health.within_drain(self.dataplane.serving.endpoint_keys)
+        for session in list(self.sessions):
+            session.retain(kept)  # its tunnels close now
+        return self.pool.abort_endpoint(key)
 
     def begin_shutdown(self) -> None:
         """SIGTERM (issue 7): readiness fails (`ready`, and `draining`, which /readyz reads) while listeners
@@ -134,6 +163,7 @@ class ProxyServer:
         self.ready = False
         if self.prober is not None:
             self.prober.close()
+        streams = self.loop.create_task(self.streams.drain(grace))  # issue 9 (L4): in parallel with HTTP
         started = self.loop.time()
         for server in self._servers:
             server.close()
@@ -142,15 +172,21 @@ class ProxyServer:
         for conn in list(self.connections):
             if not conn.queue and conn.head_started < 0:
                 conn.close()
-        if self.connections:
+        for session in list(self.sessions):
+            session.drain()  # HTTP/2: GOAWAY, then close once the open streams are answered
+        if self.connections or self.sessions:
             try:
                 await asyncio.wait_for(self._all_closed.wait(), grace)
             except TimeoutError:
                 for conn in list(self.connections):
                     conn.abort()
+                for session in list(self.sessions):
+                    session.abort()
+        await streams
         if self.https is not None:  # its HTTP connections drained above; ssl-passthrough relays now
             await self.https.close(max(0.0, grace - (self.loop.time() - started)))
         self.pool.close_idle()
+        self.h2_upstreams.close_all()
         if self.prober is not None:
             await self.prober.wait_closed()
         for server in self._servers:
@@ -179,7 +215,10 @@ class ProxyServer:
             upstream = conn.queue[0].upstream if conn.queue else None
             if upstream is not None:  # only the first exchange of a connection talks to an upstream
                 upstream.check_timeouts(now - slack, settings.proxy_read_timeout, settings.proxy_send_timeout)
+        for session in list(self.sessions):
+            session.tick(now - slack, settings)
         self.pool.expire(now)
+        self.h2_upstreams.expire(now, settings.upstream_keepalive_timeout)
         self.health.tick(now)
         self._schedule_tick()
 

@@ -40,9 +40,9 @@ from pyngress.model import Certificate, ProxySettings, Route, Snapshot, Upstream
 
 log = logging.getLogger("pyngress")
 
-# The application protocols offered in the TLS handshake, in order of preference. HTTP/2 joins by adding "h2"
-# here and a branch in `https_listener.protocol_for_alpn`.
-ALPN_OFFER: tuple[str, ...] = ("http/1.1",)
+# The application protocols offered in the TLS handshake, in order of preference; each has its branch in
+# `https_listener.protocol_for_alpn` ("h2": runtime.h2, issue 4).
+ALPN_OFFER: tuple[str, ...] = ("h2", "http/1.1")
 
 FAKE_CN = "Kubernetes Ingress Controller Fake Certificate"  # ingress-nginx's, so tools that know it recognise it
 _VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}

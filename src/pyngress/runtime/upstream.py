@@ -35,6 +35,7 @@ HEAD = 0  # waiting for (the rest of) a response head
 LENGTH = 1
 CHUNKED = 2
 UNTIL_CLOSE = 3
+SWITCHED = 4  # a 101 answer to an `Upgrade: websocket` request: the connection becomes a tunnel (issue 4)
 
 MAX_RESPONSE_HEAD = 64 * 1024
 
@@ -186,7 +187,9 @@ class Upstream(asyncio.Protocol):
         while self._mode == HEAD:
             end = buf.find(b"\r\n\r\n")
             if end < 0:
-                if len(buf) > MAX_RESPONSE_HEAD:
+                # not HTTP/1.x at all (an HTTP/2-only pod, e.g. gRPC, sends its SETTINGS frame): fail now
+                # rather than wait for a head that never comes (issue 4); checked only while a head is partial
+                if len(buf) > MAX_RESPONSE_HEAD or not b"HTTP/".startswith(buf[:5]):
                     self._fail(502)
                 else:
                     self._head_buf = buf
@@ -196,10 +199,15 @@ class Upstream(asyncio.Protocol):
             self._status_line = head[: head.find(b"\r\n") + 2]
             try:
                 self._parser.feed_data(head)
+            except httptools.HttpParserUpgrade:
+                pass  # a 101 head: on_headers_complete has decided what it means
             except httptools.HttpParserError:
                 self._fail(502)
                 return
             # a 1xx head leaves us in HEAD mode: the final response follows
+        if self._mode == SWITCHED:
+            self._switch(buf)
+            return
         if self._retry_status and self._retry_elsewhere():
             return
         self._start_response(buf)
@@ -237,11 +245,14 @@ class Upstream(asyncio.Protocol):
             self.broken = True
             return
         status = self._parser.get_status_code()
-        if status < 200:
-            self._reset_head()  # informational: dropped; the final response follows
-            return
         ex = self.ex
         assert ex is not None
+        if status < 200:
+            if status == 101 and ex.upgrade is not None:
+                self._mode = SWITCHED
+                return
+            self._reset_head()  # informational: dropped; the final response follows
+            return
         rec = self.record  # issue 7: passive health sees every final status
         if status >= 500:
             self.pool.health.failed(rec)
@@ -321,6 +332,22 @@ class Upstream(asyncio.Protocol):
         else:
             head.append(rest)
             client.write(b"".join(head))
+
+    def _switch(self, rest: bytes) -> None:
+        """101 to a WebSocket upgrade: the 101 head goes to the client, then both connections become a tunnel
+        (runtime.tunnel). This connection leaves the pool for good."""
+        ex, transport = self.ex, self.transport
+        assert ex is not None and transport is not None
+        head = self._lines
+        head[0] = self._status_line
+        head.append(b"Upgrade: websocket\r\nConnection: upgrade\r\n\r\n")
+        self._reset_head()
+        self.ex = None
+        ex.upstream = None
+        ex.response_started = True
+        self.broken = True
+        self.requests += 1
+        ex.client.tunnel(ex, transport, b"".join(head), rest)
 
     def _drop_connection_options(self, connection: bytes) -> None:
         # RFC 9110 7.6.1: the fields a Connection header names are hop-by-hop too
