@@ -1,4 +1,5 @@
-"""Zero-drop under real load: a rolling update and a reload storm, on loopback, bounded in time and count.
+"""Zero-drop under real load: a rolling update and a reload storm (with 20 WebSockets open across it), on
+loopback, bounded in time and count.
 
 Durations are shortened for CI: `PYNGRESS_LOAD_SECONDS` (default 4) sets both; the issue's figures (10 s) are
 what `PYNGRESS_LOAD_SECONDS=10` runs. Each test prints what it did (requests, rotations or reloads).
@@ -13,12 +14,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from harness import RawClient, async_test, route, running_proxy, service, snapshot, wait_until
+from websockets.asyncio.client import connect
+from wsbackend import ws_echo
 
 from pyngress.model import Endpoint, Snapshot
 from pyngress.runtime.echo import EchoServer, start_echo
 
 LOAD_SECONDS = float(os.environ.get("PYNGRESS_LOAD_SECONDS", "4"))
 CLIENTS = 4
+WEBSOCKETS = 20
 MAX_REQUESTS = 400_000  # per client: the loops end on time, this only bounds them
 
 
@@ -62,11 +66,14 @@ def endpoint(pod: EchoServer, *, terminating: bool = False) -> Endpoint:
     return Endpoint("127.0.0.1", pod.port, name=pod.pod, terminating=terminating)
 
 
-def config(version: int, endpoints: list[Endpoint], *, extra: bool = False) -> Snapshot:
+def storm_config(version: int, endpoints: list[Endpoint], *, extra: bool = False) -> Snapshot:
     routes = [route(service("web", endpoints))]
     if extra:  # an unrelated Ingress, added and removed by the storm
         routes.append(route(service("other", endpoints[:1]), "/other", host="other.example.com"))
     return snapshot(routes, version=version)
+
+
+config = storm_config
 
 
 @async_test
@@ -113,7 +120,19 @@ async def test_reload_storm_under_load_fails_no_request_and_keeps_connections() 
         pods = [await start_echo(f"pod-{i}") for i in range(3)]
         exits.push_async_callback(lambda: asyncio.gather(*(p.close() for p in pods)))
         eps = [endpoint(p) for p in pods]
+        ws_pod = await exits.enter_async_context(ws_echo("ws-0"))
+        ws_route = route(service("ws", [ws_pod.endpoint]), "/ws")
+
+        def config(version: int, eps: list[Endpoint], *, extra: bool = False) -> Snapshot:
+            base = storm_config(version, eps, extra=extra)
+            return snapshot([*base.routes, ws_route], version=version)
+
         proxy = await exits.enter_async_context(running_proxy(config(1, eps)))
+        # 20 WebSockets opened before the storm (issue 7): all must still be open and echoing after it
+        sockets = [await exits.enter_async_context(connect(f"ws://127.0.0.1:{proxy.port}/ws/{i}"))
+                   for i in range(WEBSOCKETS)]
+        for ws in sockets:
+            assert await ws.recv() == "hello from ws-0"
         server, load = proxy.server, Load()
         clients = [asyncio.create_task(load.client(proxy.port)) for _ in range(CLIENTS)]
         loop = asyncio.get_running_loop()
@@ -126,10 +145,14 @@ async def test_reload_storm_under_load_fails_no_request_and_keeps_connections() 
         finally:
             load.stop.set()
             await asyncio.gather(*clients)
+        for i, ws in enumerate(sockets):
+            await ws.send(f"after the storm {i}")
+            assert await asyncio.wait_for(ws.recv(), 5) == f"after the storm {i}"
+        assert ws_pod.open == WEBSOCKETS and ws_pod.sessions == WEBSOCKETS  # none closed, none reopened
         total = sum(load.statuses.values())
         upstream_connections = sum(p.connections for p in pods)
         print(f"reload storm: {reloads} reloads in {LOAD_SECONDS:g}s, {total} requests, {load.failed} failed, "
-              f"{upstream_connections} upstream connections")
+              f"{upstream_connections} upstream connections, {WEBSOCKETS} WebSockets still echoing")
         assert reloads >= 9 * LOAD_SECONDS
         assert total > 200 * LOAD_SECONDS
         assert load.failed == 0, (load.statuses, load.errors[:5])
