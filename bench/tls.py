@@ -10,12 +10,15 @@ pinning, medians and ratios):
 * `handshakes`: `wrk -H "Connection: close"`: every request is a new TCP connection and a full TLS handshake
   (wrk does not resume sessions), so requests/s is handshakes/s.
 * `keepalive`: plain `wrk` over HTTPS: requests/s on established TLS connections.
+* `pyngress-base` (with --baseline-cmd): another pyngress build measured in the same interleaved rounds, for
+  before/after comparisons on a noisy machine.
 * `pyngress-peek` (with --peek): a second pyngress whose configuration also has an `ssl-passthrough` Ingress
   for another host, so it peeks at every ClientHello before terminating: its handshakes/s against plain
   pyngress is the cost of the peek path (see runtime/https_listener.py).
 
 Usage: python bench/tls.py [--rounds 3] [--duration 5] [--connections 50] [--peek] [--pin | --no-pin]
                            [--pyngress-cmd "python -m pyngress"]
+                           [--baseline-cmd "env PYTHONPATH=/other/checkout/src python -m pyngress"]
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-NGINX, PYNGRESS, PEEK = "nginx", "pyngress", "pyngress-peek"
+NGINX, PYNGRESS, PEEK, BASE = "nginx", "pyngress", "pyngress-peek", "pyngress-base"
 SCENARIOS = ("handshakes", "keepalive")
 
 
@@ -162,6 +165,9 @@ def servers(nginx: str, args: argparse.Namespace, pin: base.Pinning) -> Iterator
                                            nport, workdir, pin.proxy)}
             out[PYNGRESS] = start_pyngress(PYNGRESS, args.pyngress_cmd, base.free_port(), bport, workdir, crt,
                                            key, pin.proxy, passthrough=False)
+            if args.baseline_cmd:
+                out[BASE] = start_pyngress(BASE, args.baseline_cmd, base.free_port(), bport, workdir, crt, key,
+                                           pin.proxy, passthrough=False)
             if args.peek:
                 out[PEEK] = start_pyngress(PEEK, args.pyngress_cmd, base.free_port(), bport, workdir, crt, key,
                                            pin.proxy, passthrough=True)
@@ -214,6 +220,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--peek", action="store_true", help="also measure pyngress with ssl-passthrough in use")
     p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--pyngress-cmd", default="pyngress", type=shlex.split)
+    p.add_argument("--baseline-cmd", type=shlex.split, default=None,
+                   help="also run this pyngress (another checkout: 'env PYTHONPATH=/old/src python -m "
+                        "pyngress') as pyngress-base, interleaved: before/after numbers from one run")
     return p.parse_args(argv)
 
 

@@ -11,6 +11,12 @@ import inspect
 from collections.abc import Awaitable
 
 import pytest
+from hypothesis import settings
+
+# Property tests judge correctness, not speed: on a loaded 2-core machine (CI, or several suites at once) an
+# example can take longer than Hypothesis's 200 ms default deadline, which would fail a correct test.
+settings.register_profile("pyngress", deadline=None)
+settings.load_profile("pyngress")
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -76,6 +76,9 @@ _KUBE_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
                                      "help": "Write these addresses (IPs or host names) to served Ingresses."}),
     (("--update-status/--no-update-status",), {"default": True, "show_default": True,
                                                "help": "Write Ingress status (leader only)."}),
+    (("--update-status-on-shutdown/--no-update-status-on-shutdown",), {
+        "default": True, "show_default": True,
+        "help": "On shutdown of the last controller Pod, remove its address from the status it wrote."}),
 ]
 
 
@@ -91,7 +94,8 @@ def _kube_run_options(kw: dict[str, Any]) -> Any:
 
     values = {name: kw.pop(name) for name in ("kubernetes", "kubeconfig", "kube_context", "namespace",
                                                "election_id", "election_namespace", "publish_service",
-                                               "publish_status_address", "update_status")}
+                                               "publish_status_address", "update_status",
+                                               "update_status_on_shutdown")}
     if not values["kubernetes"]:
         return None
     addresses = tuple(a.strip() for a in values["publish_status_address"].split(",") if a.strip())
@@ -99,7 +103,8 @@ def _kube_run_options(kw: dict[str, Any]) -> Any:
                           namespace=values["namespace"], election_id=values["election_id"],
                           election_namespace=values["election_namespace"],
                           publish_service=values["publish_service"], publish_status_address=addresses,
-                          update_status=values["update_status"])
+                          update_status=values["update_status"],
+                          update_status_on_shutdown=values["update_status_on_shutdown"])
 
 
 @click.group()

@@ -38,6 +38,19 @@ def test_check_names_the_invalid_secret_and_shows_the_tls_table(tmp_path: Path) 
     assert any(li.startswith("shop.example.com") and "(default)" in li for li in result.stdout.splitlines())
 
 
+def test_check_accepts_an_ingress_nginx_configmap_with_legacy_tls_versions(tmp_path: Path) -> None:
+    configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "pyngress", "namespace": "default"},
+                 "data": {"ssl-protocols": "TLSv1 TLSv1.1 TLSv1.2 TLSv1.3", "ssl-ciphers": "HIGH:!aNULL:!MD5"}}
+    docs = [configmap, secret("shop-tls", LEAF),
+            *app("web", ["shop.example.com"], 9001, tls=[(["shop.example.com"], "shop-tls")])]
+    (tmp_path / "all.yaml").write_text(yaml.safe_dump_all(docs))
+    result = subprocess.run(pyngress("check", "-f", str(tmp_path)), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout
+    [line] = [li for li in result.stdout.splitlines() if "ssl-protocols" in li]
+    assert line.strip().startswith("warning:") and "data.ssl-protocols" in line and "TLSv1 TLSv1.1 ignored" in line
+    assert "ssl-ciphers" not in result.stdout
+
+
 class _Pod(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -129,3 +142,35 @@ def test_run_serves_https_by_sni_and_redirects_plain_http(tmp_path: Path, backen
     # the expired Secret is logged, naming it; the other host was served with its own certificate above
     assert "WARNING" in output and "Secret default/old-tls: data.tls.crt: the certificate expired on 2021-01-01" \
         in output
+
+
+def test_run_with_two_workers_resumes_tls_sessions_on_either_worker(tmp_path: Path, backend: int) -> None:
+    """Ticket keys are made once per start and shared by the workers (tls_contexts.TICKET_KEYS): a client
+    resumes whichever worker SO_REUSEPORT gives its next connection to. With keys per worker about half of
+    these reconnections would be full handshakes."""
+    docs = [secret("shop-tls", LEAF),
+            *app("web", ["shop.example.com"], backend, tls=[(["shop.example.com"], "shop-tls")])]
+    (tmp_path / "tls.yaml").write_text(yaml.safe_dump_all(docs))
+    https_port = free_port()
+    proc = subprocess.Popen(pyngress("run", "-f", str(tmp_path), "--http-port", str(free_port()), "--https-port",
+                                     str(https_port), "--address", "127.0.0.1", "--workers", "2",
+                                     "--shutdown-grace", "2"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    try:
+        wait_for(lambda: https_get(https_port)[0] == 200)
+        session, reused = None, []
+        for _ in range(12):
+            with socket.create_connection(("127.0.0.1", https_port), 5) as raw, \
+                    ctx.wrap_socket(raw, server_hostname="shop.example.com", session=session) as tls:
+                tls.sendall(b"GET /x HTTP/1.1\r\nHost: shop.example.com\r\nConnection: close\r\n\r\n")
+                while tls.recv(65536):
+                    pass
+                reused.append(tls.session_reused)
+                session = tls.session  # TLS 1.3: the ticket arrived with the response
+        assert reused[1:] == [True] * 11, reused
+    finally:
+        proc.terminate()
+        output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, output

@@ -131,6 +131,8 @@ async def test_run_kubernetes_serves_and_follows_kubectl() -> None:
             # the stopped leader released its Lease for the next replica
             holder = await k("get", "lease", "pyngress-leader", "-o", "jsonpath={.spec.holderIdentity}")
             assert holder == ""
+            # the last replica (no POD_NAME: the only one) removed its address (--update-status-on-shutdown)
+            assert "203.0.113.5" not in await k("get", "ingress", "web", "-o", "jsonpath={.status}")
     finally:
         await pod.close()
 

@@ -9,7 +9,7 @@ import ssl
 from collections.abc import AsyncIterator
 
 import trustme
-from harness import EchoBackend, async_test
+from harness import EchoBackend, async_test, pattern, sha256
 from tls_harness import CA, app, compile_docs, der, secret, tls_proxy
 
 from pyngress.model import Snapshot
@@ -161,3 +161,26 @@ async def test_sessions_resume_also_across_a_reload_that_keeps_the_certificate()
             proxy.server.install(config(2))  # e.g. an unrelated Ingress changed
             resumed, _ = await loop.run_in_executor(None, _resumed_get, proxy.https_port, session)
             assert resumed
+
+
+@async_test
+async def test_large_bodies_and_pipelined_requests_over_tls() -> None:
+    """The TLS read path lends uvloop one shared buffer (https_listener._AlpnSwitch): bodies larger than it,
+    and several requests in one TLS record, arrive intact and in order."""
+    backend = await EchoBackend.start("a")
+    leaf = CA.issue_cert("big.example.com")
+    try:
+        docs = [secret("big", leaf),
+                *app("a", ["big.example.com"], backend.port, tls=[(["big.example.com"], "big")])]
+        async with tls_proxy(compile_docs(docs)) as proxy, await proxy.tls("big.example.com") as client:
+            upload = pattern(3 << 20)
+            resp = await client.request("POST", "/up", host="big.example.com", body=upload)
+            assert resp.status == 200 and resp.json()["body_sha256"] == sha256(upload)
+            download = await client.request("GET", "/bytes/2000000", host="big.example.com")
+            assert download.body == pattern(2000000)
+            await client.send(b"".join(b"GET /p%d HTTP/1.1\r\nHost: big.example.com\r\n\r\n" % i
+                                       for i in range(5)))
+            paths = [(await client.response()).json()["path"] for _ in range(5)]
+            assert paths == [f"/p{i}" for i in range(5)]
+    finally:
+        await backend.close()

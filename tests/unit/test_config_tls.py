@@ -12,6 +12,7 @@ import trustme
 from pyngress.config import CompileOptions, compile_snapshot, format_check, parse_manifest
 from pyngress.config.tls import covers, hsts_line
 from pyngress.model import KubeObject, Problem, ProxySettings, Snapshot
+from pyngress.runtime.https import policy_for_host
 
 NOW = dt.datetime(2026, 11, 29, tzinfo=dt.UTC).timestamp()
 CA = trustme.CA()
@@ -246,3 +247,58 @@ def test_equal_inputs_give_equal_snapshots() -> None:
     docs = (secret("c", CA.issue_cert("a.example.com")),
             ingress("web", ["a.example.com"], [(["a.example.com"], "c")]))
     assert compile_docs(*docs) == compile_docs(*docs)
+
+
+def test_backend_tls_tuning_annotations() -> None:
+    snap = compile_docs(ingress("web", ["a.example.com"], [], annotations={
+        "nginx.ingress.kubernetes.io/backend-protocol": "HTTPS",
+        "nginx.ingress.kubernetes.io/proxy-ssl-protocols": "TLSv1 TLSv1.1 TLSv1.2",
+        "pyngress.io/proxy-ssl-ciphers": "HIGH:!aNULL:!MD5",
+        "nginx.ingress.kubernetes.io/proxy-ssl-verify-depth": "2"}))
+    up = snap.routes[0].upstream_tls
+    assert up is not None
+    assert (up.protocols, up.ciphers, up.verify_depth) == (("TLSv1.2",), "HIGH:!aNULL:!MD5", 2)
+    [warning] = tls_problems(snap)
+    assert warning.severity == "warning"
+    assert warning.field == "metadata.annotations[nginx.ingress.kubernetes.io/proxy-ssl-protocols]"
+    assert "TLSv1 TLSv1.1 ignored" in warning.message
+
+
+def test_backend_tls_tuning_bad_values_are_errors_and_keep_defaults() -> None:
+    snap = compile_docs(ingress("web", ["a.example.com"], [], annotations={
+        "nginx.ingress.kubernetes.io/backend-protocol": "HTTPS",
+        "nginx.ingress.kubernetes.io/proxy-ssl-ciphers": "NOPE-NOTHING",
+        "nginx.ingress.kubernetes.io/proxy-ssl-verify-depth": "deep"}))
+    up = snap.routes[0].upstream_tls
+    assert up is not None and (up.protocols, up.ciphers, up.verify_depth) == ((), "", 1)
+    fields = sorted(p.field for p in tls_problems(snap) if p.severity == "error")
+    assert fields == ["metadata.annotations[nginx.ingress.kubernetes.io/proxy-ssl-ciphers]",
+                      "metadata.annotations[nginx.ingress.kubernetes.io/proxy-ssl-verify-depth]"]
+
+
+def test_unmatched_policy_per_host_as_ingress_nginx_default_location() -> None:
+    cert = CA.issue_cert("*.example.com", "plain-tls.example.org")
+    snap = compile_docs(
+        secret("wild", cert),
+        ingress("old", ["*.example.com"], [(["*.example.com"], "wild")], created="2020-01-01T00:00:00Z"),
+        ingress("new", ["*.example.com", "open.example.net"], [], created="2021-01-01T00:00:00Z",
+                annotations={"nginx.ingress.kubernetes.io/ssl-redirect": "false"}),
+        ingress("opt-out", ["quiet.example.org"], [(["plain-tls.example.org"], "wild")],
+                annotations={"pyngress.io/ssl-redirect": "false"}))
+    unmatched = snap.tls.unmatched
+    assert unmatched is not None and unmatched.redirect and unmatched.hsts
+    assert policy_for_host(unmatched, "a.example.com").redirect  # the oldest Ingress of the host decides
+    assert not policy_for_host(unmatched, "open.example.net").redirect  # no TLS for it
+    assert not policy_for_host(unmatched, "quiet.example.org").redirect  # its Ingress says ssl-redirect false
+    assert policy_for_host(unmatched, "plain-tls.example.org").redirect  # a TLS host without rules: ConfigMap's
+    other = policy_for_host(unmatched, "unknown.example.com.au")
+    assert not other.redirect and other.hsts == hsts_line(ProxySettings())
+    assert not policy_for_host(unmatched, "").redirect
+
+
+def test_no_unmatched_policy_without_hsts_and_redirects() -> None:
+    snap = compile_docs({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "pyngress",
+                                                                              "namespace": "default"},
+                         "data": {"hsts": "false"}},
+                        ingress("web", ["a.example.com"], []))
+    assert snap.tls.unmatched is None

@@ -75,8 +75,9 @@ def test_cluster_role_grants_only_what_the_controller_uses() -> None:
     rules = {(g, r): set(rule["verbs"]) for rule in _objects()["ClusterRole"]["rules"]
              for g in rule["apiGroups"] for r in rule["resources"]}
     assert rules == {
-        ("", "services"): {"list", "watch"}, ("", "secrets"): {"list", "watch"},
-        ("", "configmaps"): {"list", "watch"}, ("", "pods"): {"list", "watch"},
+        ("", "services"): {"get", "list", "watch"}, ("", "secrets"): {"list", "watch"},
+        ("", "configmaps"): {"list", "watch"}, ("", "pods"): {"get", "list", "watch"},
+        ("", "services/status"): {"update"},  # issue 9: LoadBalancer Services' status
         ("discovery.k8s.io", "endpointslices"): {"list", "watch"},
         ("networking.k8s.io", "ingressclasses"): {"list", "watch"},
         ("networking.k8s.io", "ingresses"): {"get", "list", "watch"},

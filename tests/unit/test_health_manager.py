@@ -133,3 +133,16 @@ def test_a_new_prober_holds_its_verdicts_back_until_every_endpoint_could_fail() 
     assert sent == []  # too early: the others keep what the previous prober told them
     plane.health.tick(22.0)
     assert sent == [frozenset({A.key})]
+
+
+def test_an_endpoint_only_change_keeps_health_decisions() -> None:
+    # issue 6's fast path (runtime.endpoint_swap) updates balancers without a rebuild: health still applies
+    plane = Plane(snap(1, A, B, C))
+    rec = plane.health.record(B.key)
+    for _ in range(5):
+        plane.health.failed(rec)
+    d = Endpoint("10.0.0.4", 80, name="d")
+    plane.install(snap(2, A, B, C, d), now=1.0)
+    assert set(plane.spread(30)) == {"a", "c", "d"}  # b is still ejected
+    plane.install(snap(3, A, replace(C, terminating=True), d), now=2.0)
+    assert set(plane.spread(30)) == {"a", "d"}  # c is terminating: no new requests

@@ -12,7 +12,7 @@ with `HTTP`). Values are case-insensitive, as ingress-nginx reads them.
 from __future__ import annotations
 
 from pyngress.config.annotations import Annotations
-from pyngress.config.tls import BACKEND_PROTOCOLS as KNOWN
+from pyngress.config.tls_upstream import BACKEND_PROTOCOLS as KNOWN
 from pyngress.model import Ingress, Problem
 
 SERVED = ("HTTP", "HTTPS", "GRPC", "GRPCS")

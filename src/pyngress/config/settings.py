@@ -24,7 +24,12 @@ from dataclasses import replace
 from typing import Any
 
 from pyngress.config.health import health_keys
-from pyngress.config.tls_values import parse_max_age, parse_ssl_ciphers, parse_ssl_protocols
+from pyngress.config.tls_values import (
+    parse_max_age,
+    parse_ssl_ciphers,
+    parse_ssl_protocols,
+    ssl_protocol_warnings,
+)
 from pyngress.model import ALGORITHMS, ConfigMap, Problem, ProxySettings
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?")
@@ -171,6 +176,10 @@ def parse_settings(cm: ConfigMap | None) -> tuple[ProxySettings, list[Problem]]:
                 Problem("ConfigMap", cm.meta.namespace, cm.meta.name, f"data.{key}", message, cm.meta.source)
             )
     settings = replace(defaults, **values)
+    # issue 4: ssl-protocols versions ingress-nginx accepts but we do not serve are dropped with a warning
+    problems += [Problem("ConfigMap", cm.meta.namespace, cm.meta.name, "data.ssl-protocols", message,
+                         cm.meta.source, severity="warning")
+                 for message in ssl_protocol_warnings(cm.data.get("ssl-protocols", ""))]
     if settings.use_forwarded_headers and not settings.trusted_proxies:
         problems.append(Problem(
             "ConfigMap", cm.meta.namespace, cm.meta.name, "data.use-forwarded-headers",

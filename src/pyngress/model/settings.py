@@ -55,6 +55,7 @@ class ProxySettings:
     hsts_max_age: int = 31536000  # hsts-max-age
     hsts_include_subdomains: bool = True  # hsts-include-subdomains
     hsts_preload: bool = False  # hsts-preload
+    # (ssl-passthrough relays are closed after proxy_stream_timeout idle too: issue 9's key, above)
     # issue 4, HTTP/2: SETTINGS_MAX_CONCURRENT_STREAMS we announce (nginx's http2_max_concurrent_streams)
     http2_max_concurrent_streams: int = 128  # http2-max-concurrent-streams
     # issue 7: retries, outlier ejection, draining (ingress-nginx's keys where it has them)

@@ -38,6 +38,10 @@ class HttpsPolicy:
 
     redirect: bool  # plain HTTP gets 308 to https:// (ssl-redirect on a TLS host, or force-ssl-redirect)
     hsts: bytes  # the whole "Strict-Transport-Security: ...\r\n" line for HTTPS responses, or b""
+    # Only on `TLSConfig.unmatched` (requests that match no rule): the policy of each host some rule or
+    # spec.tls names, looked up by the request's host (exact, then "*." + parent); other hosts get `others`.
+    per_host: Mapping[str, HttpsPolicy] | None = field(default=None, compare=False)
+    others: HttpsPolicy | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,9 @@ class UpstreamTLS:
     server_name: str = ""  # SNI sent to the pod ("" sends none): proxy-ssl-name with proxy-ssl-server-name
     verify_name: str = ""  # the name the pod's certificate must carry when verifying
     secret: str = ""  # "namespace/name" of proxy-ssl-secret, for messages
+    protocols: tuple[str, ...] = ()  # proxy-ssl-protocols ("TLSv1.2", "TLSv1.3"); (): OpenSSL's (TLS 1.2+)
+    ciphers: str = ""  # proxy-ssl-ciphers, an OpenSSL cipher string; "": OpenSSL's defaults
+    verify_depth: int = 1  # proxy-ssl-verify-depth: intermediates allowed above the pod's certificate (nginx: 1)
     # Upstream connections are pooled by endpoint key plus this, so a plain and a TLS route to one pod never
     # share a connection.
     pool_suffix: str = field(init=False, repr=False, compare=False)
@@ -89,6 +96,9 @@ class TLSConfig:
     default: str = ""  # Secret key of --default-ssl-certificate when valid; "": the generated fake certificate
     passthrough: Mapping[str, Route] = field(default_factory=_no_routes)  # host -> route (ssl-passthrough)
     tls_hosts: tuple[str, ...] = ()  # every host listed in a served spec.tls, valid certificate or not
+    # Redirect/HSTS for requests that match no rule (default backend or our 404), as ingress-nginx's per-host
+    # default location; None when no host redirects and HSTS is off.
+    unmatched: HttpsPolicy | None = None
 
 
 NO_TLS = TLSConfig()

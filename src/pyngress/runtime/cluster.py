@@ -4,7 +4,9 @@ The proxy starts with an empty configuration (every request 404) and listens at 
 kind, builds the first Snapshot and sets `source.synced`, which is what readiness must report (`/readyz`
 served by the admin listener reads it; until then the Pod gets no traffic from its Service). Status writing
 runs beside it when enabled: a `LeaderElector` on the Lease `--election-id` and a `StatusPublisher` that
-acts only while this replica leads.
+acts only while this replica leads (and, with `--serve-load-balancer-services`, writes the status of the
+LoadBalancer Services whose ports listen here). On SIGTERM the leader of the last controller Pod clears that
+status again (`--update-status-on-shutdown`, as ingress-nginx) before the Lease is released.
 
 With `--workers N` every worker runs all of this itself: N watches per replica and N election candidates
 (their identities carry the pid, so exactly one of them leads). In a cluster, prefer more replicas of one
@@ -32,6 +34,8 @@ from pyngress.runtime.server import ProxyServer
 from pyngress.runtime.tls_contexts import TLSContexts
 from pyngress.sources.kubernetes import ApiError, KubernetesSource, connect
 from pyngress.sources.kubernetes.election import LeaderElector
+from pyngress.sources.kubernetes.replicas import last_replica
+from pyngress.sources.kubernetes.service_status import ServiceStatus
 from pyngress.sources.kubernetes.status import StatusPublisher
 
 if TYPE_CHECKING:
@@ -51,6 +55,7 @@ class KubeRunOptions:
     publish_service: str = ""
     publish_status_address: tuple[str, ...] = ()
     update_status: bool = True
+    update_status_on_shutdown: bool = True  # the last replica's leader clears the status it wrote
     debounce: float = 0.1
 
 
@@ -79,7 +84,14 @@ async def serve_cluster(options: RunOptions, *, reuse_port: bool, loop_name: str
         server = ProxyServer(Snapshot(version=0), probing=slot == 0)  # issue 7: one prober per group
         join_group(server, slot, link)
         http_sock, https_sock = socks if socks is not None else (None, None)
-        source = KubernetesSource(client, options.compile, server.install, namespace=kube.namespace,
+        serve_lb = options.compile.streams.serve_load_balancer_services
+
+        def apply(snapshot: Snapshot) -> None:
+            server.install(snapshot)
+            if serve_lb:  # issue 9: which LoadBalancer ports listen may have changed: publish their status
+                source.updated.set()
+
+        source = KubernetesSource(client, options.compile, apply, namespace=kube.namespace,
                                   debounce=kube.debounce, log=log)
         try:
             port = await server.listen(options.host, options.http_port, reuse_port=reuse_port, sock=http_sock)
@@ -99,16 +111,24 @@ async def serve_cluster(options: RunOptions, *, reuse_port: bool, loop_name: str
             return 2
         log.info("worker %d serving https on %s:%d", os.getpid(), options.host, https_port)
         tasks = [asyncio.create_task(source.run(), name="kubernetes source")]
+        publisher: StatusPublisher | None = None
         if kube.update_status and (kube.publish_service or kube.publish_status_address):
             elector = LeaderElector(client, kube.election_namespace or own_namespace(), kube.election_id,
                                     identity(), log=log)
+            services = ServiceStatus(client, source, lambda: server.streams.listeners,
+                                     exclude=_qualified(kube.publish_service), log=log) if serve_lb else None
             publisher = StatusPublisher(client, source, elector, publish_service=kube.publish_service,
-                                        addresses=kube.publish_status_address, log=log)
+                                        addresses=kube.publish_status_address, services=services, log=log)
             tasks += [asyncio.create_task(elector.run()), asyncio.create_task(publisher.run())]
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, source.request_rebuild)
         failed = await _until_stopped(tasks)
         if not failed:
             await pre_stop(server, options.shutdown_grace_period, link)  # issue 7: readiness fails first
+        if publisher is not None and kube.update_status_on_shutdown and not failed:
+            tasks[-1].cancel()  # the publisher's loop: no write of its own may race the clearing
+            await asyncio.gather(tasks[-1], return_exceptions=True)
+            with contextlib.suppress(ApiError, TimeoutError):  # still the leader: the elector runs on
+                await asyncio.wait_for(publisher.shutdown(lambda: last_replica(client, log)), 10)
         log.info("draining (grace %.0fs)", options.grace)
         for task in tasks:
             task.cancel()
@@ -119,6 +139,11 @@ async def serve_cluster(options: RunOptions, *, reuse_port: bool, loop_name: str
     finally:
         with contextlib.suppress(ApiError):
             await client.close()
+
+
+def _qualified(name: str) -> str:
+    """ "ns/name" as written, "name" in "default" (as --publish-service reads it)."""
+    return name if "/" in name or not name else f"default/{name}"
 
 
 async def _until_stopped(tasks: list[asyncio.Task[None]]) -> bool:

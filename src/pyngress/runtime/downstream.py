@@ -211,6 +211,10 @@ class Downstream(asyncio.Protocol):
             serving = self.server.dataplane.serving
         route = picking.route_for(ex, serving)
         if route is None:
+            unmatched = serving.snapshot.tls.unmatched  # issue 4: redirect/HSTS as the host's default location
+            if unmatched is not None and (self.https or unmatched.redirect) and https.intercept(self, ex,
+                                                                                                 unmatched):
+                return
             self.answer_status(ex, 404)
             return
         policy = route.https  # issue 4: redirect to HTTPS, HSTS; None on routes without TLS settings

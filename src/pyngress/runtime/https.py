@@ -11,6 +11,8 @@ redirects, so routes without TLS pay one attribute test. Decisions, as ingress-n
   sending the header itself. Effective https: HSTS, no redirect. Effective http: 308 to
   `https://<host><port><target>`, keeping path and query, except for `/.well-known/acme-challenge/...`
   (HTTP-01 challenges must be answered over plain HTTP).
+- Requests that match no rule (the default backend, or our 404) use `TLSConfig.unmatched`: the policy of
+  the request's host (see `config.tls`), as ingress-nginx's per-host default location.
 - 308 (not 301) so that a POST stays a POST. The port is the HTTPS listener's redirect port (omitted when 443).
 """
 
@@ -32,6 +34,8 @@ _PROTO = b"\r\nX-Forwarded-Proto: "
 
 def intercept(conn: Downstream, ex: Exchange, policy: HttpsPolicy) -> bool:
     """Apply the route's policy; True when the request has been answered here (a redirect)."""
+    if policy.per_host is not None:  # a request that matched no rule: its host's policy
+        policy = policy_for_host(policy, canonical_host(ex.host).decode("latin-1"))
     if conn.https or forwarded_https(ex.head):
         if policy.hsts:
             ex.hsts = policy.hsts
@@ -44,6 +48,13 @@ def intercept(conn: Downstream, ex: Exchange, policy: HttpsPolicy) -> bool:
     conn.answer(ex, http1.generated_response(308, conn.server.date, close=close, head_only=ex.method == b"HEAD",
                                              extra_headers=location))
     return True
+
+
+def policy_for_host(unmatched: HttpsPolicy, host: str) -> HttpsPolicy:
+    """The policy of `host` in `TLSConfig.unmatched`: exact name, then "*." + parent, then `others`."""
+    per_host = unmatched.per_host or {}
+    policy = (per_host.get(host) or per_host.get("*." + host.partition(".")[2])) if host else None
+    return policy or unmatched.others or unmatched
 
 
 def forwarded_https(head: bytes) -> bool:

@@ -18,6 +18,10 @@ on the loaded 2-core development machine handshakes/s were too noisy to tell apa
 handshake was about 10 % higher with peeking (user 406-479 µs against 370-417 µs, kernel +20 µs: one more
 wakeup, recv and setsockopt), so the common case, no passthrough anywhere, skips the peek.
 
+The server's ticker calls `on_tick`: ssl-passthrough relays idle for `proxy-stream-timeout` are closed
+(`relay.expire_idle`), and once a minute the served certificates are compared with the wall clock: one that
+expired while served is logged once (`warn_expired`) and kept, as nginx keeps the certificate it loaded.
+
 The handshake runs in a task per connection (asyncio's API awaits it); the task ends when the handshake
 does. The timeouts: the ClientHello must arrive and the handshake finish within `client-header-timeout`.
 """
@@ -29,19 +33,21 @@ import contextlib
 import logging
 import socket
 import ssl
+import time
 from typing import TYPE_CHECKING
 
 from pyngress.runtime.client_hello import MAX_HELLO, ClientHello, Incomplete, Parsed, parse_client_hello
 from pyngress.runtime.downstream import Downstream
 from pyngress.runtime.h2 import H2Downstream
-from pyngress.runtime.relay import Relay
+from pyngress.runtime.relay import Relay, expire_idle
 from pyngress.runtime.tls_contexts import TLSContexts, TLSServing
 
 if TYPE_CHECKING:
-    from pyngress.model import Route, Snapshot
+    from pyngress.model import ProxySettings, Route, Snapshot, TLSConfig
     from pyngress.runtime.server import ProxyServer
 
 log = logging.getLogger("pyngress")
+EXPIRY_CHECK_EVERY = 60.0  # seconds between two looks at the served certificates' expiry
 PEEK_SIZE = MAX_HELLO + 64
 ACCEPT_BATCH = 64  # connections accepted per wakeup at most
 
@@ -58,22 +64,59 @@ def protocol_for_alpn(name: str | None, server: ProxyServer) -> asyncio.Protocol
     return conn
 
 
-class _AlpnSwitch(asyncio.Protocol):
-    """Stands in during the handshake (asyncio wants a protocol before it), then hands the transport to the
-    protocol ALPN chose, before any application byte arrives. Costs nothing per byte afterwards."""
+class _AlpnSwitch(asyncio.BufferedProtocol):
+    """The protocol uvloop's TLS transport talks to. Made before the handshake (asyncio wants one then); at
+    `connection_made` it creates the protocol ALPN chose and from then on forwards to it.
+
+    Why it stays in between instead of handing the transport over with `set_protocol`: it is a
+    BufferedProtocol, and uvloop's SSLProtocol decrypts straight into a BufferedProtocol's buffer. For a
+    plain Protocol it calls `SSLObject.read(256 KiB)` for every record, which allocates a 256 KiB bytes
+    object and shrinks it (measured: see docs/tls.md, "Performance"). Here the buffer is one per worker
+    (`_READ_BUFFER`), reused: each chunk is handed on as bytes before uvloop asks for the buffer again.
+    """
+
+    __slots__ = ("conn", "server")
 
     def __init__(self, server: ProxyServer) -> None:
         self.server = server
+        self.conn: asyncio.Protocol | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         ssl_object = transport.get_extra_info("ssl_object")
         name = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
-        protocol = protocol_for_alpn(name, self.server)
-        transport.set_protocol(protocol)
-        protocol.connection_made(transport)
+        conn = protocol_for_alpn(name, self.server)
+        if isinstance(conn, asyncio.BufferedProtocol):  # it lends its own buffer: step aside
+            transport.set_protocol(conn)
+        else:
+            self.conn = conn
+        conn.connection_made(transport)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _READ_VIEW
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.conn is not None:
+            self.conn.data_received(bytes(_READ_VIEW[:nbytes]))
+
+    def eof_received(self) -> bool | None:
+        return self.conn.eof_received() if self.conn is not None else None
+
+    def pause_writing(self) -> None:
+        if self.conn is not None:
+            self.conn.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.conn is not None:
+            self.conn.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        pass  # only reached if the transport is lost before connection_made: nothing was started
+        if self.conn is not None:  # else lost before connection_made: nothing was started
+            self.conn.connection_lost(exc)
+
+
+_READ_SIZE = 64 * 1024  # as uvloop's default read size for plain TCP
+_READ_BUFFER = bytearray(_READ_SIZE)
+_READ_VIEW = memoryview(_READ_BUFFER)
 
 
 class HttpsListener:
@@ -88,6 +131,8 @@ class HttpsListener:
         self.redirect_suffix = b""  # ":8443" in redirects to this listener; b"" for 443
         self.relays: set[Relay] = set()
         self._sock: socket.socket | None = None
+        self._next_expiry_check = 0.0
+        self.expired: set[str] = set()  # fingerprints of served certificates already logged as expired
         self._tasks: set[asyncio.Task[None]] = set()
 
     def install(self, snapshot: Snapshot) -> None:
@@ -126,6 +171,13 @@ class HttpsListener:
             sock.close()
             raise
         return sock
+
+    def on_tick(self, now: float, settings: ProxySettings) -> None:
+        """The server's ticker (`now`: its loop time, one tick late): idle relays; expiry once a minute."""
+        expire_idle(self.relays, now, settings.proxy_stream_timeout)
+        if now >= self._next_expiry_check:
+            self._next_expiry_check = now + EXPIRY_CHECK_EVERY
+            self.expired = warn_expired(self.server.snapshot.tls, time.time(), self.expired)
 
     def _on_acceptable(self) -> None:
         """The listening socket is readable: accept what is waiting, up to ACCEPT_BATCH (others get a turn).
@@ -262,6 +314,23 @@ async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket, timeou
 def _wake(ready: asyncio.Future[None]) -> None:
     if not ready.done():
         ready.set_result(None)
+
+
+def warn_expired(tls: TLSConfig, wall_now: float, already: set[str]) -> set[str]:
+    """Log, once per certificate, a served certificate that has expired since it was loaded; it is still served
+    (as nginx serves the certificate it loaded) until a reload judges it and its hosts get the default one.
+    Returns the fingerprints of the expired certificates."""
+    expired = set()
+    for cert in tls.certificates.values():
+        if cert.not_after < wall_now:
+            expired.add(cert.fingerprint)
+            if cert.fingerprint not in already:
+                hosts = sorted(h for h, secret in tls.hosts.items() if secret == cert.secret)
+                log.warning("Secret %s: the certificate expired at %s UTC and is still served (%s) until the next "
+                            "reload, which gives its hosts the default certificate", cert.secret,
+                            time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(cert.not_after)),
+                            ", ".join(hosts) or "the default certificate")
+    return expired
 
 
 async def listen_https(server: ProxyServer, host: str, port: int, *, contexts: TLSContexts,

@@ -4,7 +4,9 @@
 is parsed (the bytes are TLS records we cannot read). Flow control both ways: when a side's write buffer
 fills (`pause_writing`), the other side stops reading until it drains. A half-close is passed on
 (`write_eof`), so a client that shuts down its sending side still gets the rest of the answer; the relay
-ends when both directions have ended or either side is lost, and then closes both.
+ends when both directions have ended or either side is lost, and then closes both. A relay idle both ways
+for `proxy-stream-timeout` (600 s) is closed by the server's ticker (`expire_idle`): one flag set per read,
+no timer per connection.
 
 The client socket is handed over by the listener untouched (it only peeked at the ClientHello), so the first
 bytes the pod receives are the client's ClientHello.
@@ -35,6 +37,7 @@ class _Half(asyncio.Protocol):
             self.pending = []
 
     def data_received(self, data: bytes) -> None:
+        self.relay.active = True  # the idle clock: see `expire_idle`
         peer = self.peer
         if peer is None or peer.transport is None:
             self._peer_pending().append(data)
@@ -76,6 +79,8 @@ class Relay:
         self.client.peer, self.upstream.peer = self.upstream, self.client
         self._on_close = on_close
         self.closed = False
+        self.active = True  # a byte arrived (either side) since the last tick; starts True: stamped on the first
+        self.idle_since = 0.0
 
     async def start(self, sock: socket.socket, endpoint: Endpoint, connect_timeout: float) -> None:
         """Connect to `endpoint`, then take over `sock`. Raises OSError/TimeoutError when the pod is unreachable
@@ -98,8 +103,28 @@ class Relay:
                 half.transport.close()  # flushes what is buffered first
         self._on_close(self)
 
+    def expire(self) -> None:
+        """Idle too long: close, or abort when bytes are stuck in a buffer a peer does not drain."""
+        halves = (self.client, self.upstream)
+        if any(h.transport is not None and h.transport.get_write_buffer_size() for h in halves):
+            self.abort()
+        else:
+            self.close()
+
     def abort(self) -> None:
         for half in (self.client, self.upstream):
             if half.transport is not None:
                 half.transport.abort()
         self.close()
+
+
+def expire_idle(relays: set[Relay], now: float, timeout: float) -> None:
+    """Called by the server's ticker (no timer per connection): a relay in which no byte moved either way for
+    `timeout` seconds (`proxy-stream-timeout`, as nginx's proxy_timeout in its stream module) is closed.
+    `now` is the tick's time minus one tick, so a relay is never cut early."""
+    for relay in list(relays):
+        if relay.active:
+            relay.active = False
+            relay.idle_since = now
+        elif now - relay.idle_since > timeout:
+            relay.expire()

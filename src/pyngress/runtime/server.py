@@ -200,7 +200,8 @@ class ProxyServer:
     def _schedule_tick(self) -> None:
         s = self.dataplane.serving.settings
         smallest = min(s.proxy_read_timeout, s.proxy_send_timeout, s.keep_alive or 75.0,
-                       s.client_header_timeout, s.client_body_timeout, s.proxy_connect_timeout)
+                       s.client_header_timeout, s.client_body_timeout, s.proxy_connect_timeout,
+                       s.proxy_stream_timeout)  # issue 4: ssl-passthrough relays
         self.tick = max(0.02, min(1.0, smallest / 4))
         self._ticker = self.loop.call_later(self.tick, self._tick)
 
@@ -219,6 +220,8 @@ class ProxyServer:
             session.tick(now - slack, settings)
         self.pool.expire(now)
         self.h2_upstreams.expire(now, settings.upstream_keepalive_timeout)
+        if self.https is not None:  # issue 4: idle ssl-passthrough relays, certificates expiring
+            self.https.on_tick(now - slack, settings)
         self.health.tick(now)
         self._schedule_tick()
 

@@ -28,6 +28,7 @@ from pyngress.health.selection import effective
 from pyngress.model import AffinitySpec, Backend, Endpoint, PathType, ProxySettings, Route, Snapshot
 from pyngress.routing import RouteTable
 from pyngress.runtime import http1
+from pyngress.runtime.endpoint_swap import swap_endpoints  # issue 6
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 ROLE_CACHE_LIMIT = 4096
@@ -92,7 +93,9 @@ class Dataplane:
         self.serving = self._build(snapshot)
 
     def install(self, snapshot: Snapshot) -> Serving:
-        self.serving = serving = self._build(snapshot)
+        # issue 6: an endpoint-only change keeps the route table and the untouched balancers (endpoint_swap)
+        serving = swap_endpoints(self.serving, snapshot, self._balancers, self.select)
+        self.serving = serving = serving if serving is not None else self._build(snapshot)
         return serving
 
     def _build(self, snapshot: Snapshot) -> Serving:
@@ -101,6 +104,7 @@ class Dataplane:
         if snapshot.default_backend is not None:
             default_route = Route("", "/", PathType.PREFIX, snapshot.default_backend, "(default backend)",
                                   snapshot.default_balance, snapshot.default_affinity,
+                                  https=snapshot.tls.unmatched,  # issue 4: redirect/HSTS per host
                                   retry=default_retry(snapshot.settings))  # issue 7: the ConfigMap's policy
             routes.append(default_route)
         balancers: dict[str, Balancer] = {}

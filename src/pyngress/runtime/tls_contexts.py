@@ -21,11 +21,13 @@ ALPN: `ALPN_OFFER` is the one list offered on every server context (see `runtime
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime as dt
 import functools
 import logging
 import os
 import ssl
+import sys
 import tempfile
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -43,6 +45,13 @@ log = logging.getLogger("pyngress")
 # The application protocols offered in the TLS handshake, in order of preference; each has its branch in
 # `https_listener.protocol_for_alpn` ("h2": runtime.h2, issue 4).
 ALPN_OFFER: tuple[str, ...] = ("h2", "http/1.1")
+
+# TLS session ticket keys (name 16 + HMAC 32 + AES 32 bytes, OpenSSL's layout), one set per start: made when this
+# module is imported, which `pyngress run` does before it forks its workers, so every worker (and every context
+# of every install) encrypts and decrypts tickets with the same keys, as nginx's workers do. Without it each
+# context makes its own, and with --workers N a returning client resumes only when SO_REUSEPORT happens to send
+# it to the same worker (1 in N).
+TICKET_KEYS = os.urandom(80)
 
 FAKE_CN = "Kubernetes Ingress Controller Fake Certificate"  # ingress-nginx's, so tools that know it recognise it
 _VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
@@ -95,7 +104,8 @@ def server_context(chain_pem: bytes, key_pem: bytes, protocols: tuple[str, ...],
     except ssl.SSLError:
         log.error("ssl-ciphers %r: OpenSSL knows none of these ciphers; keeping its defaults", ciphers)
     ctx.set_alpn_protocols(list(ALPN_OFFER))
-    load_chain(ctx, chain_pem, key_pem)  # session tickets stay on: OpenSSL's default (OP_NO_TICKET unset)
+    share_ticket_keys(ctx, TICKET_KEYS)  # session tickets stay on (OP_NO_TICKET unset), with the start's keys
+    load_chain(ctx, chain_pem, key_pem)
     return ctx
 
 
@@ -183,11 +193,82 @@ def upstream_context(spec: UpstreamTLS) -> ssl.SSLContext:
     else:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE  # proxy-ssl-verify off (ingress-nginx's default): encrypted, not verified
+    if spec.protocols:  # proxy-ssl-protocols
+        ctx.minimum_version = min(_VERSIONS[p] for p in spec.protocols)
+        ctx.maximum_version = max(_VERSIONS[p] for p in spec.protocols)
+    if spec.ciphers:  # proxy-ssl-ciphers: judged by config (OpenSSL selects some); keep the defaults otherwise
+        with contextlib.suppress(ssl.SSLError):
+            ctx.set_ciphers(spec.ciphers)
+    if spec.verify:
+        set_verify_depth(ctx, spec.verify_depth)
     if spec.client_chain_pem and spec.client_key_pem:
         with contextlib.suppress(ssl.SSLError):  # validated by config; OpenSSL may still refuse a weak key
             load_chain(ctx, spec.client_chain_pem, spec.client_key_pem)
     ctx.set_alpn_protocols(["http/1.1"])
     return ctx
+
+
+def set_verify_depth(ctx: ssl.SSLContext, depth: int) -> bool:
+    """SSL_CTX_set_verify_depth, which Python's ssl module does not expose (proxy-ssl-verify-depth).
+    False (and a warning) when it cannot be set; OpenSSL's default depth (100) applies then."""
+    pointer = _ssl_ctx(ctx)
+    if pointer is None or _libssl is None:
+        log.warning("proxy-ssl-verify-depth cannot be set on this Python; OpenSSL's default applies")
+        return False
+    _libssl.set_verify_depth(pointer, depth)
+    return True
+
+
+def share_ticket_keys(ctx: ssl.SSLContext, keys: bytes) -> bool:
+    """SSL_CTX_set_tlsext_ticket_keys (a ctrl), which Python does not expose: see `TICKET_KEYS`. False (and
+    a debug line) when it cannot be set: the context keeps OpenSSL's own keys, resumption per worker only."""
+    pointer = _ssl_ctx(ctx)
+    if pointer is None or _libssl is None or len(keys) != 80:
+        log.debug("TLS ticket keys not shared between workers (not CPython/OpenSSL as expected)")
+        return False
+    return bool(_libssl.ctrl(pointer, _SET_TICKET_KEYS, len(keys), ctypes.create_string_buffer(keys, len(keys))))
+
+
+class _LibSSL:
+    """The three libssl entry points we need, reached through the `_ssl` extension's own link (so they are
+    the very OpenSSL that made the context)."""
+
+    def __init__(self) -> None:
+        import _ssl
+
+        lib = ctypes.CDLL(_ssl.__file__)
+        self.get_verify_depth = lib.SSL_CTX_get_verify_depth
+        self.get_verify_depth.argtypes, self.get_verify_depth.restype = [ctypes.c_void_p], ctypes.c_int
+        self.set_verify_depth = lib.SSL_CTX_set_verify_depth
+        self.set_verify_depth.argtypes, self.set_verify_depth.restype = [ctypes.c_void_p, ctypes.c_int], None
+        self.ctrl = lib.SSL_CTX_ctrl
+        self.ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+        self.ctrl.restype = ctypes.c_long
+
+
+def _load_libssl() -> _LibSSL | None:
+    if sys.implementation.name != "cpython":
+        return None
+    try:
+        return _LibSSL()
+    except (OSError, AttributeError):
+        return None
+
+
+_libssl = _load_libssl()
+_SET_TICKET_KEYS = 59  # SSL_CTRL_SET_TLSEXT_TICKET_KEYS
+
+
+def _ssl_ctx(ctx: ssl.SSLContext) -> int | None:
+    """The `SSL_CTX *` of a context we have just made. CPython's SSLContext object holds it right after the
+    object header; trusted only when it answers SSL_CTX_get_verify_depth with a fresh context's -1 (OpenSSL's
+    "not set"), so call this before setting a depth."""
+    if _libssl is None:
+        return None
+    pointer = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
+    if not pointer or _libssl.get_verify_depth(pointer) != -1:
+        return None
+    return int(pointer)
 
 
 def upstream_server_hostname(spec: UpstreamTLS) -> str:

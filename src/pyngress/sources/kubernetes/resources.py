@@ -60,3 +60,19 @@ def configmap_resource(wanted: str) -> tuple[Resource, str]:
     ("" = all). Watching one object by name keeps unrelated ConfigMaps (often large) out of memory."""
     namespace, _, name = wanted.rpartition("/")
     return CONFIG_MAP.selected(f"metadata.name={name}"), namespace
+
+
+def configmap_watches(wanted: tuple[str, ...], watched_namespace: str) -> list[tuple[str, Resource, str]]:
+    """One (slot, resource, namespace) watch per distinct ConfigMap name in `wanted` ("ns/name" or "name"), the
+    first under the slot "ConfigMap" (the controller's settings), the others under "ConfigMap ns/name". A name
+    without namespace is looked for in the watched namespace ("" = all)."""
+    watches: list[tuple[str, Resource, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for name in wanted:
+        resource, namespace = configmap_resource(name)
+        namespace = namespace or watched_namespace
+        if (resource.field_selector, namespace) in seen:
+            continue
+        seen.add((resource.field_selector, namespace))
+        watches.append(("ConfigMap" if not watches else f"ConfigMap {name}", resource, namespace))
+    return watches

@@ -2,8 +2,9 @@
 
 Theory of operation. One `Reflector` per kind (Ingress, IngressClass, Service, EndpointSlice, Secret, the
 controller's ConfigMap, and Pods only while some Service asks for `pyngress.io/weight-by`) lists and watches
-into its `Store`. A reflector reports every change synchronously to `_changed`, which only records what kind
-changed and wakes the rebuild loop: level-triggered, so any number of events collapse into one rebuild.
+into its `Store`; the tcp/udp services ConfigMaps (`--tcp-services-configmap`, issue 9) get one each too.
+A reflector reports every change synchronously to `_changed`, which only records what kind changed and wakes
+the rebuild loop: level-triggered, so any number of events collapse into one rebuild.
 
 The loop waits `debounce` seconds after the first change of a burst (a rollout updates dozens of slices in a
 few milliseconds), then rebuilds from the stores as they are then:
@@ -69,11 +70,13 @@ class KubernetesSource:
         self.failed: BaseException | None = None  # a reflector died of a bug: run() re-raises it
         self.current: Snapshot | None = None
         self.counters = RebuildCounters()
-        configmap, configmap_ns = r.configmap_resource(options.configmap)
-        self._watched = [(r.INGRESS, namespace), (r.INGRESS_CLASS, ""), (r.SERVICE, namespace),
-                         (r.ENDPOINT_SLICE, namespace), (r.SECRET, namespace),
-                         (configmap, configmap_ns or namespace)]
-        self.stores = {res.kind: Store(res.kind) for res, _ in [*self._watched, (r.POD, namespace)]}
+        # (slot, resource, namespace): a slot names one watch and its store; ConfigMaps get one watch per name
+        # (field selectors cannot OR two names): the controller's own, then the tcp/udp services ones (issue 9)
+        self._watched = [(res.kind, res, ns) for res, ns in [
+            (r.INGRESS, namespace), (r.INGRESS_CLASS, ""), (r.SERVICE, namespace), (r.ENDPOINT_SLICE, namespace),
+            (r.SECRET, namespace)]]
+        self._watched += r.configmap_watches((options.configmap, *options.streams.configmaps), namespace)
+        self.stores = {slot: Store(res.kind) for slot, res, _ in [*self._watched, ("Pod", r.POD, namespace)]}
         self.reflectors: dict[str, Reflector] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
@@ -84,11 +87,11 @@ class KubernetesSource:
     async def run(self) -> None:
         """Watch and rebuild until cancelled; readiness (`synced`) after the first full build."""
         try:
-            for resource, namespace in self._watched:
-                self._start(resource, namespace)
+            for slot, resource, namespace in self._watched:
+                self._start(slot, resource, namespace)
             await self._wait_synced(list(self.reflectors.values()))
             if self._wants_pods():
-                await self._wait_synced([self._start(r.POD, self.namespace)])
+                await self._wait_synced([self._start("Pod", r.POD, self.namespace)])
             self._wake.clear()
             self._dirty_kinds.clear()
             await self._rebuild(force_full=True)
@@ -107,13 +110,13 @@ class KubernetesSource:
         self._dirty_kinds.add("(requested)")
         self._wake.set()
 
-    def _start(self, resource: r.Resource, namespace: str) -> Reflector:
-        reflector = Reflector(self.client, resource, namespace, self.stores[resource.kind], self._changed,
+    def _start(self, slot: str, resource: r.Resource, namespace: str) -> Reflector:
+        reflector = Reflector(self.client, resource, namespace, self.stores[slot], self._changed,
                               settings=self.settings, rng=self.rng, log=self.log)
-        self.reflectors[resource.kind] = reflector
-        task = asyncio.create_task(reflector.run(), name=f"watch {resource.kind}")
+        self.reflectors[slot] = reflector
+        task = asyncio.create_task(reflector.run(), name=f"watch {slot}")
         task.add_done_callback(self._reflector_done)
-        self._tasks[resource.kind] = task
+        self._tasks[slot] = task
         return reflector
 
     def _reflector_done(self, task: asyncio.Task[None]) -> None:
@@ -183,7 +186,9 @@ class KubernetesSource:
         if old is not None and kinds == {SLICES} and not force_full:
             new = self._fast(old, services, version)
         if new is None:
-            objects = [o for store in self.stores.values() for o in store.objects()]
+            # one object may be in two ConfigMap stores (--configmap pyngress and ingress/pyngress): once
+            objects = list({(o.kind, o.meta.key): o for store in self.stores.values() for o in store.objects()}
+                           .values())
             problems = [p for store in self.stores.values() for p in store.problems()]
             new = await asyncio.to_thread(compile_snapshot, objects, self.options, version=version,
                                           problems=problems, now=time.time())  # certificate expiry
@@ -225,7 +230,7 @@ class KubernetesSource:
         the largest and busiest kind, and nothing else needs them."""
         running = "Pod" in self._tasks
         if self._wants_pods() and not running:
-            self._start(r.POD, self.namespace)  # its first list marks Pod dirty and rebuilds
+            self._start("Pod", r.POD, self.namespace)  # its first list marks Pod dirty and rebuilds
         elif running and not self._wants_pods():
             await self._stop("Pod")
             self.stores["Pod"] = Store("Pod")

@@ -6,6 +6,10 @@ served Ingress's cached status with the desired one (`addresses`) and writes onl
 steady cluster it sends nothing at all. A write is a read-modify-write of the `/status` subresource carrying
 the resourceVersion it read; a 409 Conflict (someone changed the Ingress in between) is retried with the
 fresh object, a few times, and the next wake-up catches whatever is still different.
+
+With `--serve-load-balancer-services` the same rounds also write the LoadBalancer Services' status
+(`service_status`). On shutdown (`shutdown`, `--update-status-on-shutdown`), the leader of the last controller
+Pod removes the address again.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from pyngress.config.selection import served_ingresses
@@ -22,6 +26,7 @@ from pyngress.sources.kubernetes.addresses import LoadBalancerIngress, needs_wri
 from pyngress.sources.kubernetes.client import ApiError, KubeClient
 from pyngress.sources.kubernetes.election import LeaderElector
 from pyngress.sources.kubernetes.resources import INGRESS, SERVICE
+from pyngress.sources.kubernetes.service_status import ServiceStatus
 from pyngress.sources.kubernetes.source import KubernetesSource
 
 CONFLICT_RETRIES = 5
@@ -37,7 +42,7 @@ class StatusCounters:
 class StatusPublisher:
     def __init__(self, client: KubeClient, source: KubernetesSource, elector: LeaderElector | None, *,
                  publish_service: str = "", addresses: Sequence[str] = (), resync: float = 60.0,
-                 log: logging.Logger | None = None) -> None:
+                 services: ServiceStatus | None = None, log: logging.Logger | None = None) -> None:
         self.client = client
         self.source = source
         self.elector = elector
@@ -46,6 +51,7 @@ class StatusPublisher:
         self.resync = resync
         self.log = log or logging.getLogger(__name__)
         self.counters = StatusCounters()
+        self.services = services  # issue 9: status of the LoadBalancer Services served, when serving them
 
     async def run(self) -> None:
         await self.source.synced.wait()
@@ -89,6 +95,28 @@ class StatusPublisher:
         desired = await self.desired()
         if not desired:
             return
+        await self._sync_ingresses(desired)
+        if self.services is not None:  # issue 9: LoadBalancer Services served
+            await self.services.sync(desired)
+
+    async def shutdown(self, last_replica: Callable[[], Awaitable[bool]]) -> None:
+        """`--update-status-on-shutdown` (ingress-nginx's rule): when the leader stops and no other controller
+        Pod runs, remove our address from the Ingresses (and Services) it shows on; otherwise the next leader
+        keeps it up to date."""
+        if self.elector is not None and not self.elector.is_leader:
+            return
+        desired = await self.desired()
+        if not desired:
+            return
+        if not await last_replica():
+            self.log.info("other controller Pods run: leaving the status to the next leader")
+            return
+        self.log.info("last controller Pod stopping: removing %s from the status", desired)
+        await self._sync_ingresses([])
+        if self.services is not None:
+            await self.services.clear(desired)
+
+    async def _sync_ingresses(self, desired: list[LoadBalancerIngress]) -> None:
         stores = self.source.stores
         ingresses = [o for o in stores["Ingress"].objects() if isinstance(o, Ingress)]
         classes = {o.meta.name: o for o in stores["IngressClass"].objects() if isinstance(o, IngressClass)}
