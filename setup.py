@@ -29,6 +29,8 @@ HOT_PATH = [
     "src/pyngress/balancing/hashing.py",
     "src/pyngress/balancing/maglev.py",
     "src/pyngress/balancing/affinity.py",
+    "src/pyngress/observability/recorder.py",  # called once per request (issue 8)
+    "src/pyngress/observability/jsonlines.py",  # the access log line, once per request when on
 ]
 
 ext_modules = []

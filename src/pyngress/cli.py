@@ -60,6 +60,15 @@ def _class_options(f: F, *, paths_required: bool = True) -> F:
                         type=click.Path(exists=True), help=PATH_HELP)(f)
 
 
+def _admin_options(f: F) -> F:  # issue 8: the admin listener and the access log
+    f = click.option("--no-access-log", is_flag=True,
+                     help="Write no access log (the ConfigMap's enable-access-log does this per config).")(f)
+    f = click.option("--no-admin", is_flag=True, help="No admin listener.")(f)
+    f = click.option("--admin-address", default="127.0.0.1", show_default=True,
+                     help="Address of the admin listener (it exposes the configuration: keep it private).")(f)
+    return click.option("--admin-port", default=10254, show_default=True, type=click.IntRange(0, 65535),
+                        help="Admin listener: /metrics, /healthz, /readyz, /status, /config, / (dashboard). "
+                             "0 picks a free port.")(f)
 # -- issue 6: cluster mode -----------------------------------------------------------------------------------
 _KUBE_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--kubernetes",), {"is_flag": True, "help": "Read the API server instead of files (in-cluster service "
@@ -130,10 +139,12 @@ def main() -> None:
               type=click.Choice(["debug", "info", "warning", "error"]))
 @_https_options
 @_default_cert_option
+@_admin_options
 def run(paths: tuple[str, ...], ingress_class: str, watch_without_class: bool, configmap: str,
         http_port: int, address: str, workers: int, shutdown_grace: float, log_level: str,
         https_port: int, https_redirect_port: int, default_ssl_certificate: str, streams: StreamOptions,
-        shutdown_grace_period: float | None, **kube: Any) -> None:
+        shutdown_grace_period: float | None, admin_port: int, admin_address: str, no_admin: bool,
+        no_access_log: bool, **kube: Any) -> None:
     """Serve the Ingresses described by Kubernetes manifests (reloaded when they change, or on SIGHUP), or
     with --kubernetes the ones in a cluster."""
     from pyngress.runtime.app import RunOptions, paths_of
@@ -149,7 +160,8 @@ def run(paths: tuple[str, ...], ingress_class: str, watch_without_class: bool, c
                          configmap, default_ssl_certificate, streams), host=address, http_port=http_port,
                          workers=workers, grace=shutdown_grace, https_port=https_port,
                          https_redirect_port=https_redirect_port, shutdown_grace_period=shutdown_grace_period,
-                         kube=kube_options)
+                         kube=kube_options, admin_host=admin_address, admin_port=None if no_admin else admin_port,
+                         access_log=not no_access_log)
     sys.exit(run_app(options))
 
 
@@ -216,14 +228,27 @@ def _cpus(ctx: click.Context, param: click.Parameter, value: str | None) -> list
 @click.option("--http-port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--https-port", default=None, type=click.IntRange(0, 65535),
               help="Also serve over TLS on this port, with a generated self-signed certificate.")
+@click.option("--admin-port", default=10254, show_default=True, type=click.IntRange(0, 65535),
+              help="The dashboard and metrics (0 picks a free port).")
 def demo(pods: int, requests: int, cpus: list[float] | None, once: bool, http_port: int,
-         https_port: int | None) -> None:
+         https_port: int | None, admin_port: int) -> None:
     """Start demo pods behind the balancer, send requests through it, show how they spread."""
     from pyngress.runtime.demo import run_demo
 
     logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     sys.exit(run_demo(pods=pods, requests=requests, once=once, http_port=http_port, cpus=cpus,
-                      https_port=https_port))
+                      https_port=https_port, admin_port=admin_port))
+
+
+@main.command()
+@click.option("--admin", "admin_url", default="http://127.0.0.1:10254", show_default=True,
+              help="The admin listener of a running pyngress.")
+@click.option("--json", "as_json", is_flag=True, help="Print /status as JSON instead of tables.")
+def status(admin_url: str, as_json: bool) -> None:
+    """Show a running pyngress's routes, endpoints, health and traffic share (from its /status)."""
+    from pyngress.observability.statuscli import show_status
+
+    sys.exit(show_status(admin_url, as_json=as_json))
 
 
 if __name__ == "__main__":

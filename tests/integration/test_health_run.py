@@ -244,7 +244,7 @@ def test_one_prober_per_group_and_every_worker_follows_it(tmp_path: Path, pods: 
     proc, port = start(tmp_path, pods, "--workers", "2", "--shutdown-grace-period", "0", interval="0.2")
     try:
         # every worker stops sending to b: requests on fresh connections reach both workers
-        wait_for(lambda: all(get(port)[1] == "a" for _ in range(20)))
+        wait_for(lambda: all(get(port)[1] == "a" for _ in range(20)), timeout=30)
         served = b.served
         assert all(get(port)[1] == "a" for _ in range(40))
         assert b.served == served
@@ -254,7 +254,7 @@ def test_one_prober_per_group_and_every_worker_follows_it(tmp_path: Path, pods: 
         # one prober: 10 more probes take at least 9 intervals of 0.2 s -15 % (1.53 s); two would take ~1 s
         assert elapsed >= 9 * 0.2 * 0.85 - 0.01, elapsed
         b.health_status = 200
-        wait_for(lambda: {get(port)[1] for _ in range(20)} == {"a", "b"})
+        wait_for(lambda: {get(port)[1] for _ in range(20)} == {"a", "b"}, timeout=30)
     finally:
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)

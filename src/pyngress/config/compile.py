@@ -42,6 +42,7 @@ from pyngress.config.health_backends import ingress_health, with_ingress_health
 from pyngress.config.health_notes import ingress_retry
 from pyngress.config.ingress import is_rejected
 from pyngress.config.loader import load_paths
+from pyngress.config.log_annotations import access_log_enabled
 from pyngress.config.protocols import backend_protocol
 from pyngress.config.selection import CompileOptions, served_ingresses
 from pyngress.config.settings import parse_settings
@@ -190,6 +191,8 @@ class _Builder:
         affinity, affinity_problems = affinity_spec(ingress, self._settings)
         retry, retry_problems = ingress_retry(ingress, self._settings)  # issue 7
         self.problems += problems + affinity_problems + retry_problems
+        access_log, log_problems = access_log_enabled(ingress)  # issue 8
+        self.problems += log_problems
         protocol, protocol_problems = backend_protocol(ingress)  # issue 4
         self.problems += protocol_problems
         if ingress.default_backend is not None:
@@ -216,7 +219,8 @@ class _Builder:
                                                    spec, self._affinity(ingress, path.backend, affinity),
                                                    https=self._tls.https_policy(ingress, host),
                                                    upstream_tls=self._tls.upstream_tls(ingress, backend.service),
-                                                   backend_protocol=protocol, retry=retry)
+                                                   backend_protocol=protocol,
+                                                   access_log=access_log, retry=retry)
 
     def _affinity(self, ingress: Ingress, ref: IngressBackend, asked: AffinitySpec) -> AffinitySpec:
         """The Ingress's own affinity, else the Service's `sessionAffinity: ClientIP` (as kube-proxy)."""

@@ -31,6 +31,7 @@ from pyngress.config.tls_values import (
     ssl_protocol_warnings,
 )
 from pyngress.model import ALGORITHMS, ConfigMap, Problem, ProxySettings
+from pyngress.observability.logformat import check_log_format
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -133,6 +134,11 @@ _KEYS: dict[str, Callable[[str], dict[str, Any]]] = {
     "load-balance": _one("load_balance", parse_algorithm),
     "session-cookie-salt": _one("session_cookie_salt", str.strip),
     "affinity-table-size": _one("affinity_table_size", parse_count),
+    # access log (issue 8)
+    "enable-access-log": _one("enable_access_log", parse_bool),
+    "disable-access-log": lambda text: {"enable_access_log": not parse_bool(text)},
+    "log-format-upstream": _one("log_format_upstream", check_log_format),
+    "log-format-escape-json": _one("log_format_escape_json", parse_bool),
     # issue 9 (L4 streams)
     "proxy-stream-timeout": _one("proxy_stream_timeout", parse_duration),
     "proxy-stream-next-upstream": _one("proxy_stream_next_upstream", parse_bool),
@@ -192,6 +198,8 @@ def parse_settings(cm: ConfigMap | None) -> tuple[ProxySettings, list[Problem]]:
 def _describe_default(key: str, defaults: ProxySettings) -> str:
     if key == "large-client-header-buffers":
         return f"{defaults.header_buffer_count} {defaults.header_buffer_size // 1024}k"
+    if key == "disable-access-log":
+        return "false"
     attr = key.replace("-", "_").replace("proxy_real_ip_cidr", "trusted_proxies")
     value = getattr(defaults, attr)
     if isinstance(value, bool):

@@ -37,6 +37,10 @@ class ProxySettings:
     # all of them (or one header line longer than one buffer) gets 431.
     header_buffer_size: int = 8192
     header_buffer_count: int = 4
+    # -- access log (issue 8; observability.accesslog) --
+    enable_access_log: bool = True  # enable-access-log (ours) / disable-access-log (ingress-nginx's key)
+    log_format_upstream: str = ""  # log-format-upstream: an nginx-style template; "" means one JSON object
+    log_format_escape_json: bool = False  # log-format-escape-json: escape $variables for JSON inside the template
     # issue 9 (L4 streams): ingress-nginx's proxy-stream-* keys, and our UDP flow bounds (docs/l4.md)
     proxy_stream_timeout: float = 600.0  # proxy-stream-timeout: a TCP stream idle both ways this long is closed
     proxy_stream_next_upstream: bool = True  # proxy-stream-next-upstream: a failed connect tries another pod

@@ -137,6 +137,7 @@ class Route:
     ingress: str  # "namespace/name" of the Ingress the rule came from
     balance: BalanceSpec = DEFAULT_BALANCE
     affinity: AffinitySpec = NO_AFFINITY
+    access_log: bool = True  # the Ingress's enable-access-log annotation (issue 8)
     # TLS (issue 4, config.tls): redirect to HTTPS / HSTS, and re-encryption to the pods; None when unused
     https: HttpsPolicy | None = None
     upstream_tls: UpstreamTLS | None = None

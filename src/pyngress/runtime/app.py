@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyngress.config import CompileOptions
+from pyngress.observability.wiring import observe_worker
 from pyngress.runtime.health_link import HealthLink
 from pyngress.runtime.https_listener import listen_https
 from pyngress.runtime.lifecycle import join_group, pre_stop
 from pyngress.runtime.server import ProxyServer
 from pyngress.runtime.tls_contexts import TLSContexts, fake_certificate
-from pyngress.runtime.workers import supervise
+from pyngress.runtime.workers import admin_in_thread, supervise
 from pyngress.sources.files import FileSource
 
 if TYPE_CHECKING:
@@ -47,6 +48,10 @@ class RunOptions:
     workers: int = 1
     grace: float = 30.0
     poll_interval: float = 1.0
+    # observability (issue 8): admin listener (None: off) and the access log writer
+    admin_host: str = "127.0.0.1"
+    admin_port: int | None = 10254
+    access_log: bool = True
     # TLS (issue 4): the HTTPS listener; the default certificate is generated once, before workers fork
     https_port: int = 8443
     https_redirect_port: int = 0  # the port in redirects to HTTPS; 0: https_port
@@ -73,27 +78,31 @@ def run(options: RunOptions) -> int:
     https_port = options.https_port or _pick_port(options.host)
     options = replace(options, http_port=port, https_port=https_port)
 
-    def worker(slot: int, socks: list[socket.socket], link: HealthLink) -> int:  # issue 7: runtime.workers
-        return _run_worker(options, reuse_port=True, socks=socks, slot=slot, link=link)
+    def worker(slot: int, socks: list[socket.socket], link: HealthLink, control: socket.socket | None) -> int:
+        return _run_worker(options, reuse_port=True, socks=socks, slot=slot, link=link, control=control)
 
-    return supervise(options.host, [port, https_port], options.workers, worker)
+    admin = None
+    if options.admin_port is not None:  # issue 8: the parent serves the admin listener over all workers
+        admin = admin_in_thread(options.admin_host, options.admin_port, options.compile.ingress_class)
+    return supervise(options.host, [port, https_port], options.workers, worker, admin)  # issue 7
 
 
 def _run_worker(options: RunOptions, *, reuse_port: bool, socks: list[socket.socket] | None = None,
-                slot: int = 0, link: HealthLink | None = None) -> int:
+                slot: int = 0, link: HealthLink | None = None, control: socket.socket | None = None) -> int:
     loop_name = install_event_loop_policy()
     return asyncio.run(serve(options, reuse_port=reuse_port, loop_name=loop_name, socks=socks, slot=slot,
-                             link=link))
+                             link=link, control=control))
 
 
 async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyncio",
-                socks: list[socket.socket] | None = None, slot: int = 0, link: HealthLink | None = None) -> int:
+                socks: list[socket.socket] | None = None, slot: int = 0, link: HealthLink | None = None,
+                control: socket.socket | None = None) -> int:
     """`socks`: the (http, https) listening sockets the parent holds for this worker slot (issue 7)."""
     if options.kube is not None:  # issue 6: the API server is the source
         from pyngress.runtime.cluster import serve_cluster
 
         return await serve_cluster(options, reuse_port=reuse_port, loop_name=loop_name, socks=socks, slot=slot,
-                                   link=link)
+                                   link=link, control=control)
     server: ProxyServer | None = None
 
     def apply(snapshot: object) -> None:
@@ -123,6 +132,7 @@ async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyn
         return 2
     log.info("worker %d serving https on %s:%d (%d certificates)", os.getpid(), options.host, https_port,
              len(snapshot.tls.certificates))
+    observer = await observe_worker(server, source, options, control)  # issue 8: admin, access log
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -134,6 +144,7 @@ async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyn
     log.info("draining (grace %.0fs)", options.grace)
     watcher.cancel()
     await server.drain(options.grace)
+    await observer.close()
     log.info("worker %d stopped", os.getpid())
     return 0
 

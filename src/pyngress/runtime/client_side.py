@@ -33,6 +33,12 @@ class ClientSide(Protocol):
     client_ip: str
     gone: bool  # the client is gone: nothing can be answered any more
     https: bool  # the client's connection is TLS (affinity cookies are then Secure)
+    # metrics (issue 8): bytes read from and written to the client, and their values when the previous response
+    # completed (observability.recorder takes the difference as the request's and the response's size)
+    bytes_in: int
+    bytes_out: int
+    bytes_in_mark: int
+    bytes_out_mark: int
 
     def write(self, data: bytes) -> None: ...
     def writelines(self, pieces: list[bytes]) -> None: ...

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyngress.model import Snapshot
+from pyngress.observability.wiring import observe_worker
 from pyngress.runtime.health_link import HealthLink
 from pyngress.runtime.https_listener import listen_https
 from pyngress.runtime.lifecycle import join_group, pre_stop
@@ -70,8 +71,8 @@ def identity() -> str:
 
 
 async def serve_cluster(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyncio",
-                        socks: list[socket.socket] | None = None, slot: int = 0, link: HealthLink | None = None
-                        ) -> int:
+                        socks: list[socket.socket] | None = None, slot: int = 0, link: HealthLink | None = None,
+                        control: socket.socket | None = None) -> int:
     """`socks`, `slot`, `link`: this worker's place in a `--workers N` group (issue 7, runtime.workers)."""
     kube = options.kube
     assert kube is not None
@@ -110,6 +111,7 @@ async def serve_cluster(options: RunOptions, *, reuse_port: bool, loop_name: str
             await server.drain(0)
             return 2
         log.info("worker %d serving https on %s:%d", os.getpid(), options.host, https_port)
+        observer = await observe_worker(server, source, options, control)  # issue 8: admin (readyz: synced)
         tasks = [asyncio.create_task(source.run(), name="kubernetes source")]
         publisher: StatusPublisher | None = None
         if kube.update_status and (kube.publish_service or kube.publish_status_address):
@@ -134,6 +136,7 @@ async def serve_cluster(options: RunOptions, *, reuse_port: bool, loop_name: str
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await server.drain(options.grace)
+        await observer.close()
         log.info("worker %d stopped", os.getpid())
         return 1 if failed else 0
     finally:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from pyngress.config import CompileOptions, compile_snapshot, parse_manifest
@@ -134,7 +135,7 @@ def demo_snapshot(pods: Sequence[EchoServer], cpus: Sequence[float] | None = Non
 
 def run_demo(pods: int = 5, requests: int = 50, once: bool = False, http_port: int = 8080,
              host: str = "127.0.0.1", console: Console | None = None, cpus: Sequence[float] | None = None,
-             https_port: int | None = None) -> int:
+             https_port: int | None = None, admin_port: int | None = None) -> int:
     """Run the demo on its own event loop (uvloop when installed); returns the exit code. `cpus`, when given,
     sets the number of pods (overriding `pods`) and the cores each one requests (see the module docstring)."""
     if cpus is not None:
@@ -147,11 +148,13 @@ def run_demo(pods: int = 5, requests: int = 50, once: bool = False, http_port: i
 
         loop_factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(_demo(pods, requests, once, http_port, host, console or Console(), cpus, https_port))
+        return runner.run(_demo(pods, requests, once, http_port, host, console or Console(), cpus, https_port,
+                                admin_port))
 
 
 async def _demo(pods: int, requests: int, once: bool, http_port: int, host: str, console: Console,
-                cpus: Sequence[float] | None, https_port: int | None = None) -> int:
+                cpus: Sequence[float] | None, https_port: int | None = None,
+                admin_port: int | None = None) -> int:
     from pyngress.runtime.server import ProxyServer  # the data plane: imported only when used
 
     echoes = [await start_echo(f"demo-pod-{i}") for i in range(1, pods + 1)]
@@ -162,6 +165,7 @@ async def _demo(pods: int, requests: int, once: bool, http_port: int, host: str,
         except OSError as exc:
             console.print(_listen_error(host, http_port, exc), highlight=False)
             return 2
+        admin = None if admin_port is None else await _start_admin(server, host, admin_port, console)
         try:
             https_url = ""
             if https_port is not None:  # issue 4: the same pods over TLS, with a generated certificate
@@ -175,11 +179,28 @@ async def _demo(pods: int, requests: int, once: bool, http_port: int, host: str,
                                          https_url)
         finally:
             await server.drain(grace=DRAIN_GRACE)
+            if admin is not None:
+                await admin.close()
     finally:
         for echo in echoes:
             await echo.close()
 
 
+async def _start_admin(server: Any, host: str, port: int, console: Console) -> Any:
+    """The admin listener with the dashboard (issue 8); the demo goes on without it if the port is taken."""
+    from pyngress.observability import events
+    from pyngress.observability.wiring import admin_url, start_admin
+
+    events.config_loaded(server.snapshot.version)
+
+    admin = await start_admin(server, host, port)
+    if admin is None:
+        console.print(f"[yellow]warning:[/] admin port {port} is taken: no dashboard (try --admin-port 0)",
+                      highlight=False)
+    else:
+        console.print(f"Dashboard: {admin_url(host, admin.port)}/   (metrics: /metrics, status: /status)",
+                      highlight=False)
+    return admin
 async def _listen_https(server: ProxyServer, host: str, port: int) -> str:
     from pyngress.runtime.https_listener import listen_https
     from pyngress.runtime.tls_contexts import TLSContexts, fake_certificate
@@ -203,7 +224,10 @@ def _client_host(host: str) -> str:
 
 async def _show_and_serve(echoes: Sequence[EchoServer], requests: int, once: bool, host: str, port: int,
                           console: Console, cpus: Sequence[float] | None, https_url: str = "") -> int:
-    counts, failed = await send_requests(host, port, requests)
+    with Progress(TextColumn("sending requests"), BarColumn(), MofNCompleteColumn(), console=console,
+                  transient=True) as progress:
+        task = progress.add_task("send", total=requests)
+        counts, failed = await send_requests(host, port, requests, lambda: progress.advance(task))
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     console.print(spread_table(echoes, counts, failed, url, cpus))
     if once:
@@ -265,8 +289,10 @@ def _share(part: int, total: int) -> str:
 # -- a deliberately small HTTP/1.1 client ---------------------------------------------------------------
 
 
-async def send_requests(host: str, port: int, requests: int) -> tuple[Counter[str], int]:
-    """GET / `requests` times over keep-alive; returns (answers per X-Pod, failed requests)."""
+async def send_requests(host: str, port: int, requests: int, sent: Callable[[], None] = lambda: None
+                        ) -> tuple[Counter[str], int]:
+    """GET / `requests` times over keep-alive; returns (answers per X-Pod, failed requests). `sent` is
+    called after each request (progress)."""
     counts: Counter[str] = Counter()
     failed = 0
     conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
@@ -277,6 +303,7 @@ async def send_requests(host: str, port: int, requests: int) -> tuple[Counter[st
                 counts[pod] += 1
             else:
                 failed += 1
+            sent()
     finally:
         if conn is not None:
             conn[1].close()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from time import perf_counter
 from typing import TYPE_CHECKING, cast
 
 import httptools
@@ -61,6 +62,8 @@ class Downstream(asyncio.Protocol):
         self._trusted = False
         self._ready: Exchange | None = None  # queued during this feed_data, to start once it returns
         self._ready_serving: Serving | None = None
+        self.bytes_in = self.bytes_out = 0  # metrics (issue 8): bytes read from and written to the client
+        self.bytes_in_mark = self.bytes_out_mark = 0  # their values when the previous response completed
         self.https = False  # a TLS connection (set by runtime.https_listener before connection_made)
 
     # -- connection events -------------------------------------------------------------------------------
@@ -78,6 +81,7 @@ class Downstream(asyncio.Protocol):
         self.closing = self.gone = True
         self.server.connection_closed(self)
         for ex in self.queue:
+            self.server.recorder.abandoned(ex)
             self.end_attempt(ex, ok=False)
             if ex.upstream is not None:
                 ex.upstream.abandon()
@@ -93,6 +97,7 @@ class Downstream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.server.now
+        self.bytes_in += len(data)
         if self.closing:
             return
         try:
@@ -236,9 +241,10 @@ class Downstream(asyncio.Protocol):
             return
         ex.endpoint = endpoint
         if not ex.attempts:
-            ex.route, ex.started = route, self.server.now  # issue 7: the retry policy and its clock
+            ex.started = self.server.now  # issue 7: proxy-next-upstream-timeout's clock (ex.route: the policy)
         ex.upstream_tls = route.upstream_tls  # issue 4: re-encrypt to the pod (backend-protocol: HTTPS)
         ex.attempts += 1
+        ex.route, ex.sent_at = route, perf_counter()
         cookie = serving.cookies.get(key) if contextual else None
         if cookie is not None and balancer is not None:
             picking.affinity_cookie(ex, cookie[0], balancer, endpoint, route, ctx.affinity)
@@ -257,6 +263,7 @@ class Downstream(asyncio.Protocol):
         allows (`runtime.retrying`), else answer `status`. `sent`: the request reached the endpoint."""
         assert ex.endpoint is not None
         self.end_attempt(ex, ok=False)
+        self.server.recorder.attempt_failed(ex.endpoint)
         ex.upstream = None
         ex.tried = (*ex.tried, ex.endpoint.key)
         if self.gone or not retrying.allowed(ex, self.server, cause, status, sent):
@@ -286,6 +293,7 @@ class Downstream(asyncio.Protocol):
         # A body we have not read may still be on its way: then we cannot reuse the connection.
         close = self.should_close(ex)
         ex.close_after = close
+        ex.status = status
         self.answer(ex, http1.generated_response(
             status, self.server.date, close=close, head_only=ex.method == b"HEAD", extra_headers=ex.hsts or b""))
 
@@ -295,6 +303,7 @@ class Downstream(asyncio.Protocol):
             return
         if self.transport is not None:
             self.transport.write(response)
+            self.bytes_out += len(response)
         self.finished(ex)
 
     def should_close(self, ex: Exchange) -> bool:
@@ -306,6 +315,7 @@ class Downstream(asyncio.Protocol):
 
     def finished(self, ex: Exchange) -> None:
         """The response to `ex` is complete on our side."""
+        self.server.recorder.finished(ex)
         self.end_attempt(ex, ok=ex.response_started)
         self.queue.popleft()
         self.requests += 1
@@ -335,11 +345,12 @@ class Downstream(asyncio.Protocol):
                                             head_only=self._method_or_empty() == b"HEAD")
         if self.queue:  # earlier pipelined requests are answered first
             bad = Exchange(self, b"", b"", b"", b"", NO_BODY, False, False)
-            bad.canned, bad.close_after = response, True
+            bad.canned, bad.close_after, bad.status = response, True, status
             self.queue.append(bad)
         elif self.transport is not None:
             self.transport.write(response)
             self.transport.close()
+            self.server.recorder.refused(self, status, self._method_or_empty(), len(response))
 
     def _method_or_empty(self) -> bytes:
         try:
@@ -357,10 +368,12 @@ class Downstream(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self.transport is not None:
             self.transport.write(data)
+            self.bytes_out += len(data)
 
     def writelines(self, pieces: list[bytes]) -> None:
         if self.transport is not None:
             self.transport.writelines(pieces)
+            self.bytes_out += sum(map(len, pieces))
 
     def tunnel(self, ex: Exchange, upstream: asyncio.Transport, head: bytes, rest: bytes) -> None:
         """The upstream switched to WebSocket: this connection becomes a tunnel (runtime.tunnel)."""

@@ -9,6 +9,7 @@ waiting behind a pipelined request, retrying), kept in `pending`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 from pyngress.routing import canonical_host, normalize_path
@@ -28,6 +29,7 @@ CHUNKED = 2
 class Exchange:
     __slots__ = (
         "attempts",
+        "began",
         "body_sent",
         "canned",
         "client",
@@ -51,8 +53,10 @@ class Exchange:
         "request_done",
         "response_started",
         "route",
+        "sent_at",
         "set_cookie",
         "started",
+        "status",
         "target",
         "tracked",
         "tracked_at",
@@ -91,14 +95,18 @@ class Exchange:
         self.tracked_at = 0.0  # loop time that attempt started
         self.set_cookie: bytes | None = None  # a Set-Cookie line the response must carry (session affinity)
         self.cookie: bytes | None = None  # the request's Cookie field(s)
+        # metrics and access log (issue 8): observability.recorder reads them when the response is complete
+        self.began = perf_counter()  # the head was parsed
+        self.sent_at = 0.0  # perf_counter of the last dispatch to an endpoint
+        self.route: Route | None = None  # the route of the last dispatch
+        self.status = 0  # the status sent to the client
         self.upstream_tls: UpstreamTLS | None = None  # backend-protocol HTTPS: how to connect (runtime.pool)
         self.hsts: bytes | None = None  # the Strict-Transport-Security line of an HTTPS response (runtime.https)
         # issue 4, WebSocket: None for a plain request; for `Upgrade: websocket`, the bytes the client sent after
         # its head (held back until the upstream answers 101: before that they could be read as a request)
         self.upgrade: bytes | None = None
-        # issue 7: retries. The route it was dispatched on (its RetryPolicy), the coarse clock at the first
-        # attempt, and a copy of the body pieces already sent, for a replay (None: too big to keep).
-        self.route: Route | None = None
+        # issue 7: retries (`route` above gives the RetryPolicy). The coarse clock at the first attempt, and a
+        # copy of the body pieces already sent, for a replay (None: too big to keep).
         self.started = 0.0
         self.replay: list[bytes] | None = [] if framing != NO_BODY else None
         self.replay_size = 0

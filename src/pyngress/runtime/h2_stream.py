@@ -73,6 +73,9 @@ class H2Stream:
         self.trailers: list[tuple[bytes, bytes]] | None = None  # response trailers, sent after the last DATA
         self.pod: h2_tunnel.PodSide | None = None  # RFC 8441 WebSocket: the pod's socket after its 101
         self._tunnel_seen = 0.0
+        # metrics (issue 8): the response as forwarded in HTTP/1.1 form (before HPACK and framing), the request
+        # body; the recorder reads them when the stream finishes
+        self.bytes_in = self.bytes_out = self.bytes_in_mark = self.bytes_out_mark = 0
 
     # -- the request ----------------------------------------------------------------------------------------
 
@@ -134,6 +137,7 @@ class H2Stream:
         return endpoint
 
     def on_data(self, data: bytes, flow_controlled: int) -> None:
+        self.bytes_in += len(data)
         if self.pod is not None:
             self.pod.client_data(data, flow_controlled)
             return
@@ -187,6 +191,7 @@ class H2Stream:
     # -- ClientSide: what the upstream calls ---------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
+        self.bytes_out += len(data)
         parser = self._parser
         if parser is None:
             parser = self._parser = httptools.HttpResponseParser(self)
@@ -203,6 +208,7 @@ class H2Stream:
         return False
 
     def finished(self, ex: Exchange) -> None:
+        self.server.recorder.finished(ex)  # metrics and access log (issue 8)
         picking.end_attempt(ex, ex.response_started, self.server.loop.time())
         self.response_ended = True
         conn = self._paused_conn

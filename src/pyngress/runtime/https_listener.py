@@ -36,6 +36,7 @@ import ssl
 import time
 from typing import TYPE_CHECKING
 
+from pyngress.observability import events
 from pyngress.runtime.client_hello import MAX_HELLO, ClientHello, Incomplete, Parsed, parse_client_hello
 from pyngress.runtime.downstream import Downstream
 from pyngress.runtime.h2 import H2Downstream
@@ -197,6 +198,7 @@ class HttpsListener:
                 loop.call_later(0.1, self._resume_accepting)
                 return
             sock.setblocking(False)
+            self.server.recorder.accepted_on(self.port)  # metrics (issue 8)
             tls = self.tls
             work = self._peek_then_serve(sock, tls) if tls.passthrough else self._terminate(sock, tls)
             task = loop.create_task(work)
@@ -215,7 +217,10 @@ class HttpsListener:
                                                ssl_handshake_timeout=timeout)
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
             log.debug("TLS handshake failed: %s", exc)
+            events.tls_handshake(ok=False, reason=handshake_failure(exc))  # metrics (issue 8)
             sock.close()
+        else:
+            events.tls_handshake(ok=True)
 
     async def _peek_then_serve(self, sock: socket.socket, tls: TLSServing) -> None:
         hello = await peek_client_hello(sock, self.server.dataplane.serving.settings.client_header_timeout)
@@ -311,6 +316,15 @@ async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket, timeou
         loop.remove_reader(fd)
 
 
+def handshake_failure(exc: BaseException) -> str:
+    """A bounded label for a failed handshake: OpenSSL's reason (unknown_ca, wrong_version_number...), else
+    the kind of error."""
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    reason = getattr(exc, "reason", None)
+    return str(reason).lower() if reason else type(exc).__name__.lower()
+
+
 def _wake(ready: asyncio.Future[None]) -> None:
     if not ready.done():
         ready.set_result(None)
@@ -339,6 +353,7 @@ async def listen_https(server: ProxyServer, host: str, port: int, *, contexts: T
     listener = HttpsListener(server, contexts, redirect_port)
     bound = await listener.listen(host, port, reuse_port=reuse_port, sock=sock)
     server.https = listener
+    server.recorder.listening(host, bound)  # connections counted per listener (issue 8)
     return bound
 
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from pyngress.balancing import PickContext
 from pyngress.model import ProxySettings, Snapshot
+from pyngress.observability.recorder import Recorder
 from pyngress.runtime.downstream import Downstream
 from pyngress.runtime.h2_upstream import H2UpstreamPool
 from pyngress.runtime.health import HealthManager
@@ -53,6 +54,8 @@ class ProxyServer:
         self.health = HealthManager(loop.time(), snapshot.settings)
         self.health.prepare(snapshot, loop.time())
         self.dataplane = Dataplane(snapshot, rng=rng, select=self.health.endpoints_for)
+        self.recorder = Recorder()  # metrics and access log (issue 8)
+        self.recorder.install(self.dataplane.serving)
         self.loop = loop
         self.now = self.loop.time()
         self.tick = 1.0
@@ -95,6 +98,7 @@ class ProxyServer:
         serving = self.dataplane.install(snapshot)
         self.health.installed(serving)
         self.pool.retain(self.health.pooled_keys(serving.endpoint_keys))  # issue 7: terminating ones drain
+        self.recorder.install(serving)
         self.streams.install(snapshot)  # issue 9 (L4)
         # issue 7: tunnels (WebSocket) to a removed pod stay open until worker-shutdown-timeout
         kept = self.health.within_drain(serving.endpoint_keys)
@@ -120,6 +124,7 @@ class ProxyServer:
         self._servers.append(server)
         bound = server.sockets[0].getsockname()[1]
         self.ports.append(bound)
+        self.recorder.listening(host, int(bound))
         if self._ticker is None:
             self._schedule_tick()
         self.streams.start(host, reuse_port)  # issue 9 (L4): streams bind where the first listener does
@@ -127,6 +132,7 @@ class ProxyServer:
 
     def connection_opened(self, conn: Downstream) -> None:
         self.connections.add(conn)
+        self.recorder.connection_opened(conn)
 
     def connection_closed(self, conn: Downstream) -> None:
         self.connections.discard(conn)
@@ -194,6 +200,7 @@ class ProxyServer:
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
+        self.recorder.close()
 
     # -- the ticker ------------------------------------------------------------------------------------
 
@@ -219,6 +226,7 @@ class ProxyServer:
         for session in list(self.sessions):
             session.tick(now - slack, settings)
         self.pool.expire(now)
+        self.recorder.tick(now)
         self.h2_upstreams.expire(now, settings.upstream_keepalive_timeout)
         if self.https is not None:  # issue 4: idle ssl-passthrough relays, certificates expiring
             self.https.on_tick(now - slack, settings)

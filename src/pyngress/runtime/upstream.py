@@ -253,6 +253,7 @@ class Upstream(asyncio.Protocol):
                 return
             self._reset_head()  # informational: dropped; the final response follows
             return
+        ex.status = status
         rec = self.record  # issue 7: passive health sees every final status
         if status >= 500:
             self.pool.health.failed(rec)

@@ -19,12 +19,14 @@ Health checks: worker 0 probes and tells the others (see `runtime.health_link`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -33,7 +35,9 @@ from pyngress.runtime.health_link import HealthLink
 log = logging.getLogger("pyngress")
 
 CRASH_LOOP_SECONDS = 1.0
-RunWorker = Callable[[int, list[socket.socket], HealthLink], int]  # (slot, its sockets, one per port, link)
+# (slot, its listening sockets one per port, health link, admin control socket or None)
+RunWorker = Callable[[int, list[socket.socket], HealthLink, socket.socket | None], int]
+Admin = Callable[[list[socket.socket]], Callable[[], None]]  # parent's control ends -> stop
 
 
 def listening_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
@@ -49,8 +53,9 @@ def listening_socket(host: str, port: int, backlog: int = 2048) -> socket.socket
     return sock
 
 
-def supervise(host: str, ports: list[int], workers: int, run_worker: RunWorker) -> int:
-    """Run `workers` workers, each with one listening socket per port in `ports` (http, https)."""
+def supervise(host: str, ports: list[int], workers: int, run_worker: RunWorker, admin: Admin | None = None) -> int:
+    """Run `workers` workers, each with one listening socket per port in `ports` (http, https). `admin`
+    (issue 8): started with the parent's ends of one control socketpair per slot, stopped at the end."""
     sockets: list[list[socket.socket]] = [[] for _ in range(workers)]
     for port in ports:
         try:
@@ -62,6 +67,7 @@ def supervise(host: str, ports: list[int], workers: int, run_worker: RunWorker) 
                 sock.close()
             return 2
     pairs = HealthLink.pairs(workers)
+    controls = [socket.socketpair() for _ in range(workers)] if admin is not None else []
     children: dict[int, tuple[int, float]] = {}  # pid -> (slot, start time)
     stopping = False
 
@@ -71,7 +77,7 @@ def supervise(host: str, ports: list[int], workers: int, run_worker: RunWorker) 
         if pid == 0:  # the worker
             code = 1
             try:
-                code = run_worker(slot, sockets[slot], link)
+                code = run_worker(slot, sockets[slot], link, controls[slot][1] if controls else None)
             finally:
                 os._exit(code)
         children[pid] = (slot, time.monotonic())
@@ -88,6 +94,7 @@ def supervise(host: str, ports: list[int], workers: int, run_worker: RunWorker) 
         signal.signal(sig, forward)
     for slot in range(workers):
         spawn(slot)
+    stop_admin = admin([ours for ours, _ in controls]) if admin is not None else None
     worst = 0
     while children:
         pid, status = os.wait()
@@ -105,9 +112,56 @@ def supervise(host: str, ports: list[int], workers: int, run_worker: RunWorker) 
             time.sleep(CRASH_LOOP_SECONDS)  # the parent has nothing else to do: a crash loop must not spin
         if not stopping:
             spawn(slot)
+    if stop_admin is not None:
+        stop_admin()
     for sock in (s for slot_socks in sockets for s in slot_socks):
         sock.close()
+    for ours, theirs in controls:
+        ours.close()
+        theirs.close()
     for inbox, outlet in pairs:
         inbox.close()
         outlet.close()
     return worst
+
+
+def admin_in_thread(host: str, port: int, ingress_class: str) -> Admin:
+    """The admin listener of a `--workers N` parent (issue 8), in a thread with its own event loop: the main
+    thread stays the synchronous supervisor above (it forks; a fork from a thread running an event loop
+    would give the child that loop). A restarted worker answers on its slot's control socket; the admin side
+    leaves out a worker that did not answer (see observability.workers)."""
+
+    def start(controls: list[socket.socket]) -> Callable[[], None]:
+        from pyngress.observability.admin import AdminApp, AdminServer
+        from pyngress.observability.workers import WorkersProvider
+
+        loop = asyncio.new_event_loop()
+        stopping = asyncio.Event()
+
+        async def serve() -> None:
+            provider = WorkersProvider(controls)
+            await provider.start()
+            admin = AdminServer(AdminApp(provider, ingress_class))
+            try:
+                bound = await admin.start(host, port)
+                shown = f"[{host}]" if ":" in host else host
+                log.info("admin listener on http://%s:%d (dashboard /, metrics /metrics)", shown, bound)
+            except OSError as exc:
+                log.error("cannot listen for admin on %s:%d: %s", host, port, exc.strerror or exc)
+            await stopping.wait()
+            await admin.close()
+            provider.close()
+
+        thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True,
+                                  name="pyngress-admin")
+        thread.start()
+
+        def stop() -> None:
+            loop.call_soon_threadsafe(stopping.set)
+            thread.join(10)
+            if not thread.is_alive():
+                loop.close()
+
+        return stop
+
+    return start

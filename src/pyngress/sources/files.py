@@ -35,6 +35,7 @@ from pathlib import Path
 
 from pyngress.config import CompileOptions, build_from_paths
 from pyngress.model import Problem, Snapshot
+from pyngress.observability import events
 
 SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -106,6 +107,7 @@ class FileSource:
             self.log.warning("%s", problem)
         self._log_applied(snapshot)
         self.current = snapshot
+        events.config_loaded(snapshot.version)
         return snapshot
 
     def request_reload(self) -> None:
@@ -153,6 +155,7 @@ class FileSource:
         except Exception as exc:
             return self._reject(f"internal error while applying ({exc!r})", exc)
         self.current = new
+        events.config_reload(True, new.version)
         for problem in sorted(set(new.problems) - set(old.problems), key=new.problems.index):
             self.log.warning("%s", problem)
         self._log_applied(new)
@@ -160,6 +163,7 @@ class FileSource:
 
     def _reject(self, reason: str, exc: BaseException | None = None) -> Outcome:
         assert self.current is not None
+        events.config_reload(False, self.current.version)
         self.log.error("rejected configuration: %s; still serving version %d", reason, self.current.version,
                        exc_info=exc)
         return Outcome.REJECTED

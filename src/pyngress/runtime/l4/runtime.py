@@ -39,6 +39,7 @@ import socket
 from pyngress.balancing import Balancer, EndpointStatsRegistry
 from pyngress.balancing.factory import make_balancer
 from pyngress.model import TCP, ProxySettings, Snapshot, StreamService
+from pyngress.observability import events as metrics
 from pyngress.runtime.l4.config import StreamConfig
 from pyngress.runtime.l4.tcp import CONNECTING, HEADER, TcpClient
 from pyngress.runtime.l4.udp import UdpListener
@@ -160,6 +161,7 @@ class StreamRuntime:
 
     def tcp_opened(self, conn: TcpClient) -> None:
         self.connections.add(conn)
+        metrics.stream_accepted(conn.config.service.listen_key)  # issue 8: connections per listener
 
     def tcp_closed(self, conn: TcpClient) -> None:
         self.connections.discard(conn)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from pyngress.observability import events as metrics  # issue 8: watch events, relists, errors
 from pyngress.sources.kubernetes.backoff import Backoff
 from pyngress.sources.kubernetes.client import ApiError, KubeClient
 from pyngress.sources.kubernetes.events import (
@@ -111,6 +112,7 @@ class Reflector:
 
     async def _pause(self, exc: Exception) -> None:
         self.counters.errors += 1
+        metrics.kube_watch_error(self.resource.plural)
         delay = self.backoff.next_delay(exc.retry_after if isinstance(exc, ApiError) else None)
         self.counters.delays.append(delay)
         self.log.warning("%s: %s; retrying in %.1fs", self.resource.kind, exc, delay)
@@ -142,6 +144,7 @@ class Reflector:
         if not resource_version:  # we could never watch from this list: treat it as a failed one
             raise ApiError(0, f"list of {self.resource.kind} carried no resourceVersion")
         changes = self.store.replace(listed, resource_version)
+        metrics.kube_relist(self.resource.plural)
         self.backoff.reset()
         self.synced.set()
         if changes:
@@ -202,6 +205,7 @@ class Reflector:
     def _apply(self, events: Sequence[WatchEvent], changes: list[Change]) -> None:
         for event in events:
             self.counters.events += 1
+            metrics.kube_watch_event(self.resource.plural, event.type)
             if event.type == ERROR:
                 if event.error_code == 410:
                     raise Gone

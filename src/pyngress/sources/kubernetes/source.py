@@ -34,6 +34,7 @@ from pyngress.config import CompileOptions, compile_snapshot
 from pyngress.config.endpoint_update import refresh_endpoints
 from pyngress.config.weights import WEIGHT_BY
 from pyngress.model import EndpointSlice, Pod, Service, Snapshot
+from pyngress.observability import events as metrics
 from pyngress.sources.kubernetes import resources as r
 from pyngress.sources.kubernetes.client import KubeClient
 from pyngress.sources.kubernetes.reflector import Reflector, WatchSettings
@@ -217,6 +218,10 @@ class KubernetesSource:
         self.apply(new)
         self.current = new
         self.counters.applied += 1
+        if old is None:  # issue 8: config generation, reloads and their time in /metrics and /status
+            metrics.config_loaded(new.version)
+        else:
+            metrics.config_reload(True, new.version)
         for problem in sorted(set(new.problems) - set(old.problems if old else ()), key=new.problems.index):
             self.log.warning("%s", problem)
         self.log.info("configuration version %d applied: %d routes, %d backends, %d problems", new.version,
