@@ -132,6 +132,9 @@ def main() -> None:
               help="Worker processes sharing the port (SO_REUSEPORT).")
 @click.option("--shutdown-grace", default=30.0, show_default=True, type=float,
               help="Seconds to finish in-flight requests on SIGTERM.")
+@click.option("--shutdown-grace-period", type=click.FloatRange(0), default=None,
+              help="Seconds between SIGTERM (readiness fails) and the listeners closing [default: the "
+                   "ConfigMap's shutdown-grace-period, 5].")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @_https_options
@@ -143,8 +146,8 @@ def main() -> None:
 def run(paths: tuple[str, ...], ingress_class: str, watch_without_class: bool, configmap: str,
         http_port: int, address: str, workers: int, shutdown_grace: float, log_level: str,
         https_port: int, https_redirect_port: int, default_ssl_certificate: str, streams: StreamOptions,
-        admin_port: int, admin_address: str, no_admin: bool, no_access_log: bool, redis_url: str,
-        **kube: Any) -> None:
+        shutdown_grace_period: float | None, admin_port: int, admin_address: str, no_admin: bool,
+        no_access_log: bool, redis_url: str, **kube: Any) -> None:
     """Serve the Ingresses described by Kubernetes manifests (reloaded when they change, or on SIGHUP), or
     with --kubernetes the ones in a cluster."""
     from pyngress.runtime.app import RunOptions, paths_of
@@ -159,10 +162,9 @@ def run(paths: tuple[str, ...], ingress_class: str, watch_without_class: bool, c
     options = RunOptions(paths=paths_of(paths), compile=_compile_options(ingress_class, watch_without_class,
                          configmap, default_ssl_certificate, streams), host=address, http_port=http_port,
                          workers=workers, grace=shutdown_grace, https_port=https_port,
-                         https_redirect_port=https_redirect_port, kube=kube_options,
-                         admin_host=admin_address, admin_port=None if no_admin else admin_port,
-                         access_log=not no_access_log,
-                         redis_url=redis_url)
+                         https_redirect_port=https_redirect_port, shutdown_grace_period=shutdown_grace_period,
+                         kube=kube_options, admin_host=admin_address, admin_port=None if no_admin else admin_port,
+                         access_log=not no_access_log, redis_url=redis_url)
     sys.exit(run_app(options))
 
 

@@ -130,7 +130,8 @@ def test_run_serves_reloads_on_change_and_sighup_and_drains_on_sigterm(tmp_path:
     manifest.write_text(MANIFESTS.format(port=backend, path="/api"))
     port = free_port()
     proc = subprocess.Popen(pyngress("run", "-f", str(tmp_path), "--http-port", str(port), "--address",
-                                     "127.0.0.1", "--workers", "2", "--shutdown-grace", "5", "--https-port", "0"),
+                                     "127.0.0.1", "--workers", "2", "--shutdown-grace", "5", "--https-port", "0",
+                                     "--shutdown-grace-period", "0"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_for(lambda: get(port, "/api/x") == 200)

@@ -121,7 +121,8 @@ def test_run_serves_https_by_sni_and_redirects_plain_http(tmp_path: Path, backen
     (tmp_path / "tls.yaml").write_text(yaml.safe_dump_all(docs))
     http_port, https_port = free_port(), free_port()
     proc = subprocess.Popen(pyngress("run", "-f", str(tmp_path), "--http-port", str(http_port), "--https-port",
-                                     str(https_port), "--address", "127.0.0.1", "--shutdown-grace", "2"),
+                                     str(https_port), "--address", "127.0.0.1", "--shutdown-grace", "2",
+                                     "--shutdown-grace-period", "0"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_for(lambda: https_get(https_port)[0] == 200)

@@ -95,7 +95,7 @@ async def test_run_kubernetes_serves_and_follows_kubectl() -> None:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "pyngress", "run", "--kubernetes", "--kubeconfig", controller,
                 "--http-port", str(port), "--https-port", str(https_port), "--address", "127.0.0.1",
-                "--shutdown-grace", "2",
+                "--shutdown-grace", "2", "--shutdown-grace-period", "0",
                 "--publish-status-address", "203.0.113.5", "--election-namespace", "default",
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
             try:

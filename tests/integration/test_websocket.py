@@ -73,17 +73,23 @@ async def test_many_concurrent_sessions_over_two_pods() -> None:
 
 
 @async_test
-async def test_reload_keeps_the_session_unless_its_pod_is_removed() -> None:
+async def test_reload_keeps_the_session_and_a_removed_pods_session_ends_at_worker_shutdown_timeout() -> None:
+    # issue 7: a pod removed from the configuration gets no new sessions; its open ones go on until
+    # worker-shutdown-timeout (here 0.5 s), then close
+    settings = ProxySettings(worker_shutdown_timeout=0.5)
     async with ws_echo("ws-a") as a, ws_echo("ws-b") as b, \
-            running_proxy(snapshot([route(service("ws", [a.endpoint]))])) as proxy, \
+            running_proxy(snapshot([route(service("ws", [a.endpoint]))], settings=settings)) as proxy, \
             connect(f"ws://127.0.0.1:{proxy.port}/") as ws:
         assert await ws.recv() == "hello from ws-a"
         for version in range(2, 6):  # reloads that keep pod a (another backend comes and goes)
             extra = [route(service("other", [b.endpoint]), "/other")] if version % 2 else []
-            proxy.server.install(snapshot([route(service("ws", [a.endpoint])), *extra], version=version))
+            proxy.server.install(snapshot([route(service("ws", [a.endpoint])), *extra], version=version,
+                                          settings=settings))
             await ws.send(f"still {version}")
             assert await ws.recv() == f"still {version}"
-        proxy.server.install(snapshot([route(service("ws", [b.endpoint]))], version=9))  # pod a leaves
+        proxy.server.install(snapshot([route(service("ws", [b.endpoint]))], version=9, settings=settings))
+        await ws.send("after removal")  # pod a left: its session is drained, not cut
+        assert await ws.recv() == "after removal"
         with contextlib.suppress(ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 5)
         await asyncio.wait_for(ws.wait_closed(), 5)

@@ -86,13 +86,21 @@ def test_unready_endpoints_are_not_used() -> None:
 
 
 def test_serving_terminating_endpoints_are_used_only_when_none_is_ready() -> None:
-    # issue 6: kube-proxy's fallback, so the last pods of a rollout drain instead of failing
+    # issue 6: kube-proxy's fallback, so the last pods of a rollout drain instead of failing. Issue 7: the
+    # terminating ones stay in the Backend, marked, and health.selection applies the rule at run time.
+    from pyngress.health.selection import effective
+
+    def used(snap: Snapshot) -> list[str]:
+        return [e.key for e in effective(backend(snap).endpoints, ())[0] if e.weight > 0]
+
     draining = "{addresses: [10.0.0.3], conditions: {ready: false, serving: true, terminating: true}}"
     gone = "{addresses: [10.0.0.4], conditions: {ready: false, serving: false, terminating: true}}"
     with_ready = f"[{{addresses: [10.0.0.1]}}, {draining}, {gone}]"
-    assert keys(compile_yaml(ingress() + SERVICE + slice_("a", with_ready))) == ["10.0.0.1:8080"]
+    snap = compile_yaml(ingress() + SERVICE + slice_("a", with_ready))
+    assert keys(snap) == ["10.0.0.1:8080", "10.0.0.3:8080"]  # 10.0.0.4 no longer serves: dropped
+    assert used(snap) == ["10.0.0.1:8080"]
     only_terminating = f"[{draining}, {gone}]"
-    assert keys(compile_yaml(ingress() + SERVICE + slice_("a", only_terminating))) == ["10.0.0.3:8080"]
+    assert used(compile_yaml(ingress() + SERVICE + slice_("a", only_terminating))) == ["10.0.0.3:8080"]
 
 
 def test_no_ready_endpoints_is_not_a_config_problem() -> None:

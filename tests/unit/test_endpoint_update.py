@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pyngress.config import CompileOptions, compile_snapshot, load_paths
 from pyngress.config.endpoint_update import refresh_endpoints
-from pyngress.model import EndpointSlice, KubeObject, Pod, Service, SliceEndpoint, Snapshot
+from pyngress.model import EndpointSlice, Ingress, KubeObject, Pod, Service, SliceEndpoint, Snapshot
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 OPTIONS = CompileOptions()
@@ -80,3 +80,21 @@ def test_missing_service_declines_when_the_backend_problem_changes() -> None:
     old = compile_snapshot(objects, OPTIONS, version=1)
     gone = [o for o in objects if not (isinstance(o, Service) and o.meta.name == first.service_name)]
     assert _fast(old, gone, {(first.meta.namespace, first.service_name)}) is None
+
+
+def test_fast_path_keeps_the_health_check_an_ingress_asked_for() -> None:
+    # issue 7: a check asked for by an Ingress is not on the Service: the shortcut must keep it
+    objects = _objects()
+    svc = next(o for o in objects if isinstance(o, Service) and o.meta.name == "catalog")
+    ing = next(o for o in objects if isinstance(o, Ingress) and o.meta.name == "catalog")
+    moved_notes = [dataclasses.replace(svc, meta=dataclasses.replace(svc.meta, annotations={})),
+                   dataclasses.replace(ing, meta=dataclasses.replace(ing.meta, annotations=svc.meta.annotations))]
+    objects = [o for o in objects if o not in (svc, ing)] + moved_notes
+    old = compile_snapshot(objects, OPTIONS, version=1)
+    assert old.backends["health-example/catalog:http"].health.active is not None  # from the Ingress
+    catalog = _slice(objects, "catalog-1")
+    grown = dataclasses.replace(catalog, endpoints=(*catalog.endpoints, SliceEndpoint(("127.0.0.9",))))
+    changed = _with_slices(objects, {catalog.meta.name: grown})
+    fast = _fast(old, changed, {("health-example", "catalog")})
+    assert fast is not None and fast == compile_snapshot(changed, OPTIONS, version=2)
+    assert fast.backends["health-example/catalog:http"].health.active is not None

@@ -250,6 +250,10 @@ def test_the_shipped_examples_load_without_problems() -> None:
         ("*.preview.example.com", "/"), ("admin.example.com", "/"), ("shop.example.com", "/"),
         ("shop.example.com", "/api"), ("shop.example.com", "/api/v1/health")]
     assert snapshot.default_backend is not None and snapshot.default_backend.key == "shop/fallback:http"
-    assert [e.key for e in snapshot.backends["shop/api:http"].endpoints] == ["127.0.0.1:9002", "127.0.0.1:9003"]
+    api = snapshot.backends["shop/api:http"].endpoints
+    assert [e.key for e in api if not e.terminating] == ["127.0.0.1:9002", "127.0.0.1:9003"]
+    assert [e.key for e in api if e.terminating] == ["127.0.0.1:9006"]  # serving && terminating: a fallback
     assert snapshot.settings.proxy_read_timeout == 30.0 and snapshot.settings.keep_alive == 60.0
     assert snapshot.tls.hosts == {"secure.example.com": "tls-example/secure-tls"}  # examples/tls
+    catalog = snapshot.backends["health-example/catalog:http"].health  # examples/health
+    assert catalog.active is not None and catalog.active.path == "/status/200" and catalog.slow_start == 20.0

@@ -9,7 +9,9 @@ stable while the endpoint exists, so scaling up moves no session; it reveals no 
 the salt). In `balanced` mode (ingress-nginx's default) the token is a random value hashed onto a ring of the
 endpoints: sessions spread evenly and about 1/(N+1) of them move when an endpoint is added. A token whose
 endpoint is gone, not ready or excluded (a failed attempt with change-on-failure) is ignored: the inner
-balancer picks, and the runtime sets the new token.
+balancer picks, and the runtime sets the new token. A terminating endpoint (weight 0 and `terminating`, as
+`health.selection` hands it over) keeps the sessions it has and gets no new ones (persistent mode; a balanced
+ring holds only endpoints that take new users, so balanced sessions move).
 
 **Client IP** (`affinity: client-ip`, or a Service's `sessionAffinity: ClientIP`). A table per route maps a
 client address to its endpoint and the time it was last seen; an entry idle for longer than the timeout is
@@ -52,6 +54,11 @@ class CookieAffinity:
         usable = [e for e in endpoints if e.weight > 0]
         self._tokens = {e.key: self._persistent_token(e) for e in usable}
         self._by_token = {token: e for e, token in zip(usable, self._tokens.values(), strict=True)}
+        # issue 7: a terminating endpoint (weight 0, marked) keeps the users whose cookie names it; it gets
+        # no token of its own, so nobody new is sent to it by a cookie
+        for e in endpoints:
+            if e.terminating and e.weight == 0:
+                self._by_token[self._persistent_token(e)] = e
 
     def pick(self, ctx: PickContext) -> Endpoint | None:
         """The cookie's endpoint when it is still usable, else a fresh pick by the inner balancer."""
@@ -105,7 +112,7 @@ class ClientIPAffinity:
     def update(self, endpoints: Sequence[Endpoint]) -> None:
         self._inner.update(endpoints)
         self._ring.update(endpoints)
-        live = {e.key: e for e in endpoints if e.weight > 0}
+        live = {e.key: e for e in endpoints if e.weight > 0 or e.terminating}  # terminating: keep its users
         # entries of endpoints that are gone are dropped; the others follow the new Endpoint objects
         for address, (endpoint, seen) in list(self._table.items()):
             current = live.get(endpoint.key)

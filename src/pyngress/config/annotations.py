@@ -36,6 +36,7 @@ from pyngress.model import (
     Ingress,
     Problem,
     ProxySettings,
+    Service,
 )
 
 PREFIXES = ("pyngress.io/", "nginx.ingress.kubernetes.io/")
@@ -45,7 +46,7 @@ DEFAULT_SUBSET_SIZE = 3
 class Annotations:
     """The annotations of one Ingress, read under both prefixes, collecting Problems as it goes."""
 
-    def __init__(self, ingress: Ingress) -> None:
+    def __init__(self, ingress: Ingress | Service) -> None:  # Service: health annotations (issue 7)
         self._ingress = ingress
         self.problems: list[Problem] = []
 
@@ -73,7 +74,7 @@ class Annotations:
 
     def _problem(self, key: str, message: str, severity: str = "error") -> None:
         meta = self._ingress.meta
-        self.problems.append(Problem("Ingress", meta.namespace, meta.name, f"metadata.annotations[{key}]",
+        self.problems.append(Problem(self._ingress.kind, meta.namespace, meta.name, f"metadata.annotations[{key}]",
                                      message, meta.source, severity))
 
 

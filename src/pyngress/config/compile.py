@@ -39,6 +39,8 @@ from types import MappingProxyType
 from pyngress.config.annotations import affinity_spec, balance_spec
 from pyngress.config.endpoints import backend_key, resolve_backend
 from pyngress.config.flow import flow_spec
+from pyngress.config.health_backends import ingress_health, with_ingress_health
+from pyngress.config.health_notes import ingress_retry
 from pyngress.config.ingress import is_rejected
 from pyngress.config.loader import load_paths
 from pyngress.config.log_annotations import access_log_enabled
@@ -55,6 +57,7 @@ from pyngress.model import (
     BalanceSpec,
     ConfigMap,
     EndpointSlice,
+    HealthSpec,
     Ingress,
     IngressBackend,
     IngressClass,
@@ -97,6 +100,8 @@ def compile_snapshot(
     builder = _Builder(index, settings, tls)
     served = sorted(served_ingresses(index.ingresses, index.classes, options), key=_age)
     tls.add_ingresses(served)
+    builder.ingress_health, health_problems = ingress_health(served)  # issue 7
+    builder.problems += health_problems
     for ingress in served:
         builder.add(ingress)
     others = {i.meta.key for i in index.ingresses} - {i.meta.key for i in served}
@@ -184,11 +189,13 @@ class _Builder:
         self._resolved: dict[str, tuple[Backend, str, list[Problem]]] = {}
         self._reported: set[tuple[str, str]] = set()  # (ingress, backend key) already given a problem
         self.default_flow: tuple[FlowSpec | None, int] = (None, settings.proxy_body_size)  # issue 5
+        self.ingress_health: dict[str, HealthSpec] = {}  # backend key -> health asked by an Ingress (issue 7)
 
     def add(self, ingress: Ingress) -> None:
         spec, problems = balance_spec(ingress, self._settings.load_balance)
         affinity, affinity_problems = affinity_spec(ingress, self._settings)
-        self.problems += problems + affinity_problems
+        retry, retry_problems = ingress_retry(ingress, self._settings)  # issue 7
+        self.problems += problems + affinity_problems + retry_problems
         access_log, log_problems = access_log_enabled(ingress)  # issue 8
         self.problems += log_problems
         protocol, protocol_problems = backend_protocol(ingress)  # issue 4
@@ -222,7 +229,8 @@ class _Builder:
                                                    https=self._tls.https_policy(ingress, host),
                                                    upstream_tls=self._tls.upstream_tls(ingress, backend.service),
                                                    backend_protocol=protocol,
-                                                   access_log=access_log, flow=flow, max_body=max_body)
+                                                   access_log=access_log, flow=flow, max_body=max_body,
+                                                   retry=retry)
 
     def _affinity(self, ingress: Ingress, ref: IngressBackend, asked: AffinitySpec) -> AffinitySpec:
         """The Ingress's own affinity, else the Service's `sessionAffinity: ClientIP` (as kube-proxy)."""
@@ -253,8 +261,9 @@ class _Builder:
         key = backend_key(ingress.meta.namespace, ref.service)
         if key not in self._resolved:
             namespace, index = ingress.meta.namespace, self._index
-            self._resolved[key] = resolve_backend(namespace, ref.service, index.services, index.slices,
-                                                  index.pods)
+            self._resolved[key] = with_ingress_health(
+                resolve_backend(namespace, ref.service, index.services, index.slices, index.pods),
+                self.ingress_health)
             self.problems += self._resolved[key][2]  # the Service's weights: once per backend
         backend, bad_field, _ = self._resolved[key]
         self.backends[key] = backend

@@ -46,6 +46,8 @@ def refresh_endpoints(
         resolved, _, problems = resolve_backend(backend.namespace, _ref(backend), services, slices, pods)
         if resolved.problem != backend.problem or problems:
             return None
+        # issue 7: only slices changed, so the health spec is the one compiled (it may come from an Ingress)
+        resolved = dataclasses.replace(resolved, health=backend.health)
         if resolved != backend:
             fresh[key] = resolved
     if not fresh:

@@ -9,12 +9,15 @@ Resolution, for an Ingress in namespace N naming service S and port P (by name o
    the ServicePort's name (both "" for an unnamed port) gives the endpoint port. A slice with no ports at all
    (hand-written file-mode slices often omit them) falls back to the ServicePort's numeric targetPort, or its
    port when targetPort is absent; a named targetPort cannot be resolved without Pods, so such a slice is skipped.
-4. endpoints whose `conditions.ready` is false are skipped; only when a Service has no ready endpoint at all do
-   its `serving` and `terminating` ones take the traffic (kube-proxy's rule since ProxyTerminatingEndpoints:
-   a rollout of the last pods, or a scale to zero, drains instead of failing). Every address of a used
-   endpoint is one `Endpoint(address, port, weight=1, name=<targetRef name>)`; the same address:port in two
-   slices counts once (slices of one Service may overlap while the EndpointSlice controller moves endpoints
-   between them).
+4. endpoints whose `conditions.ready` is true serve. Those with `serving && terminating` are kept too,
+   marked `terminating`: the runtime sends them new requests only when the backend has no ready endpoint
+   (kube-proxy's rule since ProxyTerminatingEndpoints, KEP-1669: a rollout of the last pods, or a scale to
+   zero, drains instead of failing; `health.selection` applies it, so health checks and panic mode see the
+   same set), and session affinity keeps their existing users (issue 7). The others are skipped. Every
+   address is one `Endpoint(address, port, weight=1, name=<targetRef name>)`; the same address:port in two
+   slices counts once, ready winning over terminating (slices of one Service may overlap while the
+   EndpointSlice controller moves endpoints between them).
+6. health: the Service's health-check and slow-start annotations (`config.health_notes`), issue 7.
 5. weights: the Service's `pyngress.io/endpoint-weights` and `pyngress.io/weight-by` annotations, read with
    the Pods of its namespace (`weights`); their Problems are on the Service.
 
@@ -23,10 +26,12 @@ Endpoints are sorted by key so that equal inputs give equal Backends, whatever t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
+from pyngress.config.health_notes import health_spec
 from pyngress.config.weights import PodIndex, weigh_endpoints
 from pyngress.model import (
+    NO_HEALTH,
     Backend,
     Endpoint,
     EndpointSlice,
@@ -34,7 +39,6 @@ from pyngress.model import (
     Service,
     ServiceBackendRef,
     ServicePort,
-    SliceEndpoint,
 )
 
 EXTERNAL_NAME_UNSUPPORTED = "ExternalName services are not supported yet"
@@ -69,7 +73,9 @@ def resolve_backend(
         return broken(f"Service {namespace}/{ref.name} has no port {wanted}", "port")
     ready = ready_endpoints(port, slices.get((namespace, ref.name), ()))
     endpoints, problems = weigh_endpoints(service, ready, pods or {})
-    return Backend(key, namespace, ref.name, ref.port_text, endpoints), "", problems
+    health, health_problems = health_spec(service)
+    return (Backend(key, namespace, ref.name, ref.port_text, endpoints, health=health or NO_HEALTH), "",
+            problems + health_problems)
 
 
 def find_service_port(service: Service, ref: ServiceBackendRef) -> ServicePort | None:
@@ -82,25 +88,21 @@ def find_service_port(service: Service, ref: ServiceBackendRef) -> ServicePort |
 
 
 def ready_endpoints(port: ServicePort, slices: Iterable[EndpointSlice]) -> tuple[Endpoint, ...]:
-    ordered = sorted(slices, key=lambda s: s.meta.name)
-    ready = _endpoints(port, ordered, lambda ep: ep.ready)
-    # issue 6: kube-proxy's fallback, terminating endpoints that still serve when none is ready
-    return ready or _endpoints(port, ordered, lambda ep: ep.serving and ep.terminating)
-
-
-def _endpoints(port: ServicePort, slices: Iterable[EndpointSlice],
-               wanted: Callable[[SliceEndpoint], bool]) -> tuple[Endpoint, ...]:
+    """The ready endpoints, and the serving && terminating ones marked `terminating` (see 4. above)."""
     found: dict[str, Endpoint] = {}
-    for slice_ in slices:
+    for slice_ in sorted(slices, key=lambda s: s.meta.name):
         number = _slice_port(port, slice_)
         if number is None:
             continue
         for ep in slice_.endpoints:
-            if not wanted(ep):
+            terminating = not ep.ready
+            if terminating and not (ep.serving and ep.terminating):
                 continue
             for address in ep.addresses:
-                endpoint = Endpoint(address, number, 1, ep.target_ref_name)
-                found.setdefault(endpoint.key, endpoint)
+                endpoint = Endpoint(address, number, 1, ep.target_ref_name, terminating)
+                seen = found.get(endpoint.key)
+                if seen is None or (seen.terminating and not terminating):
+                    found[endpoint.key] = endpoint
     return tuple(sorted(found.values(), key=lambda e: e.key))
 
 

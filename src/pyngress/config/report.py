@@ -9,6 +9,9 @@ compare it byte for byte). Layout:
 
     default backend: default/fallback:80 -> 10.0.0.9:8080
 
+    health checks:
+      default/api:http: GET /healthz every 5s, slow start 30s
+
     problems (1 error, 1 warning):
       error: web.yaml: Ingress default/web: spec.rules[0].host: must be lower case ('foo.com')
       warning: ...
@@ -17,6 +20,7 @@ Rows are in Snapshot order (hosts sorted, the no-host "*" rules last, as they ar
 to). Columns are as wide as their widest cell; an endpoint list longer than one is cut to "+N more" so that
 one big Deployment does not push a row past 120 columns. An endpoint's weight, when not 1, follows its address
 after WEIGHT_SIGN, the multiplication sign: "10.0.0.1:8080", the sign, "4" (and "0" for a drained endpoint).
+The "health checks" block appears only when a backend has an active check or slow start (issue 7).
 Problems: errors first, each as str(problem), which names the file, the object and the field.
 
 Layer 4 services (issue 9), only when there are some, get a table of their own between the default backend and
@@ -25,6 +29,8 @@ they were declared (a ConfigMap entry or a LoadBalancer Service port).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from pyngress.config.tls_report import tls_lines
 from pyngress.model import Backend, Endpoint, Problem, Snapshot, StreamService
@@ -42,6 +48,7 @@ def format_check(snapshot: Snapshot) -> str:
     lines += ["", _default_line(snapshot.default_backend), ""]
     if snapshot.streams:  # issue 9 (L4)
         lines += [*_stream_table(snapshot.streams), ""]
+    lines += _health_lines(snapshot)  # issue 7: only when some backend has an active check or slow start
     lines += _problem_lines(snapshot.problems)
     return "\n".join(lines) + "\n"
 
@@ -89,6 +96,9 @@ def _stream_table(streams: tuple[StreamService, ...]) -> list[str]:
 
 def format_endpoints(backend: Backend) -> str:
     """ "10.0.0.1:80, +1 more", cut after one, or "(none: <why>)". A weight other than 1 follows WEIGHT_SIGN."""
+    ready = [e for e in backend.endpoints if not e.terminating]  # issue 7: terminating ones are a fallback
+    if ready != list(backend.endpoints):
+        backend = replace(backend, endpoints=tuple(ready))
     if not backend.endpoints:
         return f"(none: {backend.problem or NO_ENDPOINTS})"
     shown = [_endpoint(e) for e in backend.endpoints[:MAX_ENDPOINTS_SHOWN]]
@@ -104,6 +114,19 @@ def _default_line(backend: Backend | None) -> str:
     if backend is None:
         return "default backend: none (404)"
     return f"default backend: {backend.key} -> {format_endpoints(backend)}"
+
+
+def _health_lines(snapshot: Snapshot) -> list[str]:
+    """"health checks:" and one line per backend with an active check or slow start, then a blank line."""
+    lines = []
+    for backend in snapshot.backends.values():
+        health = backend.health
+        parts = [health.active.label] if health.active is not None else []
+        if health.slow_start:
+            parts.append(f"slow start {health.slow_start:g}s")
+        if parts:
+            lines.append(f"  {backend.key}: {', '.join(parts)}")
+    return ["health checks:", *lines, ""] if lines else []
 
 
 def _problem_lines(problems: tuple[Problem, ...]) -> list[str]:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from pyngress.config.health import health_keys
 from pyngress.config.tls_values import (
     parse_max_age,
     parse_ssl_ciphers,
@@ -204,6 +205,8 @@ _KEYS: dict[str, Callable[[str], dict[str, Any]]] = {
     "block-cidrs": _one("block_cidrs", parse_cidrs),
     "block-user-agents": _one("block_user_agents", parse_patterns),
     "block-referers": _one("block_referers", parse_patterns),
+    # issue 7: retries, outlier ejection, draining (parsers in config.health)
+    **health_keys(),
 }
 
 

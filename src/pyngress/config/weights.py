@@ -102,7 +102,8 @@ def weigh_endpoints(service: Service, endpoints: Sequence[Endpoint],
     if by_cpu:
         weights = notes.cpu_weights(rest, pods)
     weights.update(named)
-    return tuple(Endpoint(e.address, e.port, weights[e.key], e.name) for e in endpoints), notes.problems
+    weighed = tuple(Endpoint(e.address, e.port, weights[e.key], e.name, e.terminating) for e in endpoints)
+    return weighed, notes.problems
 
 
 def _explicit(endpoint: Endpoint, table: Mapping[str, int]) -> int | None:

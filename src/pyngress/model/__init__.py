@@ -1,5 +1,14 @@
 """Frozen dataclasses: the Kubernetes objects we read and the compiled Snapshot the runtime serves."""
 
+# issue 7: health checks and retries
+from pyngress.model.health import (
+    DEFAULT_RETRY,
+    NO_HEALTH,
+    RETRY_CONDITIONS,
+    ActiveCheck,
+    HealthSpec,
+    RetryPolicy,
+)
 from pyngress.model.objects import (
     ConfigMap,
     EndpointPort,
@@ -41,12 +50,16 @@ from pyngress.model.tls import NO_TLS, Certificate, HttpsPolicy, TLSConfig, Upst
 __all__ = [
     "ALGORITHMS",
     "DEFAULT_BALANCE",
+    "DEFAULT_RETRY",
     "HASH_ALGORITHMS",
     "NO_AFFINITY",
+    "NO_HEALTH",
     "NO_TLS",
     "PROTOCOLS",
+    "RETRY_CONDITIONS",
     "TCP",
     "UDP",
+    "ActiveCheck",
     "AffinitySpec",
     "Backend",
     "BalanceSpec",
@@ -56,6 +69,7 @@ __all__ = [
     "EndpointPort",
     "EndpointSlice",
     "HTTPIngressPath",
+    "HealthSpec",
     "HttpsPolicy",
     "Ingress",
     "IngressBackend",
@@ -69,6 +83,7 @@ __all__ = [
     "Problem",
     "ProxySettings",
     "ResourceBackendRef",
+    "RetryPolicy",
     "Route",
     "Secret",
     "Service",

@@ -76,6 +76,20 @@ class ProxySettings:
     block_cidrs: tuple[str, ...] = ()  # block-cidrs: refused everywhere (403)
     block_user_agents: tuple[str, ...] = ()  # block-user-agents: exact, ~regex or ~*regex
     block_referers: tuple[str, ...] = ()  # block-referers
+    # issue 7: retries, outlier ejection, draining (ingress-nginx's keys where it has them)
+    proxy_next_upstream: str = "error timeout"  # proxy-next-upstream: when to try another endpoint
+    proxy_next_upstream_tries: int = 3  # proxy-next-upstream-tries: attempts in all (0: no limit)
+    proxy_next_upstream_timeout: float = 0.0  # proxy-next-upstream-timeout: no new attempt after it (0: none)
+    client_body_buffer_size: int = 8192  # client-body-buffer-size: request body kept for a retry, at most
+    retry_budget_percent: float = 20.0  # retry-budget-percent: retries per service over the window (0: off)
+    retry_budget_window: float = 10.0  # retry-budget-window
+    retry_budget_min_retries: int = 10  # retry-budget-min-retries: allowed per window whatever the traffic
+    outlier_consecutive_failures: int = 5  # outlier-consecutive-failures: 5xx/connect failures (0: off)
+    outlier_base_ejection_time: float = 30.0  # outlier-base-ejection-time: x times ejected
+    outlier_max_ejection_time: float = 300.0  # outlier-max-ejection-time
+    max_ejection_percent: int = 50  # max-ejection-percent: of a service's endpoints ejected at once
+    worker_shutdown_timeout: float = 240.0  # worker-shutdown-timeout: in-flight to a removed endpoint
+    shutdown_grace_period: float = 5.0  # shutdown-grace-period: SIGTERM -> listeners close (readiness fails)
 
     @property
     def max_head_size(self) -> int:

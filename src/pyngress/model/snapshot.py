@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from pyngress.model.flow import DEFAULT_BODY_SIZE, FlowSpec
+from pyngress.model.health import DEFAULT_RETRY, NO_HEALTH, HealthSpec, RetryPolicy
 from pyngress.model.objects import PathType
 from pyngress.model.settings import ProxySettings
 from pyngress.model.tls import NO_TLS, HttpsPolicy, TLSConfig, UpstreamTLS
@@ -47,6 +48,9 @@ class Endpoint:
     port: int
     weight: int = 1
     name: str = ""  # the EndpointSlice targetRef name (a Pod), when known
+    # issue 7: serving && terminating (KEP-1669). Such an endpoint gets new requests only when its backend has
+    # no ready one; session affinity keeps the users it already has until it is gone.
+    terminating: bool = False
     # Identity across snapshots: live state (health, counters, pools) keys on it. Computed once: the hot path
     # reads it on every request.
     key: str = field(init=False, repr=False, compare=False)
@@ -66,6 +70,7 @@ class Backend:
     port: str
     endpoints: tuple[Endpoint, ...] = ()
     problem: str = ""  # why it has no endpoints, when that is a configuration problem (shown by check)
+    health: HealthSpec = NO_HEALTH  # issue 7: active check and slow start (Service or Ingress annotations)
 
 
 ALGORITHMS = ("round_robin", "random", "least_conn", "p2c", "ewma")
@@ -138,6 +143,7 @@ class Route:
     https: HttpsPolicy | None = None
     upstream_tls: UpstreamTLS | None = None
     backend_protocol: str = "HTTP"  # issue 4: backend-protocol (HTTP, HTTPS, GRPC, GRPCS)
+    retry: RetryPolicy = DEFAULT_RETRY  # issue 7: proxy-next-upstream*
     # Which live balancer serves this route: one per backend and way of balancing, so two Ingresses that
     # balance one Service differently do not share a cursor. Plain round robin keeps the backend key.
     balancer_key: str = field(init=False, repr=False, compare=False)

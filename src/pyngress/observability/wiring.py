@@ -1,7 +1,7 @@
 """How `pyngress run` attaches observability to a worker and to the parent of several workers.
 
-Kept out of runtime/app.py so that the app only makes two calls: `observe_worker` once a worker serves, and
-`supervise_with_admin` in the parent of `--workers N`.
+Kept out of runtime/app.py so that the app only makes one call, `observe_worker`, once a worker serves. The
+parent of `--workers N` serves the admin listener over all workers from `runtime.workers.admin_in_thread`.
 """
 
 from __future__ import annotations
@@ -9,15 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pyngress.observability.accesslog import AccessLog
 from pyngress.observability.admin import AdminApp, AdminServer
-from pyngress.observability.workers import LocalProvider, answer_parent, serve_parent
+from pyngress.observability.workers import LocalProvider, answer_parent
 
 if TYPE_CHECKING:
     from pyngress.runtime.app import RunOptions
@@ -86,19 +84,3 @@ async def start_admin(server: ProxyServer, host: str, port: int, ingress_class: 
 def admin_url(host: str, port: int) -> str:
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-def supervise_with_admin(children: Sequence[int], socks: Sequence[socket.socket], options: RunOptions,
-                         wait_child: Callable[[int], int]) -> int:
-    """The parent of `--workers N`: forwards signals, serves the admin listener over all workers, and returns
-    the worst exit code once every worker has exited."""
-    assert options.admin_port is not None
-
-    def forward(signum: int) -> None:
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
-
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    return asyncio.run(serve_parent(children, socks, options.admin_host, options.admin_port, forward,
-                                    options.compile.ingress_class, wait_child))

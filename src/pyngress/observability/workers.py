@@ -15,7 +15,6 @@ does not answer within `ASK_TIMEOUT` is left out of that scrape.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import socket
@@ -129,39 +128,3 @@ class WorkersProvider:
 
     def alive(self) -> bool:
         return self._alive()
-
-
-async def serve_parent(children: Sequence[int], socks: Sequence[socket.socket], host: str, port: int,
-                       forward: Callable[[int], None], ingress_class: str,
-                       wait_child: Callable[[int], int]) -> int:
-    """The parent with `--workers N`: admin listener over all workers until they have all exited.
-    `wait_child(pid)` blocks until that worker exits and returns its exit code (run in a thread)."""
-    import signal
-
-    from pyngress.observability.admin import AdminApp, AdminServer
-
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        loop.add_signal_handler(sig, forward, sig)
-    provider = WorkersProvider(socks)
-    await provider.start()
-    admin = AdminServer(AdminApp(provider, ingress_class))
-    try:
-        bound = await admin.start(host, port)
-        log.info("admin listener on http://%s:%d (dashboard /, metrics /metrics)", _url_host(host), bound)
-    except OSError as exc:
-        log.error("cannot listen for admin on %s:%d: %s", host, port, exc.strerror or exc)
-    codes = await asyncio.gather(*(asyncio.to_thread(wait_child, pid) for pid in children))
-    await admin.close()
-    provider.close()
-    with contextlib.suppress(Exception):
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
-    worst = 0
-    for code in codes:
-        worst = worst or (code if code > 0 else 1 if code else 0)
-    return worst
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host

@@ -1,24 +1,23 @@
 """`pyngress run`: workers, signals and the file source around a ProxyServer.
 
 With `--workers 1` the proxy runs in this process. With N > 1 the parent forks N workers before any event
-loop exists; each binds its own listening socket with SO_REUSEPORT, so the kernel spreads connections over
-them, and each reads and watches the configuration itself (a reload is at most one poll interval apart between
-workers). The parent only forwards SIGTERM/SIGINT/SIGHUP and reports how workers ended.
+loop exists; each serves its own SO_REUSEPORT listening socket, which the parent binds and keeps open, and
+restarts a worker that dies (`runtime.workers`); each reads and watches the configuration itself (a reload is
+at most one poll interval apart between workers). Worker 0 runs the active health checks for the group.
 
-Signals in a worker: SIGHUP reloads now; SIGTERM and SIGINT drain (stop accepting, finish in-flight requests
-within the grace period) and exit 0.
+Signals in a worker: SIGHUP reloads now; SIGTERM and SIGINT first turn readiness off (`ProxyServer.ready`),
+keep serving for shutdown-grace-period, then drain (stop accepting, finish in-flight requests within the grace
+period) and exit 0.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import mmap
 import os
 import signal
 import socket
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -26,11 +25,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyngress.config import CompileOptions
-from pyngress.observability.wiring import observe_worker, supervise_with_admin
+from pyngress.observability.wiring import observe_worker
 from pyngress.policy import shared_buckets
+from pyngress.runtime.health_link import HealthLink
 from pyngress.runtime.https_listener import listen_https
+from pyngress.runtime.lifecycle import join_group, pre_stop
 from pyngress.runtime.server import ProxyServer
 from pyngress.runtime.tls_contexts import TLSContexts, fake_certificate
+from pyngress.runtime.workers import admin_in_thread, supervise
 from pyngress.sources.files import FileSource
 
 if TYPE_CHECKING:
@@ -58,6 +60,7 @@ class RunOptions:
     fake_certificate: tuple[bytes, bytes] | None = None
     kube: KubeRunOptions | None = None  # issue 6: cluster mode (`--kubernetes`) instead of files
     redis_url: str = ""  # global rate limits (issue 5)
+    shutdown_grace_period: float | None = None  # issue 7: None = the ConfigMap's shutdown-grace-period
 
 
 def install_event_loop_policy() -> str:
@@ -76,22 +79,40 @@ def run(options: RunOptions) -> int:
         return _run_worker(options, reuse_port=False)
     port = options.http_port or _pick_port(options.host)
     https_port = options.https_port or _pick_port(options.host)
-    return _supervise(RunOptions(**{**options.__dict__, "http_port": port, "https_port": https_port}))
+    options = replace(options, http_port=port, https_port=https_port)
+
+    # rate-limit buckets all workers share (issue 5, policy.shared_buckets): anonymous MAP_SHARED, inherited
+    # by every worker forked after this, restarted ones included
+    shared = mmap.mmap(-1, shared_buckets.DEFAULT_SLOTS * shared_buckets.SLOT.size)
+
+    def worker(slot: int, socks: list[socket.socket], link: HealthLink, control: socket.socket | None) -> int:
+        return _run_worker(options, reuse_port=True, socks=socks, slot=slot, link=link, control=control,
+                           shared=shared)
+
+    admin = None
+    if options.admin_port is not None:  # issue 8: the parent serves the admin listener over all workers
+        admin = admin_in_thread(options.admin_host, options.admin_port, options.compile.ingress_class)
+    return supervise(options.host, [port, https_port], options.workers, worker, admin)  # issue 7
 
 
-def _run_worker(options: RunOptions, *, reuse_port: bool, control: socket.socket | None = None,
+def _run_worker(options: RunOptions, *, reuse_port: bool, socks: list[socket.socket] | None = None,
+                slot: int = 0, link: HealthLink | None = None, control: socket.socket | None = None,
                 shared: mmap.mmap | None = None) -> int:
     loop_name = install_event_loop_policy()
-    return asyncio.run(serve(options, reuse_port=reuse_port, loop_name=loop_name, control=control, shared=shared))
+    return asyncio.run(serve(options, reuse_port=reuse_port, loop_name=loop_name, socks=socks, slot=slot,
+                             link=link, control=control, shared=shared))
 
 
 async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyncio",
+                socks: list[socket.socket] | None = None, slot: int = 0, link: HealthLink | None = None,
                 control: socket.socket | None = None, shared: mmap.mmap | None = None) -> int:
+    """`socks`: the (http, https) listening sockets the parent holds for this worker slot (issue 7);
+    `shared`: the rate-limit buckets all workers share (issue 5), mapped by the parent before the fork."""
     if options.kube is not None:  # issue 6: the API server is the source
         from pyngress.runtime.cluster import serve_cluster
 
-        return await serve_cluster(options, reuse_port=reuse_port, loop_name=loop_name, control=control,
-                                   shared=shared)
+        return await serve_cluster(options, reuse_port=reuse_port, loop_name=loop_name, socks=socks, slot=slot,
+                                   link=link, control=control, shared=shared)
     server: ProxyServer | None = None
 
     def apply(snapshot: object) -> None:
@@ -100,10 +121,12 @@ async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyn
 
     source = FileSource(list(options.paths), options.compile, apply, interval=options.poll_interval, log=log)
     snapshot = source.load_initial()
-    server = ProxyServer(snapshot)
+    server = ProxyServer(snapshot, probing=slot == 0)  # issue 7: one prober per group (runtime.health_link)
+    join_group(server, slot, link)
+    http_sock, https_sock = socks if socks is not None else (None, None)
     server.flow.configure(workers=options.workers, redis_url=options.redis_url, shared=shared)  # issue 5
     try:
-        port = await server.listen(options.host, options.http_port, reuse_port=reuse_port)
+        port = await server.listen(options.host, options.http_port, reuse_port=reuse_port, sock=http_sock)
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", options.host, options.http_port, exc.strerror or exc)
         return 2
@@ -113,7 +136,7 @@ async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyn
     try:  # issue 4: the HTTPS listener
         https_port = await listen_https(server, options.host, options.https_port, reuse_port=reuse_port,
                                         contexts=TLSContexts(*options.fake_certificate),
-                                        redirect_port=options.https_redirect_port)
+                                        redirect_port=options.https_redirect_port, sock=https_sock)
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", options.host, options.https_port, exc.strerror or exc)
         await server.drain(0)
@@ -128,6 +151,7 @@ async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyn
     loop.add_signal_handler(signal.SIGHUP, source.request_reload)
     watcher = asyncio.create_task(source.run())
     await stop.wait()
+    await pre_stop(server, options.shutdown_grace_period, link)  # issue 7: readiness fails first
     log.info("draining (grace %.0fs)", options.grace)
     watcher.cancel()
     await server.drain(options.grace)
@@ -140,56 +164,6 @@ def _pick_port(host: str) -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
-
-
-def _supervise(options: RunOptions) -> int:
-    children: list[int] = []
-    # rate-limit buckets all workers share (issue 5, policy.shared_buckets): anonymous MAP_SHARED, inherited
-    shared = mmap.mmap(-1, shared_buckets.DEFAULT_SLOTS * shared_buckets.SLOT.size)
-    # issue 8: with the admin listener on, the parent asks every worker for its metrics over a socketpair
-    pipes = [socket.socketpair() for _ in range(options.workers)] if options.admin_port is not None else []
-    for i in range(options.workers):
-        pid = os.fork()
-        if pid == 0:  # the worker
-            code = 1
-            try:
-                for j, (ours, theirs) in enumerate(pipes):
-                    ours.close()
-                    if j != i:
-                        theirs.close()
-                code = _run_worker(options, reuse_port=True, control=pipes[i][1] if pipes else None,
-                                   shared=shared)
-            finally:
-                os._exit(code)
-        children.append(pid)
-    for _, theirs in pipes:
-        theirs.close()
-    if pipes:
-        return supervise_with_admin(children, [ours for ours, _ in pipes], options, _wait_child)
-
-    def forward(signum: int, _frame: object) -> None:
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, forward)
-    worst = 0
-    for pid in children:
-        _, status = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(status)
-        if code:
-            print(f"pyngress: worker {pid} exited with {code}", file=sys.stderr)
-            worst = worst or (code if code > 0 else 1)
-    return worst
-
-
-def _wait_child(pid: int) -> int:
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    if code:
-        print(f"pyngress: worker {pid} exited with {code}", file=sys.stderr)
-    return code
 
 
 def paths_of(values: Sequence[str]) -> tuple[Path, ...]:

@@ -29,7 +29,9 @@ from typing import TYPE_CHECKING
 
 from pyngress.model import Snapshot
 from pyngress.observability.wiring import observe_worker
+from pyngress.runtime.health_link import HealthLink
 from pyngress.runtime.https_listener import listen_https
+from pyngress.runtime.lifecycle import join_group, pre_stop
 from pyngress.runtime.server import ProxyServer
 from pyngress.runtime.tls_contexts import TLSContexts
 from pyngress.sources.kubernetes import ApiError, KubernetesSource, connect
@@ -70,7 +72,9 @@ def identity() -> str:
 
 
 async def serve_cluster(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyncio",
+                        socks: list[socket.socket] | None = None, slot: int = 0, link: HealthLink | None = None,
                         control: socket.socket | None = None, shared: mmap.mmap | None = None) -> int:
+    """`socks`, `slot`, `link`: this worker's place in a `--workers N` group (issue 7, runtime.workers)."""
     kube = options.kube
     assert kube is not None
     try:
@@ -79,7 +83,9 @@ async def serve_cluster(options: RunOptions, *, reuse_port: bool, loop_name: str
         log.error("cannot configure the Kubernetes client: %s", exc)
         return 1
     try:
-        server = ProxyServer(Snapshot(version=0))
+        server = ProxyServer(Snapshot(version=0), probing=slot == 0)  # issue 7: one prober per group
+        join_group(server, slot, link)
+        http_sock, https_sock = socks if socks is not None else (None, None)
         # issue 5: limits shared by workers, Redis for global limits
         server.flow.configure(workers=options.workers, redis_url=options.redis_url, shared=shared)
         serve_lb = options.compile.streams.serve_load_balancer_services
@@ -92,7 +98,7 @@ async def serve_cluster(options: RunOptions, *, reuse_port: bool, loop_name: str
         source = KubernetesSource(client, options.compile, apply, namespace=kube.namespace,
                                   debounce=kube.debounce, log=log)
         try:
-            port = await server.listen(options.host, options.http_port, reuse_port=reuse_port)
+            port = await server.listen(options.host, options.http_port, reuse_port=reuse_port, sock=http_sock)
         except OSError as exc:
             log.error("cannot listen on %s:%d: %s", options.host, options.http_port, exc.strerror or exc)
             return 2
@@ -102,7 +108,7 @@ async def serve_cluster(options: RunOptions, *, reuse_port: bool, loop_name: str
         try:  # issue 4's HTTPS listener: its certificates follow each install, as in file mode
             https_port = await listen_https(server, options.host, options.https_port, reuse_port=reuse_port,
                                             contexts=TLSContexts(*options.fake_certificate),
-                                            redirect_port=options.https_redirect_port)
+                                            redirect_port=options.https_redirect_port, sock=https_sock)
         except OSError as exc:
             log.error("cannot listen on %s:%d: %s", options.host, options.https_port, exc.strerror or exc)
             await server.drain(0)
@@ -121,6 +127,8 @@ async def serve_cluster(options: RunOptions, *, reuse_port: bool, loop_name: str
             tasks += [asyncio.create_task(elector.run()), asyncio.create_task(publisher.run())]
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, source.request_rebuild)
         failed = await _until_stopped(tasks)
+        if not failed:
+            await pre_stop(server, options.shutdown_grace_period, link)  # issue 7: readiness fails first
         if publisher is not None and kube.update_status_on_shutdown and not failed:
             tasks[-1].cancel()  # the publisher's loop: no write of its own may race the clearing
             await asyncio.gather(tasks[-1], return_exceptions=True)

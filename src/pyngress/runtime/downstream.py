@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from pyngress.balancing import PickContext
-from pyngress.runtime import flow, h2_preface, http1, https, picking, request_head, tunnel
+from pyngress.runtime import flow, h2_preface, http1, https, picking, request_head, retrying, tunnel
 from pyngress.runtime.exchange import NO_BODY, Exchange
 
 if TYPE_CHECKING:
@@ -255,6 +255,8 @@ class Downstream(asyncio.Protocol):
             self.answer_status(ex, failed)
             return
         ex.endpoint = endpoint
+        if not ex.attempts:
+            ex.started = self.server.now  # issue 7: proxy-next-upstream-timeout's clock (ex.route: the policy)
         ex.upstream_tls = route.upstream_tls  # issue 4: re-encrypt to the pod (backend-protocol: HTTPS)
         ex.attempts += 1
         ex.route, ex.sent_at = route, perf_counter()
@@ -271,16 +273,30 @@ class Downstream(asyncio.Protocol):
         """Tell the stats registry that the attempt in flight ended (a response, or a failure)."""
         picking.end_attempt(ex, ok, self.server.loop.time())
 
-    def retry(self, ex: Exchange, status: int) -> None:
-        """The attempt failed before any response byte: try another endpoint once, else answer `status`."""
+    def retry(self, ex: Exchange, status: int, cause: int = retrying.ERROR, sent: bool = True) -> None:
+        """The attempt failed before any response byte: another endpoint if the route's retry policy
+        allows (`runtime.retrying`), else answer `status`. `sent`: the request reached the endpoint."""
         assert ex.endpoint is not None
         self.end_attempt(ex, ok=False)
         self.server.recorder.attempt_failed(ex.endpoint)
         ex.upstream = None
         ex.tried = (*ex.tried, ex.endpoint.key)
-        if ex.attempts >= 2 or not ex.idempotent or not ex.replayable or self.gone:
+        if self.gone or not retrying.allowed(ex, self.server, cause, status, sent):
             self.answer_status(ex, status)
             return
+        self.next_attempt(ex, status)
+
+    def may_retry_status(self, ex: Exchange, status: int) -> bool:
+        """A response head with a status the route retries (http_502...) arrived, not forwarded yet: True
+        when it is to be dropped for another attempt (the caller then detaches and calls `next_attempt`)."""
+        if self.gone or not retrying.allowed(ex, self.server, retrying.STATUS, status, True):
+            return False
+        assert ex.endpoint is not None
+        self.end_attempt(ex, ok=False)
+        ex.tried = (*ex.tried, ex.endpoint.key)
+        return True
+
+    def next_attempt(self, ex: Exchange, status: int) -> None:
         serving = self.server.dataplane.serving  # the current config: it may have changed since the first try
         route = picking.route_for(ex, serving)
         if route is None:
@@ -385,6 +401,9 @@ class Downstream(asyncio.Protocol):
     def dispatch_again(self, ex: Exchange) -> None:
         """Resend to the same endpoint on another connection (a stale pooled one died); not a new attempt."""
         assert ex.endpoint is not None
+        if not ex.rewind():  # issue 7: a body already sent goes again from the copy kept for replays
+            self.retry(ex, 502)
+            return
         self.server.pool.acquire(ex.endpoint, ex, self.server.dataplane.serving.settings)
 
     def close(self) -> None:

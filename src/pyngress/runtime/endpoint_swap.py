@@ -21,7 +21,7 @@ forgets only the endpoints no backend has any more.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from pyngress.balancing import Balancer
@@ -33,8 +33,11 @@ if TYPE_CHECKING:
 MAX_COMPARED = 64  # routes compared field by field, plus one in eight of the table (see swap_endpoints)
 
 
-def swap_endpoints(current: Serving, snapshot: Snapshot, balancers: Mapping[str, Balancer]) -> Serving | None:
-    """The `Serving` for `snapshot` built from `current` when only endpoints changed, else None."""
+def swap_endpoints(current: Serving, snapshot: Snapshot, balancers: Mapping[str, Balancer],
+                   select: Callable[[Backend], Sequence[Endpoint]] | None = None) -> Serving | None:
+    """The `Serving` for `snapshot` built from `current` when only endpoints changed, else None. `select`:
+    which of a backend's endpoints its balancers get (issue 7: health, terminating, slow start), as in the
+    full rebuild; None: all of them."""
     old = current.snapshot
     if not _same_frame(old, snapshot):
         return None
@@ -44,14 +47,14 @@ def swap_endpoints(current: Serving, snapshot: Snapshot, balancers: Mapping[str,
     differing = [(b, a) for b, a in zip(old.routes, snapshot.routes, strict=True) if b is not a]
     if len(differing) > MAX_COMPARED + len(old.routes) // 8:
         return None
-    changed: dict[str, tuple[Endpoint, ...]] = {}  # balancer key -> its new endpoints
+    changed: dict[str, Backend] = {}  # balancer key -> its backend, with the new endpoints
     backends: dict[str, tuple[Backend, Backend]] = {}  # backend key -> (before, after), the changed ones
     for before, after in differing:
         moved = _endpoints_moved(before, after)
         if moved is None:
             return None
         if moved:
-            changed[after.balancer_key] = after.backend.endpoints
+            changed[after.balancer_key] = after.backend
             backends[after.backend.key] = (before.backend, after.backend)
     default_route = current.default_route
     if old.default_backend is not None and snapshot.default_backend is not None and default_route is not None:
@@ -60,12 +63,12 @@ def swap_endpoints(current: Serving, snapshot: Snapshot, balancers: Mapping[str,
             return None
         if moved:
             default_route = dataclasses.replace(default_route, backend=snapshot.default_backend)
-            changed[default_route.balancer_key] = snapshot.default_backend.endpoints
+            changed[default_route.balancer_key] = snapshot.default_backend
             backends[snapshot.default_backend.key] = (old.default_backend, snapshot.default_backend)
     if not all(key in balancers for key in changed):
         return None  # cannot happen when the keys matched; be safe rather than lose a balancer
-    for key, endpoints in changed.items():
-        balancers[key].update(endpoints)
+    for key, backend in changed.items():
+        balancers[key].update(select(backend) if select is not None else backend.endpoints)
     endpoint_keys = current.endpoint_keys
     if backends:
         endpoint_keys = _endpoint_keys(current.endpoint_keys, backends, snapshot)

@@ -52,11 +52,14 @@ class Exchange:
         "path",
         "pending",
         "pending_size",
+        "replay",
+        "replay_size",
         "request_done",
         "response_started",
         "route",
         "sent_at",
         "set_cookie",
+        "started",
         "status",
         "target",
         "tracked",
@@ -111,6 +114,11 @@ class Exchange:
         self.client_address: str | None = None
         self.body_budget = -1
         self.flow_hold: tuple[ConnectionLimiter, str] | None = None
+        # issue 7: retries (`route` above gives the RetryPolicy). The coarse clock at the first attempt, and a
+        # copy of the body pieces already sent, for a replay (None: too big to keep).
+        self.started = 0.0
+        self.replay: list[bytes] | None = [] if framing != NO_BODY else None
+        self.replay_size = 0
 
     @property
     def idempotent(self) -> bool:
@@ -118,8 +126,33 @@ class Exchange:
 
     @property
     def replayable(self) -> bool:
-        """Can the whole request be sent again? Only if no body byte has left `pending` yet."""
-        return self.framing == NO_BODY or not self.body_sent
+        """Can the whole request be sent again? If no body byte has left `pending` yet, or all are kept."""
+        return self.framing == NO_BODY or not self.body_sent or self.replay is not None
+
+    def rewind(self) -> bool:
+        """Before sending again: put the body pieces already sent back in front of `pending`. False when
+        they were not kept (over client-body-buffer-size)."""
+        if not self.body_sent:
+            return True
+        replay = self.replay
+        if replay is None:
+            return False
+        self.pending[:0] = replay
+        self.pending_size += self.replay_size
+        self.replay, self.replay_size, self.body_sent = [], 0, False
+        return True
+
+    def _keep(self, pieces: Sequence[bytes], size: int) -> None:
+        """Keep a copy of body pieces sent upstream while they fit client-body-buffer-size (for a retry)."""
+        replay = self.replay
+        if replay is None:
+            return
+        self.replay_size += size
+        route = self.route  # set by the first dispatch, before any body byte can be sent
+        if route is None or self.replay_size > route.retry.body_buffer:
+            self.replay = None  # too big to keep: this request will not be retried once it is sent
+        else:
+            replay.extend(pieces)
 
     def add_body(self, data: bytes) -> None:
         if self.framing == CHUNKED:
@@ -131,6 +164,8 @@ class Exchange:
         upstream = self.upstream
         if upstream is not None:
             self.body_sent = True
+            if self.replay is not None:
+                self._keep(pieces, len(data))
             upstream.send(pieces)
         else:
             self.pending.extend(pieces)
@@ -140,6 +175,8 @@ class Exchange:
         self.request_done = True
         if self.framing == CHUNKED:
             if self.upstream is not None:
+                if self.replay is not None:
+                    self.replay.append(http1.LAST_CHUNK)
                 self.upstream.send((http1.LAST_CHUNK,))
             else:
                 self.pending.append(http1.LAST_CHUNK)
@@ -148,6 +185,8 @@ class Exchange:
         pending = self.pending
         if pending:
             self.body_sent = True
+            if self.replay is not None:
+                self._keep(pending, self.pending_size)
         self.pending = []
         self.pending_size = 0
         return pending

@@ -23,7 +23,7 @@ import h2.exceptions
 import httptools
 
 from pyngress.model import UpstreamTLS
-from pyngress.runtime import flow, h2_https, h2_relay, h2_request, h2_tunnel, http1, picking
+from pyngress.runtime import flow, h2_https, h2_relay, h2_request, h2_tunnel, http1, picking, retrying
 from pyngress.runtime.downstream import PAUSE_BUFFER
 from pyngress.runtime.exchange import NO_BODY, Exchange
 
@@ -132,6 +132,8 @@ class H2Stream:
         if endpoint is None:
             return None
         ex.endpoint = endpoint
+        if not ex.attempts:
+            ex.route, ex.started = route, self.server.now  # issue 7: the retry policy and its clock
         ex.attempts += 1
         cookie = serving.cookies.get(key) if contextual else None
         if cookie is not None and balancer is not None:
@@ -232,14 +234,27 @@ class H2Stream:
         self.send_pending()
         self.connection.flush()
 
-    def retry(self, ex: Exchange, status: int) -> None:
+    def retry(self, ex: Exchange, status: int, cause: int = retrying.ERROR, sent: bool = True) -> None:
+        """As Downstream.retry: the route's retry policy decides (issue 7, runtime.retrying)."""
         assert ex.endpoint is not None
         picking.end_attempt(ex, False, self.server.loop.time())
         ex.upstream = None
         ex.tried = (*ex.tried, ex.endpoint.key)
-        if ex.attempts >= 2 or not ex.idempotent or not ex.replayable or self.gone:
+        if self.gone or not retrying.allowed(ex, self.server, cause, status, sent):
             self.answer_status(ex, status)
             return
+        self.next_attempt(ex, status)
+
+    def may_retry_status(self, ex: Exchange, status: int) -> bool:
+        """As Downstream.may_retry_status."""
+        if self.gone or not retrying.allowed(ex, self.server, retrying.STATUS, status, True):
+            return False
+        assert ex.endpoint is not None
+        picking.end_attempt(ex, False, self.server.loop.time())
+        ex.tried = (*ex.tried, ex.endpoint.key)
+        return True
+
+    def next_attempt(self, ex: Exchange, status: int) -> None:
         serving = self.server.dataplane.serving
         route = picking.route_for(ex, serving)
         if route is None:
@@ -249,6 +264,9 @@ class H2Stream:
 
     def dispatch_again(self, ex: Exchange) -> None:
         assert ex.endpoint is not None
+        if not ex.rewind():  # issue 7: a body already sent goes again from the copy kept for replays
+            self.retry(ex, 502)
+            return
         self.server.pool.acquire(ex.endpoint, ex, self.server.dataplane.serving.settings)
 
     def answer_status(self, ex: Exchange, status: int) -> None:

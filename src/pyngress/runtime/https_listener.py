@@ -147,7 +147,20 @@ class HttpsListener:
             log.exception("TLS contexts of configuration version %d not built; keeping the previous ones",
                           snapshot.version)
 
-    async def listen(self, host: str, port: int, *, reuse_port: bool = False, backlog: int = 2048) -> int:
+    async def listen(self, host: str, port: int, *, reuse_port: bool = False, backlog: int = 2048,
+                     sock: socket.socket | None = None) -> int:
+        """`sock`: already bound and listening (issue 7: a worker's socket its parent keeps open)."""
+        if sock is None:
+            sock = self._bind(host, port, reuse_port, backlog)
+        self._sock = sock
+        self.port = int(sock.getsockname()[1])
+        redirect = self.redirect_port or self.port
+        self.redirect_suffix = b"" if redirect == 443 else b":%d" % redirect
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._on_acceptable)
+        return self.port
+
+    @staticmethod
+    def _bind(host: str, port: int, reuse_port: bool, backlog: int) -> socket.socket:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -162,12 +175,7 @@ class HttpsListener:
         except OSError:
             sock.close()
             raise
-        self._sock = sock
-        self.port = int(sock.getsockname()[1])
-        redirect = self.redirect_port or self.port
-        self.redirect_suffix = b"" if redirect == 443 else b":%d" % redirect
-        asyncio.get_running_loop().add_reader(sock.fileno(), self._on_acceptable)
-        return self.port
+        return sock
 
     def on_tick(self, now: float, settings: ProxySettings) -> None:
         """The server's ticker (`now`: its loop time, one tick late): idle relays; expiry once a minute."""
@@ -364,10 +372,10 @@ def warn_expired(tls: TLSConfig, wall_now: float, already: set[str]) -> set[str]
 
 
 async def listen_https(server: ProxyServer, host: str, port: int, *, contexts: TLSContexts,
-                       reuse_port: bool = False, redirect_port: int = 0) -> int:
+                       reuse_port: bool = False, redirect_port: int = 0, sock: socket.socket | None = None) -> int:
     """Start the HTTPS listener of `server` (after `server.listen`, which starts the ticker); returns the port."""
     listener = HttpsListener(server, contexts, redirect_port)
-    bound = await listener.listen(host, port, reuse_port=reuse_port)
+    bound = await listener.listen(host, port, reuse_port=reuse_port, sock=sock)
     server.https = listener
     server.recorder.listening(host, bound)  # connections counted per listener (issue 8)
     return bound

@@ -13,11 +13,14 @@ import asyncio
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Protocol
 
+from pyngress.model import ProxySettings
+from pyngress.runtime.health import HealthManager
+from pyngress.runtime.retrying import ERROR, TIMEOUT
 from pyngress.runtime.tls_contexts import upstream_context, upstream_server_hostname
 from pyngress.runtime.upstream import Upstream
 
 if TYPE_CHECKING:
-    from pyngress.model import Endpoint, ProxySettings, UpstreamTLS
+    from pyngress.model import Endpoint, UpstreamTLS
     from pyngress.runtime.exchange import Exchange
 
 
@@ -33,6 +36,9 @@ class UpstreamPool:
         self._idle: dict[str, list[Upstream]] = {}
         self._idle_count = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        # issue 7: every open connection by endpoint (draining), and the worker's health state
+        self._open: dict[str, set[Upstream]] = {}
+        self.health = HealthManager(loop.time(), ProxySettings())  # ProxyServer installs its own
 
     def acquire(self, endpoint: Endpoint, ex: Exchange, settings: ProxySettings) -> None:
         self.settings = settings
@@ -61,14 +67,19 @@ class UpstreamPool:
                     ssl=upstream_context(tls), server_hostname=upstream_server_hostname(tls))
             _, conn = await asyncio.wait_for(opening, timeout)
         except (OSError, TimeoutError) as exc:
+            self.health.connect_failed(endpoint.key)
             if not ex.client.gone:
-                ex.client.retry(ex, 504 if isinstance(exc, TimeoutError) else 502)
-            return
-        if ex.client.gone or ex.upstream is not None:
-            self.release(conn)  # nobody waits for it any more: keep it for the next request
+                timed_out = isinstance(exc, TimeoutError)
+                ex.client.retry(ex, 504 if timed_out else 502, TIMEOUT if timed_out else ERROR, sent=False)
             return
         if conn.transport is None:  # it died before we got to use it (it spoke first: not HTTP/1.1, issue 4)
-            ex.client.retry(ex, 502)
+            self.health.connect_failed(endpoint.key)
+            if not ex.client.gone:
+                ex.client.retry(ex, 502, ERROR, sent=False)
+            return
+        self._open.setdefault(endpoint.key, set()).add(conn)  # issue 7: draining (forget() removes it)
+        if ex.client.gone or ex.upstream is not None:
+            self.release(conn)  # nobody waits for it any more: keep it for the next request
             return
         conn.attach(ex)
 
@@ -88,6 +99,12 @@ class UpstreamPool:
 
     def forget(self, conn: Upstream) -> None:
         """A connection closed: drop it from the idle stacks if it is there."""
+        endpoint_key = conn.endpoint.key  # `_open` is by endpoint; TLS pool keys carry a suffix
+        conns = self._open.get(endpoint_key)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self._open[endpoint_key]
         stack = self._idle.get(conn.key)
         if stack and conn in stack:
             stack.remove(conn)
@@ -103,11 +120,27 @@ class UpstreamPool:
                 conn.close()  # connection_lost calls forget()
 
     def retain(self, keys: Collection[str]) -> None:
-        """After a reload: close idle connections to endpoints that are gone. Busy ones finish first."""
+        """After a reload: close idle connections to endpoints that are gone. Busy ones finish their exchange
+        first and then close instead of returning to the pool (marked broken)."""
         for key, stack in list(self._idle.items()):
             if key.partition("#")[0] not in keys:  # TLS connections' keys carry a suffix
                 for conn in list(stack):
                     conn.close()
+        for key, conns in self._open.items():
+            if key not in keys:
+                for conn in conns:
+                    conn.broken = True
+
+    def abort_endpoint(self, key: str) -> int:
+        """Abort every connection to `key` (its drain deadline passed); the number aborted."""
+        conns = list(self._open.get(key, ()))
+        for conn in conns:
+            if conn.transport is not None:
+                conn.transport.abort()
+        return len(conns)
+
+    def open_count(self, key: str) -> int:
+        return len(self._open.get(key, ()))
 
     def close_idle(self) -> None:
         for stack in list(self._idle.values()):

@@ -10,6 +10,9 @@ is overdue. A timeout therefore fires between `timeout` and `timeout + 2 ticks` 
 never early: the price of keeping timer work off the per-request path. The ticker also refreshes the cached
 Date header.
 
+Health (issue 7, `runtime.health`): the ticker also ends ejections, steps slow-start ramps and enforces the
+drain deadline of removed endpoints; `ready` turns False when SIGTERM arrives (before the listeners close).
+
 Draining (SIGTERM): stop accepting, close idle keep-alive connections, let in-flight requests finish (their
 responses say `Connection: close`), and after `grace` seconds close whatever is left.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import time
 from email.utils import formatdate
 from typing import TYPE_CHECKING
@@ -28,8 +32,10 @@ from pyngress.observability.recorder import Recorder
 from pyngress.runtime.downstream import Downstream
 from pyngress.runtime.flow import FlowGate
 from pyngress.runtime.h2_upstream import H2UpstreamPool
+from pyngress.runtime.health import HealthManager
 from pyngress.runtime.l4 import StreamRuntime
 from pyngress.runtime.pool import UpstreamPool
+from pyngress.runtime.probe import Prober
 from pyngress.runtime.proxy_listener import ProxyHeaderReader
 from pyngress.runtime.request_head import request_id_source
 from pyngress.runtime.sessions import Session
@@ -44,14 +50,31 @@ def http_date(now: float | None = None) -> bytes:
 
 
 class ProxyServer:
-    def __init__(self, snapshot: Snapshot, *, rng: random.Random | None = None) -> None:
-        self.dataplane = Dataplane(snapshot, rng=rng)
+    def __init__(self, snapshot: Snapshot, *, rng: random.Random | None = None, probing: bool = True) -> None:
+        loop = asyncio.get_running_loop()  # construct inside the worker's running loop
+        # issue 7: health decides which endpoints the balancers get; see runtime.health
+        self.health = HealthManager(loop.time(), snapshot.settings)
+        self.health.prepare(snapshot, loop.time())
+        self.dataplane = Dataplane(snapshot, rng=rng, select=self.health.endpoints_for)
         self.recorder = Recorder()  # metrics and access log (issue 8)
         self.recorder.install(self.dataplane.serving)
-        self.loop = asyncio.get_running_loop()  # construct inside the worker's running loop
+        self.loop = loop
         self.now = self.loop.time()
         self.tick = 1.0
         self.pool = UpstreamPool(self.loop, self)
+        self.pool.health = self.health
+        self.health.installed(self.dataplane.serving)
+        self.health.abort_endpoint = self._abort_endpoint
+        self.health.schedule = self.loop.call_soon
+        # the process that probes (see runtime.app): this one unless told otherwise
+        self.prober: Prober | None = None
+        if probing:
+            self.prober = Prober(self.health, self.loop)
+            self.health.on_targets = self.prober.set_targets
+            self.prober.set_targets(self.health.targets)
+        # Readiness (issue 7): False from SIGTERM on (`begin_shutdown`, with `draining`), while listeners still
+        # accept for shutdown-grace-period so the outer load balancer notices; /readyz then answers 503.
+        self.ready = True
         self.connections: set[Downstream] = set()
         # issue 4: connections that are not HTTP/1.1 Downstreams (HTTP/2 connections, WebSocket tunnels)
         self.sessions: set[Session] = set()
@@ -77,25 +100,34 @@ class ProxyServer:
 
     def install(self, snapshot: Snapshot) -> Serving:
         """Swap in a new configuration; live state carries over by backend and endpoint key."""
+        self.health.prepare(snapshot, self.loop.time())
         serving = self.dataplane.install(snapshot)
-        self.pool.retain(serving.endpoint_keys)
+        self.health.installed(serving)
+        self.pool.retain(self.health.pooled_keys(serving.endpoint_keys))  # issue 7: terminating ones drain
         self.flow.install(snapshot)
         self.recorder.install(serving)
         self.streams.install(snapshot)  # issue 9 (L4)
+        # issue 7: tunnels (WebSocket) to a removed pod stay open until worker-shutdown-timeout
+        kept = self.health.within_drain(serving.endpoint_keys)
         for session in list(self.sessions):
-            session.retain(serving.endpoint_keys)
+            session.retain(kept)
         self.h2_upstreams.retain(serving.endpoint_keys)
         if self.https is not None:
             self.https.install(snapshot)  # its certificates: new handshakes use them
         return serving
 
     async def listen(self, host: str = "0.0.0.0", port: int = 8080, *, reuse_port: bool = False,
-                     backlog: int = 2048) -> int:
-        """Start accepting on host:port (port 0 picks one) and return the bound port."""
+                     backlog: int = 2048, sock: socket.socket | None = None) -> int:
+        """Start accepting on host:port (port 0 picks one), or on `sock` (already bound and listening: a
+        worker's socket that its parent keeps open across worker restarts), and return the bound port."""
         self.loop = asyncio.get_running_loop()
         self.pool.loop = self.loop
-        server = await self.loop.create_server(
-            self._accept, host, port, reuse_port=reuse_port or None, backlog=backlog, reuse_address=True)
+        if sock is not None:
+            server = await self.loop.create_server(self._accept, sock=sock, backlog=backlog)
+        else:
+            server = await self.loop.create_server(
+                self._accept, host, port, reuse_port=reuse_port or None, backlog=backlog,
+                reuse_address=True)
         self._servers.append(server)
         bound = server.sockets[0].getsockname()[1]
         self.ports.append(bound)
@@ -127,9 +159,28 @@ class ProxyServer:
         if self.draining and not self.connections and not self.sessions:
             self._all_closed.set()
 
+    def _abort_endpoint(self, key: str) -> int:
+        """worker-shutdown-timeout after `key` left the configuration: close what still uses it."""
+        kept = self.health.within_drain(self.dataplane.serving.endpoint_keys)
+        for session in list(self.sessions):
+            session.retain(kept)  # its tunnels close now
+        return self.pool.abort_endpoint(key)
+
+    def begin_shutdown(self) -> None:
+        """SIGTERM (issue 7): readiness fails (`ready`, and `draining`, which /readyz reads) while listeners
+        still accept for shutdown-grace-period; every response from now on says `Connection: close`, so
+        keep-alive clients reconnect, to another replica once the outer load balancer has noticed. Idle
+        connections are left alone until `drain` (closing one a client is about to reuse would fail it)."""
+        self.ready = False
+        self.draining = True
+
     async def drain(self, grace: float = 30.0) -> None:
         """Stop accepting, finish in-flight requests for up to `grace` seconds, then close everything."""
         self.draining = True
+        self._all_closed.clear()  # set during a shutdown-grace-period when connections came and went
+        self.ready = False
+        if self.prober is not None:
+            self.prober.close()
         streams = self.loop.create_task(self.streams.drain(grace))  # issue 9 (L4): in parallel with HTTP
         started = self.loop.time()
         for server in self._servers:
@@ -154,6 +205,8 @@ class ProxyServer:
             await self.https.close(max(0.0, grace - (self.loop.time() - started)))
         self.pool.close_idle()
         self.h2_upstreams.close_all()
+        if self.prober is not None:
+            await self.prober.wait_closed()
         for server in self._servers:
             await server.wait_closed()
         if self._ticker is not None:
@@ -195,6 +248,7 @@ class ProxyServer:
         self.h2_upstreams.expire(now, settings.upstream_keepalive_timeout)
         if self.https is not None:  # issue 4: idle ssl-passthrough relays, certificates expiring
             self.https.on_tick(now - slack, settings)
+        self.health.tick(now)
         self._schedule_tick()
 
 

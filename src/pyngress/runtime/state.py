@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -23,7 +23,9 @@ from pyngress.balancing import Balancer
 from pyngress.balancing.factory import make_balancer, needs_context, uses_stats
 from pyngress.balancing.hash_key import HashKey, compile_hash_key
 from pyngress.balancing.stats import EndpointStatsRegistry
-from pyngress.model import AffinitySpec, PathType, ProxySettings, Route, Snapshot
+from pyngress.config.health import default_retry
+from pyngress.health.selection import effective
+from pyngress.model import AffinitySpec, Backend, Endpoint, PathType, ProxySettings, Route, Snapshot
 from pyngress.policy.cidr import CidrSet
 from pyngress.routing import RouteTable
 from pyngress.runtime import http1
@@ -85,15 +87,18 @@ class Serving:
 class Dataplane:
     """Holds the current `Serving`; `install` is the only writer, called on the event loop thread."""
 
-    def __init__(self, snapshot: Snapshot, *, rng: random.Random | None = None) -> None:
+    def __init__(self, snapshot: Snapshot, *, rng: random.Random | None = None,
+                 select: Callable[[Backend], Sequence[Endpoint]] | None = None) -> None:
         self._rng = rng or random.Random()
+        # issue 7: which of a backend's endpoints its balancers get (health, terminating, slow start)
+        self.select = select or _ready_endpoints
         self._balancers: dict[str, Balancer] = {}
         self.stats = EndpointStatsRegistry()
         self.serving = self._build(snapshot)
 
     def install(self, snapshot: Snapshot) -> Serving:
         # issue 6: an endpoint-only change keeps the route table and the untouched balancers (endpoint_swap)
-        serving = swap_endpoints(self.serving, snapshot, self._balancers)
+        serving = swap_endpoints(self.serving, snapshot, self._balancers, self.select)
         self.serving = serving = serving if serving is not None else self._build(snapshot)
         return serving
 
@@ -104,16 +109,18 @@ class Dataplane:
             default_route = Route("", "/", PathType.PREFIX, snapshot.default_backend, "(default backend)",
                                   snapshot.default_balance, snapshot.default_affinity,
                                   https=snapshot.tls.unmatched,  # issue 4: redirect/HSTS per host
-                                  flow=snapshot.default_flow, max_body=snapshot.default_max_body)  # issue 5
+                                  flow=snapshot.default_flow, max_body=snapshot.default_max_body,  # issue 5
+                                  retry=default_retry(snapshot.settings))  # issue 7: the ConfigMap's policy
             routes.append(default_route)
         balancers: dict[str, Balancer] = {}
         hash_keys: dict[str, HashKey] = {}
         cookies: dict[str, tuple[AffinitySpec, bytes]] = {}
         tracked, contextual = set(), set()
         for route in routes:
-            key, spec, endpoints = route.balancer_key, route.balance, route.backend.endpoints
+            key, spec = route.balancer_key, route.balance
             if key in balancers:
                 continue
+            endpoints = self.select(route.backend)
             balancer = self._balancers.get(key)
             if balancer is None:
                 balancer = make_balancer(spec, route.affinity, endpoints, self._rng, self.stats)
@@ -156,6 +163,11 @@ def _trusted_cidrs(settings: ProxySettings) -> CidrSet:
     if not settings.use_forwarded_headers:
         return CidrSet(())
     return CidrSet(settings.trusted_proxies or ("0.0.0.0/0", "::/0"))
+
+
+def _ready_endpoints(backend: Backend) -> Sequence[Endpoint]:
+    """Without a health manager: the KEP-1669 rules of `health.selection`, nothing down."""
+    return effective(backend.endpoints, ())[0]
 
 
 def _header_roles(settings: ProxySettings) -> dict[bytes, int]:

@@ -24,6 +24,7 @@ import httptools
 
 from pyngress.runtime import http1
 from pyngress.runtime.downstream import PAUSE_BUFFER, PAUSE_UPSTREAM
+from pyngress.runtime.retrying import INVALID_HEADER, TIMEOUT
 
 if TYPE_CHECKING:
     from pyngress.model import Endpoint
@@ -84,6 +85,8 @@ class Upstream(asyncio.Protocol):
         self._remaining = 0
         self._out: list[bytes] = []
         self._message_done = False
+        self.record = pool.health.record(endpoint.key)  # issue 7: passive health and attempt counting
+        self._retry_status = 0  # a response status the route retries (http_5xx), seen in the head
 
     # -- connection events -------------------------------------------------------------------------------
 
@@ -106,12 +109,14 @@ class Upstream(asyncio.Protocol):
         if self._mode == UNTIL_CLOSE:
             self._complete(ex)
         elif ex.response_started:
+            self.pool.health.failed(self.record)  # a pod dying mid-response counts against it too
             client.close()  # mid-body: the client sees a truncated response, never a complete one
         elif self.requests and not self._received and ex.replayable and ex.idempotent:
             # A pooled connection the upstream had closed (keep-alive race): send again on a fresh one.
             # Not for POST and the like: the upstream may have acted on it before closing.
             client.dispatch_again(ex)
         else:
+            self.pool.health.failed(self.record)
             client.retry(ex, 502)
 
     def pause_writing(self) -> None:
@@ -139,6 +144,7 @@ class Upstream(asyncio.Protocol):
         assert self.transport is not None
         self.ex = ex
         ex.upstream = self
+        self.record.attempts += 1
         self._mode = HEAD
         self._received = False
         self.last_activity = self.pool.clock.now
@@ -201,8 +207,21 @@ class Upstream(asyncio.Protocol):
             # a 1xx head leaves us in HEAD mode: the final response follows
         if self._mode == SWITCHED:
             self._switch(buf)
-        else:
-            self._start_response(buf)
+            return
+        if self._retry_status and self._retry_elsewhere():
+            return
+        self._start_response(buf)
+
+    def _retry_elsewhere(self) -> bool:
+        """The head's status is one the route retries: drop this response for another attempt if allowed."""
+        status, self._retry_status = self._retry_status, 0
+        ex = self.ex
+        if ex is None or not ex.client.may_retry_status(ex, status):
+            return False
+        self.abandon()  # the unread body makes this connection unusable
+        ex.upstream = None
+        ex.client.next_attempt(ex, status)
+        return True
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._mode != HEAD:  # trailer fields of a chunked body: not forwarded, never kept
@@ -235,6 +254,13 @@ class Upstream(asyncio.Protocol):
             self._reset_head()  # informational: dropped; the final response follows
             return
         ex.status = status
+        rec = self.record  # issue 7: passive health sees every final status
+        if status >= 500:
+            self.pool.health.failed(rec)
+        elif rec.consecutive or rec.probation:
+            self.pool.health.succeeded(rec)
+        if status >= 400 and ex.route is not None and status in ex.route.retry.statuses:
+            self._retry_status = status
         if not self._parser.should_keep_alive():
             self.broken = True
         if not http1.body_allowed(status, ex.method):
@@ -391,9 +417,10 @@ class Upstream(asyncio.Protocol):
         """A bad response head: answer the client ourselves and drop this connection."""
         ex = self.ex
         self.abandon()
+        self.pool.health.failed(self.record)
         if ex is not None:
             ex.upstream = None
-            ex.client.answer_status(ex, status)
+            ex.client.retry(ex, status, INVALID_HEADER)  # answers `status` unless invalid_header allows a retry
 
     def check_timeouts(self, now: float, read_timeout: float, send_timeout: float) -> None:
         """Called by the server's ticker for connections with an exchange in flight."""
@@ -409,7 +436,8 @@ class Upstream(asyncio.Protocol):
         if ex.response_started:
             ex.client.close()
         else:
-            ex.client.answer_status(ex, 504)
+            self.pool.health.failed(self.record)
+            ex.client.retry(ex, 504, TIMEOUT)
 
     def close(self) -> None:
         self.broken = True
