@@ -167,3 +167,22 @@ async def test_describe_reports_ejections_for_observability() -> None:
         assert state[b.endpoint.key]["times_ejected"] == 1
         assert 25.0 <= float(state[b.endpoint.key]["ejected_for"]) <= 30.0  # type: ignore[arg-type]
         assert state[a.endpoint.key]["ejected_for"] == 0.0 and state[a.endpoint.key]["active_healthy"]
+
+
+@async_test
+async def test_an_ejected_pod_shows_in_the_status_and_metrics_state() -> None:
+    """What /status, /metrics and the dashboard read (observability.export.worker_state)."""
+    from pyngress.observability.export import worker_state
+
+    async with contextlib.AsyncExitStack() as exits:
+        a, b, c = await pods(exits, 3)
+        proxy = await exits.enter_async_context(running_proxy(snapshot([route(service("web", [a, b, c]))])))
+        b.status = 500
+        async with await proxy.client() as client:
+            await gets(client, 30)
+        endpoints = worker_state(proxy.server)["endpoints"]
+        assert endpoints[b.endpoint.key]["ejected"] is True
+        assert endpoints[b.endpoint.key]["ejections"] == 1
+        assert endpoints[a.endpoint.key]["ejected"] is False
+        assert endpoints[a.endpoint.key]["health"] == "ready"  # no active check configured
+        assert endpoints[a.endpoint.key]["health_source"] == "health checks"

@@ -288,6 +288,19 @@ class HealthManager:
     def down(self) -> frozenset[str]:
         return self._down
 
+    def endpoint_health(self, key: str) -> tuple[str, bool, int]:
+        """observability's HealthView: (state, ejected now, times ejected) of an endpoint. "unhealthy" when its
+        active check fails; "draining" when it left the configuration or is terminating; else "healthy" if an
+        active check passes for it, "ready" (EndpointSlice readiness only) when none is configured."""
+        rec = self.detector.records.get(key)
+        ejected = rec is not None and rec.ejected
+        times = rec.times_ejected if rec is not None else 0
+        if key in self.active_down:
+            return "unhealthy", ejected, times
+        if key in self.removed:
+            return "draining", ejected, times
+        return ("healthy" if key in self.targets else "ready"), ejected, times
+
     def describe(self) -> dict[str, dict[str, object]]:
         """Endpoint key -> its health, for an admin API or a dashboard (observability reads this)."""
         out: dict[str, dict[str, object]] = {}

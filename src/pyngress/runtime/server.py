@@ -57,6 +57,7 @@ class ProxyServer:
         self.health.prepare(snapshot, loop.time())
         self.dataplane = Dataplane(snapshot, rng=rng, select=self.health.endpoints_for)
         self.recorder = Recorder()  # metrics and access log (issue 8)
+        self.recorder.health = self.health  # /status and /metrics read endpoint health (issue 7)
         self.recorder.install(self.dataplane.serving)
         self.loop = loop
         self.now = self.loop.time()
