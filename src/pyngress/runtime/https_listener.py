@@ -300,7 +300,7 @@ async def peek_client_hello(sock: socket.socket, timeout: float) -> Parsed | Non
     seen, lowat = 0, 1
     try:
         while True:
-            if not await _readable(loop, sock, deadline - loop.time()):
+            if not await proxy_listener.readable(loop, sock, deadline - loop.time()):
                 return None
             try:
                 data = sock.recv(PEEK_SIZE, socket.MSG_PEEK)
@@ -325,21 +325,6 @@ async def peek_client_hello(sock: socket.socket, timeout: float) -> Parsed | Non
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
 
 
-async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket, timeout: float) -> bool:
-    if timeout <= 0:
-        return False
-    ready: asyncio.Future[None] = loop.create_future()
-    fd = sock.fileno()
-    loop.add_reader(fd, _wake, ready)
-    try:
-        await asyncio.wait_for(ready, timeout)
-        return True
-    except TimeoutError:
-        return False
-    finally:
-        loop.remove_reader(fd)
-
-
 def handshake_failure(exc: BaseException) -> str:
     """A bounded label for a failed handshake: OpenSSL's reason (unknown_ca, wrong_version_number...), else
     the kind of error."""
@@ -347,11 +332,6 @@ def handshake_failure(exc: BaseException) -> str:
         return "timeout"
     reason = getattr(exc, "reason", None)
     return str(reason).lower() if reason else type(exc).__name__.lower()
-
-
-def _wake(ready: asyncio.Future[None]) -> None:
-    if not ready.done():
-        ready.set_result(None)
 
 
 def warn_expired(tls: TLSConfig, wall_now: float, already: set[str]) -> set[str]:

@@ -122,7 +122,7 @@ async def read_header(sock: socket.socket, timeout: float) -> str | bool | None:
     deadline = loop.time() + timeout
     lowat = 1
     try:
-        while await _readable(loop, sock, deadline - loop.time()):
+        while await readable(loop, sock, deadline - loop.time()):
             try:
                 data = sock.recv(PEEK, socket.MSG_PEEK)
             except BlockingIOError:
@@ -149,7 +149,9 @@ async def read_header(sock: socket.socket, timeout: float) -> str | bool | None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
 
 
-async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket, timeout: float) -> bool:
+async def readable(loop: asyncio.AbstractEventLoop, sock: socket.socket, timeout: float) -> bool:
+    """Wait until `sock` (an accepted socket not yet given to a transport) is readable; False on timeout.
+    Shared with the HTTPS listener's ClientHello peek."""
     if timeout <= 0:
         return False
     ready: asyncio.Future[None] = loop.create_future()
