@@ -7,10 +7,11 @@ limit. A refused request takes no token from the buckets it did not reach.
 
 Workers (`pyngress run --workers N`): the kernel spreads connections over the worker processes
 (SO_REUSEPORT). Rate limits then use token buckets in memory the workers share (`shared`, see
-policy.shared_buckets): the configured rate whichever worker a request lands on. Connection counts stay per
-worker, each worker allowing ceil(connections / N): never more than the configured count plus N - 1, and a
-client whose requests all land on one worker gets 1/N of it. Without a shared region (a ProxyServer used
-on its own) the rate is divided the same way (rate / N, ceil(burst / N)). The Redis global limit is exact
+policy.shared_buckets): the configured rate whichever worker a request lands on. Connection counts likewise
+live in a shared region (`counts`: the region, the worker count and this worker's index; see
+policy.shared_connections): the configured count over all workers, exceeded by at most N - 1 when workers
+admit the same client at the same instant. Without shared regions (a ProxyServer used on its own) the
+limits are divided: rate / N, ceil(burst / N), ceil(connections / N). The Redis global limit is exact
 across workers and replicas.
 """
 
@@ -21,15 +22,18 @@ from math import ceil
 from pyngress.model.flow import FlowSpec
 from pyngress.policy.access import AccessList
 from pyngress.policy.cidr import CidrSet
-from pyngress.policy.limits import ConnectionLimiter, RateLimiter
+from pyngress.policy.limits import ConnectionLimiter, ConnectionSlots, RateLimiter
 from pyngress.policy.shared_buckets import Buffer, SharedRateLimiter
+from pyngress.policy.shared_connections import SharedConnectionLimiter
+
+SharedCounts = tuple[Buffer, int, int]  # the connection counts' region, the worker count, this worker's index
 
 
 class RoutePolicy:
     __slots__ = ("access", "connections", "exempt", "global_ignored", "needs_address", "rates", "spec")
 
     def __init__(self, spec: FlowSpec, *, workers: int = 1, table_size: int = 65536,
-                 shared: Buffer | None = None) -> None:
+                 shared: Buffer | None = None, counts: SharedCounts | None = None) -> None:
         self.spec = spec
         has_access = spec.allow or spec.deny or spec.block_cidrs or spec.block_user_agents or spec.block_referers
         self.access = AccessList(spec.allow, spec.deny + spec.block_cidrs, spec.block_user_agents,
@@ -42,7 +46,12 @@ class RoutePolicy:
         else:
             self.rates = tuple(RateLimiter(r.rate / workers, max(1, ceil(r.burst / workers)), table_size)
                                for r in spec.rates)
-        self.connections = ConnectionLimiter(ceil(spec.connections / workers)) if spec.connections else None
+        self.connections: ConnectionSlots | None = None
+        if spec.connections and counts is not None:
+            region, group, worker = counts
+            self.connections = SharedConnectionLimiter(region, spec.key, spec.connections, group, worker)
+        elif spec.connections:
+            self.connections = ConnectionLimiter(ceil(spec.connections / workers))
         ignored = spec.global_limit.ignored if spec.global_limit is not None else ()
         self.global_ignored = CidrSet(ignored)
         # the client address as an int is needed only to match networks: skip the lookup otherwise

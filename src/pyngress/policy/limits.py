@@ -20,7 +20,17 @@ progress, so it is bounded by the open connections.
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 from pyngress.policy.bounded import LruTable
+
+
+class ConnectionSlots(Protocol):
+    """What a request holding a connection-limit slot keeps: `take` gave it `ticket` (None: refused), and it
+    hands the ticket back once (`ConnectionLimiter` in one worker, `SharedConnectionLimiter` across them)."""
+
+    def take(self, client: str, /) -> Any: ...
+    def release(self, ticket: Any, /) -> None: ...
 
 
 class RateLimiter:
@@ -73,6 +83,10 @@ class ConnectionLimiter:
             return False
         self._counts[client] = count + 1
         return True
+
+    def take(self, client: str) -> str | None:
+        """The ticket for `release` (the client itself), or None when it has `limit` requests in progress."""
+        return client if self.acquire(client) else None
 
     def release(self, client: str) -> None:
         count = self._counts.get(client, 0) - 1

@@ -26,7 +26,7 @@ import struct
 
 SLOT = struct.Struct("=qdd")  # tag, tokens, updated: 24 bytes
 DEFAULT_SLOTS = 1 << 18
-Buffer = bytearray | mmap.mmap  # a bytearray in tests, a MAP_SHARED anonymous mapping in workers
+Buffer = bytearray | mmap.mmap | memoryview  # a bytearray in tests, (part of) a MAP_SHARED mapping in workers
 
 
 class SharedRateLimiter:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from pyngress.config import CompileOptions
 from pyngress.observability.wiring import observe_worker
-from pyngress.policy import shared_buckets
+from pyngress.runtime import flow
 from pyngress.runtime.health_link import HealthLink
 from pyngress.runtime.https_listener import listen_https
 from pyngress.runtime.lifecycle import join_group, pre_stop
@@ -81,9 +81,9 @@ def run(options: RunOptions) -> int:
     https_port = options.https_port or _pick_port(options.host)
     options = replace(options, http_port=port, https_port=https_port)
 
-    # rate-limit buckets all workers share (issue 5, policy.shared_buckets): anonymous MAP_SHARED, inherited
-    # by every worker forked after this, restarted ones included
-    shared = mmap.mmap(-1, shared_buckets.DEFAULT_SLOTS * shared_buckets.SLOT.size)
+    # rate-limit buckets and connection counts all workers share (issue 5, policy.shared_buckets and
+    # shared_connections): anonymous MAP_SHARED, inherited by every worker forked after this, restarted ones too
+    shared = mmap.mmap(-1, flow.shared_size(options.workers))
 
     def worker(slot: int, socks: list[socket.socket], link: HealthLink, control: socket.socket | None) -> int:
         return _run_worker(options, reuse_port=True, socks=socks, slot=slot, link=link, control=control,
@@ -124,7 +124,8 @@ async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyn
     server = ProxyServer(snapshot, probing=slot == 0)  # issue 7: one prober per group (runtime.health_link)
     join_group(server, slot, link)
     http_sock, https_sock = socks if socks is not None else (None, None)
-    server.flow.configure(workers=options.workers, redis_url=options.redis_url, shared=shared)  # issue 5
+    server.flow.configure(workers=options.workers, redis_url=options.redis_url, shared=shared,  # issue 5
+                          slot=slot)
     try:
         port = await server.listen(options.host, options.http_port, reuse_port=reuse_port, sock=http_sock)
     except OSError as exc:

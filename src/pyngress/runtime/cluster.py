@@ -87,7 +87,7 @@ async def serve_cluster(options: RunOptions, *, reuse_port: bool, loop_name: str
         join_group(server, slot, link)
         http_sock, https_sock = socks if socks is not None else (None, None)
         # issue 5: limits shared by workers, Redis for global limits
-        server.flow.configure(workers=options.workers, redis_url=options.redis_url, shared=shared)
+        server.flow.configure(workers=options.workers, redis_url=options.redis_url, shared=shared, slot=slot)
         serve_lb = options.compile.streams.serve_load_balancer_services
 
         def apply(snapshot: Snapshot) -> None:

@@ -18,7 +18,7 @@ from pyngress.runtime import http1
 if TYPE_CHECKING:
     from pyngress.balancing.stats import EndpointStats
     from pyngress.model import Endpoint, Route, UpstreamTLS
-    from pyngress.policy.limits import ConnectionLimiter
+    from pyngress.policy.limits import ConnectionSlots
     from pyngress.runtime.client_side import ClientSide
     from pyngress.runtime.upstream import Upstream
 
@@ -113,7 +113,7 @@ class Exchange:
         # body bytes still allowed (-1: no limit), the connection-limit slot to give back when done
         self.client_address: str | None = None
         self.body_budget = -1
-        self.flow_hold: tuple[ConnectionLimiter, str] | None = None
+        self.flow_hold: tuple[ConnectionSlots, object] | None = None
         # issue 7: retries (`route` above gives the RetryPolicy). The coarse clock at the first attempt, and a
         # copy of the body pieces already sent, for a replay (None: too big to keep).
         self.started = 0.0

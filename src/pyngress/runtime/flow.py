@@ -24,9 +24,10 @@ from pyngress.balancing.hash_key import HashKey, compile_hash_key
 from pyngress.model import Snapshot
 from pyngress.model.flow import FlowSpec
 from pyngress.observability import events
+from pyngress.policy import shared_buckets, shared_connections
 from pyngress.policy.access import AccessList
 from pyngress.policy.cidr import address_int
-from pyngress.policy.flow import RoutePolicy
+from pyngress.policy.flow import RoutePolicy, SharedCounts
 from pyngress.policy.global_window import ADMIT, ASK, PREFETCH, WindowBatches
 from pyngress.policy.shared_buckets import Buffer
 from pyngress.runtime import http1
@@ -52,6 +53,7 @@ class Client(Protocol):
     def close(self) -> None: ...
 
 ADDRESS_CACHE_LIMIT = 65536
+BUCKETS_SIZE = shared_buckets.DEFAULT_SLOTS * shared_buckets.SLOT.size
 RESERVE_ATTEMPTS = 8
 log = logging.getLogger("pyngress.flow")
 
@@ -68,6 +70,7 @@ class FlowGate:
         self._tasks: set[asyncio.Task[None]] = set()
         self._configured = False  # by `configure` (pyngress run): from then on, say when Redis is missing
         self.shared: Buffer | None = None
+        self.counts: SharedCounts | None = None
         # refusals by reason, plain counters for the metrics exporter (only refusals pay for them)
         self.refused_access = 0  # 403: deny / allow lists, blocked agents and referers
         self.refused_rate = 0  # limit-rps / limit-rpm
@@ -76,13 +79,21 @@ class FlowGate:
         self.refused_body = 0  # proxy-body-size: 413
 
     def configure(self, *, workers: int = 1, redis_url: str = "", redis_timeout: float = 0.5,
-                  shared: Buffer | None = None) -> None:
-        """Worker count and the buckets they share (`shared`: a region mapped before the fork; without it each
-        worker enforces 1/workers of a rate), and the Redis of global limits."""
+                  shared: Buffer | None = None, slot: int = 0) -> None:
+        """Worker count, this worker's index (`slot`) and the limits they share (`shared`: a region of
+        `shared_size(workers)` bytes mapped before the fork, rate buckets then connection counts; without it
+        each worker enforces 1/workers of each limit), and the Redis of global limits."""
         from pyngress.runtime.global_limit import GlobalLimiter
 
         self.workers = max(1, workers)
-        self.shared = shared
+        self.shared, self.counts = shared, None
+        if shared is not None and len(shared) >= shared_size(self.workers) and self.workers > 1:
+            view = memoryview(shared)
+            self.shared = view[:BUCKETS_SIZE]
+            counts = view[BUCKETS_SIZE:shared_size(self.workers)]
+            # this worker may replace one that died holding slots: what that one counted is void
+            shared_connections.clear_column(counts, self.workers, slot)
+            self.counts = (counts, self.workers, slot)
         self.policies = {}  # rebuilt with the new share
         if redis_url:
             self.global_limiter = GlobalLimiter(redis_url, timeout=redis_timeout)
@@ -108,7 +119,7 @@ class FlowGate:
             policy = old.get(key)
             if policy is None or policy.spec != spec or len(policy.rates) != len(spec.rates):
                 policy = _carry_over(RoutePolicy(spec, workers=self.workers, table_size=size,
-                                                 shared=self.shared), policy)
+                                                 shared=self.shared, counts=self.counts), policy)
             self.policies[key] = policy
         old_batches, self.batches = self.batches, {}
         for key, spec in specs.items():
@@ -150,13 +161,15 @@ class FlowGate:
                     _report(flow, "rate")
                     refuse(client, ex, flow.req_status, b"Retry-After: %d\r\n" % max(1, ceil(wait)))
                     return False
-            if policy.connections is not None:
-                if not policy.connections.acquire(ip):
+            slots = policy.connections
+            if slots is not None:
+                ticket = slots.take(ip)
+                if ticket is None:
                     self.refused_connections += 1
                     _report(flow, "connections")
                     refuse(client, ex, flow.conn_status)
                     return False
-                ex.flow_hold = (policy.connections, ip)
+                ex.flow_hold = (slots, ticket)
         if flow.global_limit is not None and self.global_limiter is not None \
                 and (address is None or not policy.global_ignored.contains(address)):
             return self._admit_global(client, ex, serving, route, flow, may_wait)
@@ -246,6 +259,11 @@ class FlowGate:
             _report(flow, "global")
             retry = b"Retry-After: %d\r\n" % max(1, ceil(batches.retry_after(now)))
             refuse(client, ex, flow.global_status, retry)
+
+
+def shared_size(workers: int) -> int:
+    """Bytes of the region `pyngress run --workers N` maps before forking: rate buckets, connection counts."""
+    return BUCKETS_SIZE + shared_connections.region_size(workers)
 
 
 def _report(flow: FlowSpec, kind: str) -> None:

@@ -1,0 +1,116 @@
+"""Connection counts in memory shared by the workers of one process group (`pyngress run --workers N`).
+
+`limit-connections: "N"` must allow N requests in progress per client whichever workers its connections
+land on, as nginx's limit_conn zone does for all its workers. The parent maps an anonymous shared region
+before it forks (runtime.app) and every worker counts there:
+
+    row s = [worker 0: (tag, count)] [worker 1: (tag, count)] ... [worker W-1: (tag, count)]   (int64s)
+
+A (limit, client) pair hashes to a row `h`; its count is the sum of the `count`s whose `tag` is its tag, over
+the W entries of the PROBE rows h .. h+PROBE-1 (one window, read with one unpack). Each worker writes only its
+own entries (its column): it puts a client in the first row of the window where its entry already holds that
+tag, else where its entry is free (count 0). So:
+
+* no two processes ever write the same word: no lock, and no lost update;
+* a worker that dies holding slots leaves counts behind only in its own column, and the worker the parent
+  forks in its place zeroes that column before it serves (`clear_column`): nothing leaks past a restart;
+* two clients hashing to the same row only collide if they land on the same worker, and then the second
+  simply takes the next row of the window. With the window full (PROBE clients of this worker in progress
+  that all hash near this one) the request is admitted uncounted (`UNCOUNTED`, counted in `overflows`): a
+  collision can never refuse a client wrongly. With 65,536 rows that needs thousands of clients in progress
+  at once on one worker before it happens at all.
+
+Races: two workers admitting the same client at the same instant each read the sum before the other's
+increment lands, so both may admit with one slot left: the limit can be exceeded by at most W - 1 (one per
+other worker), only under that contention, and only until those requests end. The entry's position
+(`take`'s ticket) is kept by the request, so release needs no lookup. `hash()` agrees across the workers
+because they are forked from one interpreter (same hash seed). Pure: the buffer is passed in.
+"""
+
+from __future__ import annotations
+
+import struct
+from itertools import compress
+
+from pyngress.policy.shared_buckets import Buffer
+
+ENTRY = struct.Struct("=qq")  # tag, count: 16 bytes
+COUNT = struct.Struct("=q")
+DEFAULT_ROWS = 1 << 16
+PROBE = 4  # rows searched per client: the window read at once
+UNCOUNTED = -1  # a ticket: admitted, but this worker's entries of the window were all taken
+
+
+def region_size(workers: int, rows: int = DEFAULT_ROWS) -> int:
+    """Bytes for `rows` rows of `workers` entries (the window of the last row does not wrap: PROBE-1 more)."""
+    return (rows + PROBE - 1) * workers * ENTRY.size
+
+
+def clear_column(buffer: Buffer, workers: int, worker: int) -> None:
+    """Forget every count of `worker`: the worker that takes a dead one's place calls it before serving."""
+    words = memoryview(buffer).cast("q")
+    try:
+        column = words[2 * worker::2 * workers]  # tags and counts interleave: the tag of each row's entry
+        zeros = memoryview(bytearray(len(column) * 8)).cast("q")
+        column[:] = zeros
+        words[2 * worker + 1::2 * workers] = zeros
+    finally:
+        words.release()
+
+
+class SharedConnectionLimiter:
+    """`policy.limits.ConnectionLimiter` over a shared region: `take(client)` -> ticket, `release(ticket)`."""
+
+    __slots__ = ("_buffer", "_own", "_row_size", "_rows", "_salt", "_window", "limit", "overflows")
+
+    def __init__(self, buffer: Buffer, salt: str, limit: int, workers: int, worker: int) -> None:
+        if limit < 1:
+            raise ValueError("a connection limit is at least 1")
+        if not 0 <= worker < workers:
+            raise ValueError("the worker index is outside the group")
+        self._row_size = workers * ENTRY.size
+        self._rows = len(buffer) // self._row_size - (PROBE - 1)
+        if self._rows < 1:
+            raise ValueError("the shared buffer holds no row")
+        self._buffer = buffer
+        self._salt = salt  # the limit's identity: same in every worker (FlowSpec.key)
+        self._window = struct.Struct(f"={2 * workers * PROBE}q")
+        # this worker's entries in a window: (index of the tag in the window's words, byte offset in the window)
+        self._own = tuple((2 * (p * workers + worker), (p * workers + worker) * ENTRY.size) for p in range(PROBE))
+        self.limit = limit
+        self.overflows = 0  # admitted uncounted: the window was full (a metric; the table is too small)
+
+    def take(self, client: str) -> int | None:
+        """A ticket (an offset, or UNCOUNTED) to give back to `release` once the request ends; None (refused)
+        when the client already has `limit` requests in progress over all workers."""
+        tag = hash((self._salt, client))
+        at = (tag % self._rows) * self._row_size
+        words = self._window.unpack_from(self._buffer, at)
+        tags, counts = words[0::2], words[1::2]
+        if sum(compress(counts, map(tag.__eq__, tags))) >= self.limit:
+            return None
+        free = -1
+        for index, offset in self._own:
+            if words[index] == tag and words[index + 1] > 0:
+                COUNT.pack_into(self._buffer, at + offset + 8, words[index + 1] + 1)
+                return at + offset
+            if free < 0 and words[index + 1] <= 0:
+                free = offset
+        if free < 0:
+            self.overflows += 1
+            return UNCOUNTED
+        ENTRY.pack_into(self._buffer, at + free, tag, 1)
+        return at + free
+
+    def release(self, ticket: int) -> None:
+        if ticket < 0:
+            return
+        (count,) = COUNT.unpack_from(self._buffer, ticket + 8)
+        if count > 0:
+            COUNT.pack_into(self._buffer, ticket + 8, count - 1)
+
+    def active(self, client: str) -> int:
+        """Requests of `client` in progress over all workers (tests, the admin view)."""
+        tag = hash((self._salt, client))
+        words = self._window.unpack_from(self._buffer, (tag % self._rows) * self._row_size)
+        return sum(compress(words[1::2], map(tag.__eq__, words[0::2])))
