@@ -102,8 +102,10 @@ async def test_proxy_protocol_address_is_the_http2_client() -> None:
 
 
 @async_test
-async def test_a_websocket_counts_until_it_is_switched() -> None:
+async def test_a_websocket_holds_its_connection_slot_while_open() -> None:
+    # nginx's limit_conn counts a WebSocket for its whole life: so do we (the tunnel keeps the upgrade's slot)
     from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
     from wsbackend import ws_echo
 
     flow = FlowSpec("default/site", connections=1)
@@ -114,8 +116,53 @@ async def test_a_websocket_counts_until_it_is_switched() -> None:
         try:
             async with connect(f"ws://127.0.0.1:{port}/chat", max_size=None) as ws:
                 assert await ws.recv() == "hello from ws-0"
-                async with connect(f"ws://127.0.0.1:{port}/chat", max_size=None) as second:
-                    assert await second.recv() == "hello from ws-0"  # the first one's slot was given back
-            assert server.flow.refused_connections == 0
+                with contextlib.suppress(InvalidStatus):
+                    async with connect(f"ws://127.0.0.1:{port}/chat") as second:
+                        raise AssertionError(f"a second WebSocket was admitted: {await second.recv()}")
+                assert server.flow.refused_connections == 1
+                await ws.send("still open")  # the refusal did not disturb the open one
+                assert await ws.recv() == "still open"
+            await wait_until(lambda: not server.sessions, what="the tunnel closed")
+            async with connect(f"ws://127.0.0.1:{port}/chat") as third:  # its slot was given back on close
+                assert await third.recv() == "hello from ws-0"
+        finally:
+            await server.drain(1.0)
+
+
+@async_test
+async def test_an_http2_websocket_holds_its_connection_slot_until_its_stream_ends() -> None:
+    from h2client import H2Response
+    from wsbackend import ws_echo
+
+    flow = FlowSpec("default/site", connections=1)
+    async with ws_echo() as pod:
+        routes = [dataclasses.replace(route(service("ws", [pod.endpoint])), flow=flow)]
+        server = ProxyServer(snapshot(routes), rng=random.Random(0))
+        port = await server.listen("127.0.0.1", 0)
+        try:
+            async with await H2Client.connect(port) as client:
+
+                def websocket() -> H2Response:
+                    stream = client.conn.get_next_available_stream_id()
+                    client.responses[stream] = resp = H2Response()
+                    client.conn.send_headers(stream, [(b":method", b"CONNECT"), (b":protocol", b"websocket"),
+                                                      (b":scheme", b"http"), (b":path", b"/chat"),
+                                                      (b":authority", b"example.com"),
+                                                      (b"sec-websocket-version", b"13")])
+                    client.flush()
+                    resp.stream_id = stream  # type: ignore[attr-defined]
+                    return resp
+
+                first = websocket()
+                await wait_until(lambda: b"hello from ws-0" in first.body, what="the first WebSocket open")
+                second = websocket()
+                await wait_until(lambda: second.status != 0, what="the second's answer")
+                assert second.status == 429
+                client.conn.reset_stream(first.stream_id)  # type: ignore[attr-defined]
+                client.flush()
+                await wait_until(lambda: pod.open == 0, what="the first WebSocket closed")
+                third = websocket()
+                await wait_until(lambda: third.status != 0, what="the third's answer")
+                assert third.status == 200
         finally:
             await server.drain(1.0)

@@ -29,6 +29,7 @@ from pyngress.policy.access import AccessList
 from pyngress.policy.cidr import address_int
 from pyngress.policy.flow import RoutePolicy, SharedCounts
 from pyngress.policy.global_window import ADMIT, ASK, PREFETCH, WindowBatches
+from pyngress.policy.limits import ConnectionSlots
 from pyngress.policy.shared_buckets import Buffer
 from pyngress.runtime import http1
 from pyngress.runtime.exchange import LENGTH, Exchange, ExchangeView
@@ -333,6 +334,19 @@ def release(ex: Exchange) -> None:
     hold = ex.flow_hold
     if hold is not None:
         ex.flow_hold = None
+        hold[0].release(hold[1])
+
+
+def hand_over(ex: Exchange) -> tuple[ConnectionSlots, object] | None:
+    """A WebSocket's upgrade was accepted: its connection-limit slot passes from the request to the tunnel,
+    which gives it back with `release_hold` when it closes (nginx's limit_conn counts a WebSocket for the
+    connection's whole life too)."""
+    hold, ex.flow_hold = ex.flow_hold, None
+    return hold
+
+
+def release_hold(hold: tuple[ConnectionSlots, object] | None) -> None:
+    if hold is not None:
         hold[0].release(hold[1])
 
 

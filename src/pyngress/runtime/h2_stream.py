@@ -315,12 +315,13 @@ class H2Stream:
     def tunnel(self, ex: Exchange, upstream: asyncio.Transport, head: bytes, rest: bytes) -> None:
         """The pod accepted the WebSocket of an extended CONNECT (RFC 8441): see runtime.h2_tunnel."""
         picking.end_attempt(ex, True, self.server.loop.time())
-        flow.release(ex)  # issue 5: limit-connections counts the upgrade request, not the tunnel after it
         if self.gone:
+            flow.release(ex)
             upstream.close()
             return
         self._tunnel_seen = self.server.now
         self.pod = h2_tunnel.open_tunnel(self, upstream, head, rest)
+        self.pod.hold = flow.hand_over(ex)  # issue 5: the WebSocket keeps its limit-connections slot while open
 
     def tunnel_activity(self) -> None:
         self._tunnel_seen = self.server.now

@@ -23,6 +23,7 @@ import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from pyngress.policy.limits import ConnectionSlots
     from pyngress.runtime.h2_stream import H2Stream
 
 _PASSED_ON = (b"sec-websocket-protocol", b"sec-websocket-extensions")
@@ -51,6 +52,12 @@ class PodSide(asyncio.Protocol):
         self.unacked = 0  # client bytes written while the pod's buffer was full: credit handed back later
         self.write_paused = False
         self.closed = False
+        self.hold: tuple[ConnectionSlots, object] | None = None  # issue 5: the limit-connections slot, while open
+
+    def _release(self) -> None:
+        hold, self.hold = self.hold, None
+        if hold is not None:
+            hold[0].release(hold[1])
 
     def data_received(self, data: bytes) -> None:
         self.stream.tunnel_activity()
@@ -65,6 +72,7 @@ class PodSide(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._release()
         if not self.stream.response_ended:
             self.stream.close()
 
@@ -96,6 +104,7 @@ class PodSide(asyncio.Protocol):
             self.transport.write_eof()
 
     def close(self) -> None:
+        self._release()
         if not self.closed:
             self.closed = True
             self.transport.close()

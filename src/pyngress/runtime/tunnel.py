@@ -29,6 +29,7 @@ from pyngress.runtime import flow
 
 if TYPE_CHECKING:
     from pyngress.model import ProxySettings
+    from pyngress.policy.limits import ConnectionSlots
     from pyngress.runtime.downstream import Downstream
     from pyngress.runtime.exchange import Exchange
     from pyngress.runtime.server import ProxyServer
@@ -50,10 +51,10 @@ def take_over(client: Downstream, ex: Exchange, upstream: asyncio.Transport, hea
         upstream.close()
         return
     client.end_attempt(ex, ok=True)
-    flow.release(ex)  # issue 5: limit-connections counts the upgrade request, not the tunnel after it
+    hold = flow.hand_over(ex)  # issue 5: the tunnel keeps the request's limit-connections slot while open
     client.queue.clear()
     client.gone = True  # the Downstream object is retired; the tunnel owns the transport now
-    Tunnel(client.server, transport, upstream, ex.endpoint.key)
+    Tunnel(client.server, transport, upstream, ex.endpoint.key, hold)
     client.server.connection_closed(client)
     transport.write(head + rest if rest else head)
     if ex.upgrade:
@@ -63,8 +64,9 @@ def take_over(client: Downstream, ex: Exchange, upstream: asyncio.Transport, hea
 
 class Tunnel:
     def __init__(self, server: ProxyServer, client: asyncio.Transport, upstream: asyncio.Transport,
-                 endpoint_key: str) -> None:
+                 endpoint_key: str, hold: tuple[ConnectionSlots, object] | None = None) -> None:
         self.server = server
+        self.hold = hold  # limit-connections: the upgrade request's slot, given back when the tunnel closes
         self.endpoint_key = endpoint_key
         self.last_activity = server.now
         self.closed = False
@@ -86,7 +88,12 @@ class Tunnel:
         self.closed = True
         self.client_half.transport.close()
         self.upstream_half.transport.close()
+        self._release()
         self.server.session_closed(self)
+
+    def _release(self) -> None:
+        hold, self.hold = self.hold, None
+        flow.release_hold(hold)
 
     # -- the server's Session interface --------------------------------------------------------------------
 
@@ -105,6 +112,7 @@ class Tunnel:
         self.closed = True
         self.client_half.transport.abort()
         self.upstream_half.transport.abort()
+        self._release()
         self.server.session_closed(self)
 
 
