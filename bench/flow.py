@@ -38,8 +38,8 @@ import run as nginx_bench
 
 from pyngress.model import Backend, PathType, ProxySettings, Route, Snapshot
 from pyngress.model.flow import FlowSpec, GlobalLimitSpec, RateSpec
-from pyngress.policy.shared_buckets import DEFAULT_SLOTS, SLOT
 from pyngress.runtime.downstream import Downstream
+from pyngress.runtime.flow import shared_size
 from pyngress.runtime.server import ProxyServer
 from pyngress.runtime.upstream import Upstream
 
@@ -49,13 +49,17 @@ VARIANTS: dict[str, FlowSpec | None] = {
     "plain": None,
     "limit-rps": FlowSpec("default/web", rates=(RATE,)),
     "limit-rps, shared by workers": FlowSpec("default/web", rates=(RATE,)),
+    "limit-rps + limit-connections": FlowSpec("default/web", rates=(RATE,), connections=HUGE),
+    "rps + connections, shared by workers": FlowSpec("default/web", rates=(RATE,), connections=HUGE),
     "allow + deny lists": FlowSpec("default/web", allow=("127.0.0.0/8", "::1"), deny=("10.0.0.0/8",)),
     "rps + connections + allowlist": FlowSpec("default/web", rates=(RATE,), connections=HUGE,
                                               allow=("127.0.0.0/8",)),
     "global limit (Redis, batch 100)": FlowSpec("default/web", global_limit=GlobalLimitSpec(HUGE, 3600.0,
                                                                                               batch=100)),
+    "global limit (Redis, default batch)": FlowSpec("default/web", global_limit=GlobalLimitSpec(HUGE, 3600.0)),
 }
 REQUESTS = 20_000
+YIELD_EVERY = 16  # requests between two turns of the event loop (in every variant alike)
 REPEATS = 7
 
 
@@ -74,7 +78,7 @@ class Bench:
         if flow is not None and flow.global_limit is not None:
             server.flow.configure(redis_url=redis_url)
         elif flow is not None and shared:
-            server.flow.configure(workers=2, shared=mmap.mmap(-1, SLOT.size * DEFAULT_SLOTS))
+            server.flow.configure(workers=2, shared=mmap.mmap(-1, shared_size(2)))
         self.client, self.transport = Downstream(server), hotpath.MemoryTransport()
         self.client.connection_made(self.transport)  # type: ignore[arg-type]
         server.pool.settings = server.dataplane.serving.settings
@@ -88,7 +92,9 @@ class Bench:
         """(wall µs, CPU µs) per request. They differ by the time spent waiting for Redis."""
         client, upstreams, gate = self.client, self.upstreams, self.server.flow
         wall, cpu = time.perf_counter(), time.process_time()
-        for _ in range(REQUESTS):
+        for i in range(REQUESTS):
+            if not i % YIELD_EVERY:  # the event loop gets a turn, as between reads (a prefetch can complete)
+                await asyncio.sleep(0)
             client.data_received(hotpath.REQUEST)
             if client.queue[0].endpoint is None:  # waiting for a Redis reservation
                 await asyncio.gather(*gate._tasks)

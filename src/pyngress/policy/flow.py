@@ -19,9 +19,11 @@ from __future__ import annotations
 
 from math import ceil
 
+from pyngress.balancing.hash_key import HashKey
 from pyngress.model.flow import FlowSpec
 from pyngress.policy.access import AccessList
 from pyngress.policy.cidr import CidrSet
+from pyngress.policy.global_window import WindowBatches
 from pyngress.policy.limits import ConnectionLimiter, ConnectionSlots, RateLimiter
 from pyngress.policy.shared_buckets import Buffer, SharedRateLimiter
 from pyngress.policy.shared_connections import SharedConnectionLimiter
@@ -30,7 +32,8 @@ SharedCounts = tuple[Buffer, int, int]  # the connection counts' region, the wor
 
 
 class RoutePolicy:
-    __slots__ = ("access", "connections", "exempt", "global_ignored", "needs_address", "rates", "spec")
+    __slots__ = ("access", "connections", "exempt", "global_batches", "global_ignored", "more_rates",
+                 "needs_address", "rate", "rates", "screened", "spec")
 
     def __init__(self, spec: FlowSpec, *, workers: int = 1, table_size: int = 65536,
                  shared: Buffer | None = None, counts: SharedCounts | None = None) -> None:
@@ -56,6 +59,13 @@ class RoutePolicy:
         self.global_ignored = CidrSet(ignored)
         # the client address as an int is needed only to match networks: skip the lookup otherwise
         self.needs_address = bool(self.exempt or self.global_ignored)  # access lists remember verdicts
+        # the short way (runtime.flow.admit) for routes with only rate and connection limits: the first rate
+        # limit, then any other (limit-rps and limit-rpm together)
+        self.screened = bool(self.access is not None or self.needs_address)
+        # the global limit's live state (runtime.flow: local batches, key template, Redis key prefix)
+        self.global_batches: tuple[WindowBatches, HashKey | None, bytes] | None = None
+        self.rate = self.rates[0] if self.rates else None
+        self.more_rates = self.rates[1:]
 
     def take_rate(self, client: str, now: float) -> float:
         """0.0 when every rate limit admits the request, else the seconds to wait (the longest)."""

@@ -34,7 +34,7 @@ class ConnectionSlots(Protocol):
 
 
 class RateLimiter:
-    __slots__ = ("_buckets", "burst", "rate")
+    __slots__ = ("_buckets", "_last", "_last_bucket", "burst", "rate")
 
     def __init__(self, rate: float, burst: float, maximum: int = 65536) -> None:
         if rate <= 0 or burst < 1:
@@ -42,6 +42,10 @@ class RateLimiter:
         self.rate = rate  # tokens per second
         self.burst = burst
         self._buckets: LruTable[str, list[float]] = LruTable(maximum)  # client -> [tokens, updated]
+        # the client of the last `take` and its bucket: requests of one connection (or of one busy client)
+        # come in a row, and then the bucket is already the LRU's newest: no lookup, no reordering
+        self._last: str | None = None
+        self._last_bucket: list[float] = []
 
     @property
     def table(self) -> LruTable[str, list[float]]:
@@ -49,12 +53,18 @@ class RateLimiter:
 
     def take(self, client: str, now: float) -> float:
         """0.0 when a token was taken (admit), else the seconds until the next token (refuse)."""
-        buckets = self._buckets
-        bucket = buckets.get(client)
-        if bucket is None:
-            buckets.put(client, [self.burst - 1.0, now])
-            return 0.0
-        buckets.move_to_end(client)  # most recently used: evicted last
+        if client == self._last:
+            bucket = self._last_bucket
+        else:
+            buckets = self._buckets
+            found = buckets.get(client)
+            if found is None:  # a new client: a full bucket (or one forgotten, which is the same)
+                bucket = [self.burst, now]
+                buckets.put(client, bucket)
+            else:
+                buckets.move_to_end(client)  # most recently used: evicted last
+                bucket = found
+            self._last, self._last_bucket = client, bucket
         tokens = bucket[0]
         if now > bucket[1]:
             tokens += (now - bucket[1]) * self.rate
@@ -86,7 +96,12 @@ class ConnectionLimiter:
 
     def take(self, client: str) -> str | None:
         """The ticket for `release` (the client itself), or None when it has `limit` requests in progress."""
-        return client if self.acquire(client) else None
+        counts = self._counts
+        count = counts.get(client, 0)
+        if count >= self.limit:
+            return None
+        counts[client] = count + 1
+        return client
 
     def release(self, client: str) -> None:
         count = self._counts.get(client, 0) - 1

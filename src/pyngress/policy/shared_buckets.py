@@ -32,7 +32,7 @@ Buffer = bytearray | mmap.mmap | memoryview  # a bytearray in tests, (part of) a
 class SharedRateLimiter:
     """The interface of `policy.limits.RateLimiter`, over a shared buffer of slots."""
 
-    __slots__ = ("_buffer", "_salt", "_slots", "burst", "rate")
+    __slots__ = ("_buffer", "_last", "_last_at", "_last_tag", "_salt", "_slots", "burst", "rate")
 
     def __init__(self, buffer: Buffer, salt: str, rate: float, burst: float) -> None:
         if rate <= 0 or burst < 1:
@@ -44,11 +44,17 @@ class SharedRateLimiter:
         self._salt = salt  # the limit's identity: same in every worker (FlowSpec.key and the rate's index)
         self.rate = rate
         self.burst = burst
+        self._last: str | None = None  # the client of the last `take`, and its tag and slot: no rehashing
+        self._last_tag = self._last_at = 0
 
     def take(self, client: str, now: float) -> float:
         """0.0 when a token was taken (admit), else the seconds until the next token (refuse)."""
-        tag = hash((self._salt, client))
-        at = (tag % self._slots) * SLOT.size
+        if client == self._last:
+            tag, at = self._last_tag, self._last_at
+        else:
+            tag = hash((self._salt, client))
+            at = (tag % self._slots) * SLOT.size
+            self._last, self._last_tag, self._last_at = client, tag, at
         buffer = self._buffer
         old, tokens, updated = SLOT.unpack_from(buffer, at)
         if old != tag or not 0.0 <= tokens <= self.burst:

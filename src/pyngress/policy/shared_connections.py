@@ -35,7 +35,6 @@ from itertools import compress
 from pyngress.policy.shared_buckets import Buffer
 
 ENTRY = struct.Struct("=qq")  # tag, count: 16 bytes
-COUNT = struct.Struct("=q")
 DEFAULT_ROWS = 1 << 16
 PROBE = 4  # rows searched per client: the window read at once
 UNCOUNTED = -1  # a ticket: admitted, but this worker's entries of the window were all taken
@@ -61,56 +60,72 @@ def clear_column(buffer: Buffer, workers: int, worker: int) -> None:
 class SharedConnectionLimiter:
     """`policy.limits.ConnectionLimiter` over a shared region: `take(client)` -> ticket, `release(ticket)`."""
 
-    __slots__ = ("_buffer", "_own", "_row_size", "_rows", "_salt", "_window", "limit", "overflows")
+    __slots__ = ("_last", "_last_at", "_last_tag", "_own", "_row_words", "_rows", "_salt", "_window", "_words",
+                 "limit", "overflows")
 
     def __init__(self, buffer: Buffer, salt: str, limit: int, workers: int, worker: int) -> None:
         if limit < 1:
             raise ValueError("a connection limit is at least 1")
         if not 0 <= worker < workers:
             raise ValueError("the worker index is outside the group")
-        self._row_size = workers * ENTRY.size
-        self._rows = len(buffer) // self._row_size - (PROBE - 1)
+        self._row_words = 2 * workers
+        self._rows = len(buffer) // (self._row_words * 8) - (PROBE - 1)
         if self._rows < 1:
             raise ValueError("the shared buffer holds no row")
-        self._buffer = buffer
+        self._words = memoryview(buffer).cast("B").cast("q")  # one int64 per index: single reads and writes
         self._salt = salt  # the limit's identity: same in every worker (FlowSpec.key)
         self._window = struct.Struct(f"={2 * workers * PROBE}q")
-        # this worker's entries in a window: (index of the tag in the window's words, byte offset in the window)
-        self._own = tuple((2 * (p * workers + worker), (p * workers + worker) * ENTRY.size) for p in range(PROBE))
+        self._own = tuple(2 * (p * workers + worker) for p in range(PROBE))  # our tags' indexes in a window
         self.limit = limit
         self.overflows = 0  # admitted uncounted: the window was full (a metric; the table is too small)
+        self._last: str | None = None  # the client of the last `take`, and its tag and row: no rehashing
+        self._last_tag = self._last_at = 0
 
     def take(self, client: str) -> int | None:
-        """A ticket (an offset, or UNCOUNTED) to give back to `release` once the request ends; None (refused)
-        when the client already has `limit` requests in progress over all workers."""
-        tag = hash((self._salt, client))
-        at = (tag % self._rows) * self._row_size
-        words = self._window.unpack_from(self._buffer, at)
-        tags, counts = words[0::2], words[1::2]
-        if sum(compress(counts, map(tag.__eq__, tags))) >= self.limit:
-            return None
+        """A ticket (the index of the count taken, or UNCOUNTED) to give back to `release` once the request
+        ends; None (refused) when the client already has `limit` requests in progress over all workers."""
+        if client == self._last:
+            tag, at = self._last_tag, self._last_at
+        else:
+            tag = hash((self._salt, client))
+            at = (tag % self._rows) * self._row_words
+            self._last, self._last_tag, self._last_at = client, tag, at
+        words = self._window.unpack_from(self._words, at * 8)
+        tags = words[0::2]
+        found = tags.count(tag)
+        if found:  # usually one entry: the worker's own, or another's
+            if found == 1:
+                total = words[2 * tags.index(tag) + 1]
+            else:
+                total = sum(compress(words[1::2], map(tag.__eq__, tags)))
+            if total >= self.limit:
+                return None
         free = -1
-        for index, offset in self._own:
-            if words[index] == tag and words[index + 1] > 0:
-                COUNT.pack_into(self._buffer, at + offset + 8, words[index + 1] + 1)
-                return at + offset
-            if free < 0 and words[index + 1] <= 0:
-                free = offset
+        for index in self._own:
+            count = words[index + 1]
+            if count > 0:
+                if words[index] == tag:
+                    self._words[at + index + 1] = count + 1
+                    return at + index + 1
+            elif free < 0:
+                free = index
         if free < 0:
             self.overflows += 1
             return UNCOUNTED
-        ENTRY.pack_into(self._buffer, at + free, tag, 1)
-        return at + free
+        shared = self._words
+        shared[at + free] = tag
+        shared[at + free + 1] = 1
+        return at + free + 1
 
     def release(self, ticket: int) -> None:
-        if ticket < 0:
-            return
-        (count,) = COUNT.unpack_from(self._buffer, ticket + 8)
-        if count > 0:
-            COUNT.pack_into(self._buffer, ticket + 8, count - 1)
+        if ticket >= 0:
+            shared = self._words
+            count = shared[ticket]
+            if count > 0:
+                shared[ticket] = count - 1
 
     def active(self, client: str) -> int:
         """Requests of `client` in progress over all workers (tests, the admin view)."""
         tag = hash((self._salt, client))
-        words = self._window.unpack_from(self._buffer, (tag % self._rows) * self._row_size)
+        words = self._window.unpack_from(self._words, (tag % self._rows) * self._row_words * 8)
         return sum(compress(words[1::2], map(tag.__eq__, words[0::2])))

@@ -28,7 +28,7 @@ from pyngress.policy import shared_buckets, shared_connections
 from pyngress.policy.access import AccessList
 from pyngress.policy.cidr import address_int
 from pyngress.policy.flow import RoutePolicy, SharedCounts
-from pyngress.policy.global_window import ADMIT, ASK, PREFETCH, WindowBatches
+from pyngress.policy.global_window import ADMIT, ASK, PREFETCH, Key, WindowBatches
 from pyngress.policy.limits import ConnectionSlots
 from pyngress.policy.shared_buckets import Buffer
 from pyngress.runtime import http1
@@ -72,6 +72,7 @@ class FlowGate:
         self._configured = False  # by `configure` (pyngress run): from then on, say when Redis is missing
         self.shared: Buffer | None = None
         self.counts: SharedCounts | None = None
+        self._wait = 0.0  # `_more_rates`' answer: the wait of the limit that refused
         # refusals by reason, plain counters for the metrics exporter (only refusals pay for them)
         self.refused_access = 0  # 403: deny / allow lists, blocked agents and referers
         self.refused_rate = 0  # limit-rps / limit-rpm
@@ -134,19 +135,53 @@ class FlowGate:
             template = None if g.key == "$remote_addr" else compile_hash_key(g.key)
             self.batches[key] = kept or (WindowBatches(g.limit, g.window, g.batch, size), template,
                                          f"pyngress:grl:{spec.owner}:{g.limit}/{g.window:g}:".encode())
+            self.policies[key].global_batches = self.batches[key]
 
     # -- the checks ---------------------------------------------------------------------------------------
 
     def admit(self, client: Client, ex: Exchange, serving: Serving, route: Route, may_wait: bool = True) -> bool:
         """False: refused and answered, or (global limit, `may_wait`) to be dispatched once Redis answers.
         `may_wait=False` (gRPC relays, which cannot be resumed later): a request whose key needs a Redis
-        reservation is admitted and the reservation made in the background."""
+        reservation is admitted and the reservation made in the background.
+
+        Every request of a limited route passes here, so the common shapes (rate and connection limits, with
+        no list or exemption to match) take the short way: no address parsing, one lookup per limit."""
         flow = route.flow
         assert flow is not None
         policy = self.policies.get(flow.key)
         if policy is None:  # a route of a configuration installed without us (cannot happen via install)
             return True
         ip = ex.client_address or client.client_ip
+        if policy.screened:  # access lists, exemptions, a global limit: the whole way
+            return self._admit_screened(client, ex, serving, route, flow, policy, ip, may_wait)
+        rate = policy.rate
+        if rate is not None:
+            now = self.server.now
+            wait = rate.take(ip, now)
+            if wait or (policy.more_rates and self._more_rates(policy, ip, now)):
+                return self._refuse_rate(client, ex, flow, wait or self._wait)
+        slots = policy.connections
+        if slots is not None:
+            ticket = slots.take(ip)
+            if ticket is None:
+                return self._refuse_connections(client, ex, flow)
+            ex.flow_hold = (slots, ticket)
+        batches = policy.global_batches
+        if batches is not None and self.global_limiter is not None:
+            return self._admit_global(client, ex, serving, route, flow, may_wait, ip, batches)
+        return True
+
+    def _more_rates(self, policy: RoutePolicy, ip: str, now: float) -> bool:
+        """limit-rpm next to limit-rps: True (refuse, `_wait` set) when one of them has no token left."""
+        for limiter in policy.more_rates:
+            wait = limiter.take(ip, now)
+            if wait:
+                self._wait = wait
+                return True
+        return False
+
+    def _admit_screened(self, client: Client, ex: Exchange, serving: Serving, route: Route, flow: FlowSpec,
+                        policy: RoutePolicy, ip: str, may_wait: bool) -> bool:
         address = self._address(ip) if policy.needs_address else None
         access = policy.access
         if access is not None and not self._permits(access, ip, ex):
@@ -158,23 +193,30 @@ class FlowGate:
             for limiter in policy.rates:
                 wait = limiter.take(ip, self.server.now)
                 if wait:
-                    self.refused_rate += 1
-                    _report(flow, "rate")
-                    refuse(client, ex, flow.req_status, b"Retry-After: %d\r\n" % max(1, ceil(wait)))
-                    return False
+                    return self._refuse_rate(client, ex, flow, wait)
             slots = policy.connections
             if slots is not None:
                 ticket = slots.take(ip)
                 if ticket is None:
-                    self.refused_connections += 1
-                    _report(flow, "connections")
-                    refuse(client, ex, flow.conn_status)
-                    return False
+                    return self._refuse_connections(client, ex, flow)
                 ex.flow_hold = (slots, ticket)
-        if flow.global_limit is not None and self.global_limiter is not None \
+        batches = policy.global_batches
+        if batches is not None and self.global_limiter is not None \
                 and (address is None or not policy.global_ignored.contains(address)):
-            return self._admit_global(client, ex, serving, route, flow, may_wait)
+            return self._admit_global(client, ex, serving, route, flow, may_wait, ip, batches)
         return True
+
+    def _refuse_rate(self, client: Client, ex: Exchange, flow: FlowSpec, wait: float) -> bool:
+        self.refused_rate += 1
+        _report(flow, "rate")
+        refuse(client, ex, flow.req_status, b"Retry-After: %d\r\n" % max(1, ceil(wait)))
+        return False
+
+    def _refuse_connections(self, client: Client, ex: Exchange, flow: FlowSpec) -> bool:
+        self.refused_connections += 1
+        _report(flow, "connections")
+        refuse(client, ex, flow.conn_status)
+        return False
 
     def _permits(self, access: AccessList, ip: str, ex: Exchange) -> bool:
         verdict = access.admits(ip)
@@ -195,11 +237,10 @@ class FlowGate:
             address = cache[ip] = address_int(ip)
             return address
 
-    def _admit_global(self, client: Client, ex: Exchange, serving: Serving, route: Route,
-                      flow: FlowSpec, may_wait: bool) -> bool:
-        batches, template, prefix = self.batches[flow.key]
-        ip = ex.client_address or client.client_ip
-        key = ip.encode() if template is None else template(ExchangeView(ex))
+    def _admit_global(self, client: Client, ex: Exchange, serving: Serving, route: Route, flow: FlowSpec,
+                      may_wait: bool, ip: str, state: tuple[WindowBatches, HashKey | None, bytes]) -> bool:
+        batches, template, prefix = state
+        key: Key = ip if template is None else template(ExchangeView(ex))  # the address as is: no encoding
         now = time.time()
         verdict = batches.take(key, now)
         if verdict == ADMIT:
@@ -221,20 +262,20 @@ class FlowGate:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _prefetch(self, batches: WindowBatches, key: bytes, prefix: bytes, now: float) -> None:
+    async def _prefetch(self, batches: WindowBatches, key: Key, prefix: bytes, now: float) -> None:
         assert self.global_limiter is not None
         window = batches.window_of(now)
-        await self.global_limiter.reserve(batches, b"%s%d:%s" % (prefix, window, key), key, window,
+        await self.global_limiter.reserve(batches, _redis_key(prefix, window, key), key, window,
                                           self.server.loop.time())  # a failure is counted there
 
     async def _ask(self, client: Client, ex: Exchange, serving: Serving, route: Route, flow: FlowSpec,
-                   batches: WindowBatches, key: bytes, prefix: bytes) -> None:
+                   batches: WindowBatches, key: Key, prefix: bytes) -> None:
         limiter = self.global_limiter
         assert limiter is not None
         verdict, now = ASK, time.time()
         for _ in range(RESERVE_ATTEMPTS):  # waiters of one reservation may use it up before us: ask again
             window = batches.window_of(now)
-            ok = await limiter.reserve(batches, b"%s%d:%s" % (prefix, window, key), key, window,
+            ok = await limiter.reserve(batches, _redis_key(prefix, window, key), key, window,
                                        self.server.loop.time())
             if not _still_waiting(client, ex):
                 release(ex)
@@ -260,6 +301,10 @@ class FlowGate:
             _report(flow, "global")
             retry = b"Retry-After: %d\r\n" % max(1, ceil(batches.retry_after(now)))
             refuse(client, ex, flow.global_status, retry)
+
+
+def _redis_key(prefix: bytes, window: int, key: Key) -> bytes:
+    return b"%s%d:%s" % (prefix, window, key if isinstance(key, bytes) else key.encode())
 
 
 def shared_size(workers: int) -> int:
@@ -353,5 +398,5 @@ def release_hold(hold: tuple[ConnectionSlots, object] | None) -> None:
 def _carry_over(new: RoutePolicy, old: RoutePolicy | None) -> RoutePolicy:
     """Keep the live tables when only the access lists changed (same limits: same key)."""
     if old is not None and old.spec.rates == new.spec.rates and old.spec.connections == new.spec.connections:
-        new.rates, new.connections = old.rates, old.connections
+        new.rates, new.rate, new.more_rates, new.connections = old.rates, old.rate, old.more_rates, old.connections
     return new

@@ -21,7 +21,7 @@ import asyncio
 import logging
 from typing import Any
 
-from pyngress.policy.global_window import WindowBatches
+from pyngress.policy.global_window import Key, WindowBatches
 
 log = logging.getLogger("pyngress.flow")
 
@@ -49,7 +49,7 @@ class GlobalLimiter:
         self._warned_at = -1e9
         self._inflight: dict[bytes, asyncio.Future[bool]] = {}
 
-    async def reserve(self, batches: WindowBatches, redis_key: bytes, key: bytes, window: int,
+    async def reserve(self, batches: WindowBatches, redis_key: bytes, key: Key, window: int,
                       now_loop: float) -> bool:
         """Reserve a batch for `key` in `window`; False when Redis failed (the caller fails open or closed)."""
         pending = self._inflight.get(redis_key)
@@ -65,19 +65,19 @@ class GlobalLimiter:
             future.set_result(ok)  # also when cancelled: the waiters then decide as for a failure
         return ok
 
-    async def _reserve(self, batches: WindowBatches, redis_key: bytes, key: bytes, window: int,
+    async def _reserve(self, batches: WindowBatches, redis_key: bytes, key: Key, window: int,
                        now_loop: float) -> bool:
         if now_loop < self.down_until:
             self.failures += 1
             return False
         self.round_trips += 1
+        asked = batches.batch_for(key)  # grows for busy keys (policy.global_window)
         try:
-            total = await self._reserve_script(keys=[redis_key], args=[batches.batch,
-                                                                      max(1, int(batches.window * 2 + 1))])
+            total = await self._reserve_script(keys=[redis_key], args=[asked, max(1, int(batches.window * 2 + 1))])
         except self._errors as exc:
             self._failed(exc, now_loop)
             return False
-        batches.granted(key, window, int(total), batches.batch)
+        batches.granted(key, window, int(total), asked, now_loop)
         return True
 
     def _failed(self, exc: BaseException, now_loop: float) -> None:
