@@ -145,6 +145,7 @@ def test_default_backend_route_gets_the_flow_of_its_ingress() -> None:
     ("proxy-body-size", "1t", "size"),
     ("global-rate-limit", "-5", "whole number"),
     ("global-rate-limit-key", "$nope", "nope"),
+    ("proxy-protocol", "v3", "v1, v2 or off"),
 ])
 def test_bad_values_are_problems_naming_the_annotation_and_the_route_stays(name: str, value: str,
                                                                             message: str) -> None:
@@ -197,3 +198,9 @@ def test_check_lists_the_limits_of_each_ingress() -> None:
                              NGINX + "whitelist-source-range": "10.0.0.0/8"}))
     assert "limits: shop/site: 10 r/s burst 50, 3 conn, allowlist" in format_check(snap)
     assert "limits:" not in format_check(compiled(ingress({})))
+
+
+@pytest.mark.parametrize(("value", "version"), [("v1", 1), ("V2", 2), ("2", 2), ("off", 0)])
+def test_proxy_protocol_for_passthrough_pods(value: str, version: int) -> None:
+    flow = compiled(ingress({OURS + "proxy-protocol": value})).routes[0].flow
+    assert (flow.proxy_protocol if flow is not None else 0) == version

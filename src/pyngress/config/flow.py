@@ -10,7 +10,10 @@ Per Ingress (defaults in brackets):
 - `proxy-body-size` [the ConfigMap's, 1m]: larger request bodies get 413; 0 is unlimited;
 - `global-rate-limit` [0: none] per `global-rate-limit-window` [required: a duration] per value of
   `global-rate-limit-key` [$remote_addr], counted in Redis; `global-rate-limit-ignored-cidrs` are not
-  counted; `global-rate-limit-batch` (ours) [2 % of the limit, 1..100]: requests granted per Redis trip.
+  counted; `global-rate-limit-batch` (ours) [2 % of the limit, 1..100, growing for busy keys]: requests
+  granted per Redis trip;
+- `proxy-protocol` (ours) [off]: `v1` or `v2`, a PROXY protocol header naming the client sent first to the
+  pod of an `ssl-passthrough` host.
 The ConfigMap adds its status codes, `block-cidrs`, `block-user-agents`, `block-referers` to every route.
 
 A value that does not parse is an error Problem naming the annotation; that setting is ignored (as if
@@ -61,9 +64,11 @@ def flow_spec(ingress: Ingress, settings: ProxySettings) -> tuple[FlowSpec | Non
         conn_status=settings.limit_conn_status_code,
         global_limit=_global_limit(notes),
         global_status=settings.global_rate_limit_status_code,
+        proxy_protocol=_value(notes, "proxy-protocol", 0, _proxy_protocol),
     )
     active = (spec.rates or spec.connections or spec.allow or spec.deny or spec.block_cidrs
-              or spec.block_user_agents or spec.block_referers or spec.global_limit is not None)
+              or spec.block_user_agents or spec.block_referers or spec.global_limit is not None
+              or spec.proxy_protocol)
     return (spec if active else None), body, notes.problems
 
 
@@ -117,6 +122,13 @@ def _at_least_one(text: str) -> int:
     if value < 1:
         raise ValueError(f"{text!r} is not a whole number of at least 1")
     return value
+
+
+def _proxy_protocol(text: str) -> int:
+    version = {"v1": 1, "1": 1, "v2": 2, "2": 2, "off": 0, "none": 0, "false": 0, "": 0}.get(text.strip().lower())
+    if version is None:
+        raise ValueError(f"{text!r} is not v1, v2 or off")
+    return version
 
 
 def _window(text: str) -> float:

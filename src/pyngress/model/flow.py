@@ -49,6 +49,7 @@ class FlowSpec:
     conn_status: int = 429  # limit-conn-status-code
     global_limit: GlobalLimitSpec | None = None
     global_status: int = 429  # global-rate-limit-status-code
+    proxy_protocol: int = 0  # proxy-protocol (ours): 1 or 2, the PROXY header sent to ssl-passthrough pods
     key: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -68,4 +69,6 @@ class FlowSpec:
             parts.append("allowlist")
         if self.deny or self.block_cidrs or self.block_user_agents or self.block_referers:
             parts.append("denylist")
+        if self.proxy_protocol:
+            parts.append(f"passthrough PROXY v{self.proxy_protocol}")
         return ", ".join(parts)

@@ -218,6 +218,13 @@ class FlowGate:
         refuse(client, ex, flow.conn_status)
         return False
 
+    def permits_address(self, access: AccessList, ip: str) -> bool:
+        """The address part of the access lists (ssl-passthrough connections have no headers to check)."""
+        verdict = access.admits(ip)
+        if verdict is None:
+            verdict = access.remember(ip, access.permits_address(self._address(ip)))
+        return verdict
+
     def _permits(self, access: AccessList, ip: str, ex: Exchange) -> bool:
         verdict = access.admits(ip)
         if verdict is None:

@@ -37,7 +37,7 @@ import time
 from typing import TYPE_CHECKING
 
 from pyngress.observability import events
-from pyngress.runtime import proxy_listener
+from pyngress.runtime import passthrough_flow, proxy_listener
 from pyngress.runtime.client_hello import MAX_HELLO, ClientHello, Incomplete, Parsed, parse_client_hello
 from pyngress.runtime.downstream import Downstream
 from pyngress.runtime.h2 import H2Downstream
@@ -255,10 +255,14 @@ class HttpsListener:
         if route is None:
             await self._terminate(sock, tls, client)
         else:
-            await self._relay(sock, route)
+            await self._relay(sock, route, client)
 
-    async def _relay(self, sock: socket.socket, route: Route) -> None:
+    async def _relay(self, sock: socket.socket, route: Route, client: str | None = None) -> None:
         serving = self.server.dataplane.serving
+        first = passthrough_flow.admit_relay(self.server, sock, route, client)  # issue 5: lists, PROXY header
+        if first is None:
+            sock.close()
+            return
         balancer = serving.balancers.get(route.balancer_key)
         endpoint = balancer.pick(self.server.no_context) if balancer is not None else None
         if endpoint is None:
@@ -267,7 +271,7 @@ class HttpsListener:
         relay = Relay(self.relays.discard)
         self.relays.add(relay)
         try:
-            await relay.start(sock, endpoint, serving.settings.proxy_connect_timeout)
+            await relay.start(sock, endpoint, serving.settings.proxy_connect_timeout, first)
         except (OSError, TimeoutError) as exc:
             log.debug("ssl-passthrough to %s failed: %s", endpoint.key, exc)
             relay.close()

@@ -82,12 +82,15 @@ class Relay:
         self.active = True  # a byte arrived (either side) since the last tick; starts True: stamped on the first
         self.idle_since = 0.0
 
-    async def start(self, sock: socket.socket, endpoint: Endpoint, connect_timeout: float) -> None:
-        """Connect to `endpoint`, then take over `sock`. Raises OSError/TimeoutError when the pod is unreachable
-        (the caller closes `sock`)."""
+    async def start(self, sock: socket.socket, endpoint: Endpoint, connect_timeout: float,
+                    first: bytes = b"") -> None:
+        """Connect to `endpoint`, send it `first` (a PROXY protocol header, issue 5), then take over `sock`.
+        Raises OSError/TimeoutError when the pod is unreachable (the caller closes `sock`)."""
         loop = asyncio.get_running_loop()
         await asyncio.wait_for(loop.create_connection(lambda: self.upstream, endpoint.address, endpoint.port),
                                connect_timeout)
+        if first and self.upstream.transport is not None:
+            self.upstream.transport.write(first)
         try:
             await loop.connect_accepted_socket(lambda: self.client, sock)
         except BaseException:
