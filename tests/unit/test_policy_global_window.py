@@ -85,3 +85,39 @@ def test_default_batch_is_a_small_share_of_the_limit() -> None:
     assert [default_batch(n) for n in (1, 49, 100, 1000, 10**6)] == [1, 1, 2, 20, 100]
     with pytest.raises(ValueError):
         WindowBatches(0, 1.0)
+
+
+def test_a_busy_key_gets_bigger_batches_up_to_two_percent_of_the_limit_and_an_idle_one_smaller() -> None:
+    batches = WindowBatches(limit=100_000, window=3600.0)  # no configured batch: the default, 2 % of the limit
+    assert batches.batch == 100 and batches.max_batch == 2000
+    counted = 0
+    sizes = []
+
+    def reserve(now: float) -> None:
+        nonlocal counted
+        asked = batches.batch_for(b"k")
+        sizes.append(asked)
+        counted += asked
+        batches.granted(b"k", batches.window_of(now), counted, asked, now)
+
+    clock = 0.0
+    for _ in range(30_000):  # 10,000 requests a second: each batch is used up well within GROW_SECONDS
+        clock += 0.0001
+        verdict = batches.take(b"k", clock)
+        if verdict in (ASK, PREFETCH):
+            reserve(clock)
+            if verdict == ASK:
+                assert batches.take(b"k", clock) in (ADMIT, PREFETCH)
+    assert sizes[:6] == [100, 100, 200, 400, 800, 1600]  # doubling from the second grant
+    assert max(sizes) == 2000  # capped
+    assert len(sizes) < 30_000 / 1000  # a handful of round trips instead of 300
+    reserve(clock + 10.0)  # then a quiet spell: the next batch halves
+    assert batches.batch_for(b"k") == 1000
+    assert counted <= 100_000  # never more reserved than the limit
+
+
+def test_a_configured_batch_stays_fixed() -> None:
+    batches = WindowBatches(limit=100_000, window=60.0, batch=10)
+    for i in range(5):
+        batches.granted(b"k", 0, 10 * (i + 1), batches.batch_for(b"k"), 0.001 * i)
+    assert batches.batch_for(b"k") == 10
