@@ -60,7 +60,7 @@ def _response_role(name: bytes) -> int:
     return role
 
 
-class Upstream(asyncio.Protocol):
+class Upstream:
     def __init__(self, pool: UpstreamPool, endpoint: Endpoint, key: str = "") -> None:
         self.pool = pool
         self.endpoint = endpoint
@@ -118,6 +118,9 @@ class Upstream(asyncio.Protocol):
         else:
             self.pool.health.failed(self.record)
             client.retry(ex, 502)
+
+    def eof_received(self) -> bool:
+        return False  # close: the connection_lost that follows decides what the close means
 
     def pause_writing(self) -> None:
         self.write_paused_since = self.pool.clock.now
