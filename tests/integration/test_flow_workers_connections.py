@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -121,18 +122,27 @@ def complete(response: bytes | None) -> bool:
     return response is not None and (response.endswith((b"ok", b"<closed>")) or response.startswith(REFUSED))
 
 
+def decided(socks: list[socket.socket], answered: dict[socket.socket, bytes], sent: int) -> bool:
+    """Every request sent is either held by the pod or answered (refused) by pyngress."""
+    statuses(socks, answered, 0.02)
+    return len(answered) + len(Pod.held) >= sent
+
+
 def round_trip(port: int) -> tuple[int, int, set[str]]:
-    """LIMIT + EXTRA requests at once: how many the pod holds, how many got 429, which workers sent the held."""
+    """LIMIT + EXTRA requests, each sent once the previous one is held or refused (so that no two workers
+    decide at the same instant, see policy.shared_connections): how many the pod holds, how many got 429,
+    which workers sent the held ones."""
     Pod.gate.clear()
     with Pod.lock:
         Pod.worker_ids.clear()
-    socks = open_requests(port, LIMIT + EXTRA)
+    socks: list[socket.socket] = []
     answered: dict[socket.socket, bytes] = {}
     try:
-        # every request is either held by the pod or answered (refused) by pyngress
-        wait_for(lambda: (statuses(socks, answered, 0.05), len(answered) + len(Pod.held) >= LIMIT + EXTRA)[1],
-                 what="the refusals and the held requests", state=lambda: (len(Pod.held), len(answered)))
-        statuses(socks, answered, 0.5)  # anything more that would come (it must not)
+        for sent in range(1, LIMIT + EXTRA + 1):
+            socks += open_requests(port, 1)
+            wait_for(partial(decided, socks, answered, sent), what="the request held or refused",
+                     state=lambda: (len(Pod.held), len(answered)))
+        statuses(socks, answered, 0.3)  # anything more that would come (it must not)
         held, refused = len(Pod.held), sum(a.startswith(REFUSED) for a in answered.values())
         with Pod.lock:
             workers = set(Pod.worker_ids)

@@ -105,3 +105,23 @@ def test_invalid_parameters() -> None:
         SharedConnectionLimiter(bytearray(region_size(2, 8)), "x", 1, 2, 2)
     with pytest.raises(ValueError):
         SharedConnectionLimiter(bytearray(16), "x", 1, 2, 0)
+
+
+class Racing(SharedConnectionLimiter):
+    """A worker that another one overtakes between reading the count and writing its own."""
+
+    __slots__ = ("other",)
+
+    def _count(self, words: tuple[int, ...], tag: int, at: int) -> int:
+        assert self.other.take("c") is not None  # the other worker takes the last slot meanwhile
+        return super()._count(words, tag, at)
+
+
+def test_a_worker_overtaken_at_the_last_slot_backs_off() -> None:
+    region = bytearray(region_size(2, 64))
+    other = SharedConnectionLimiter(region, "k", 2, 2, 1)
+    racing = Racing(region, "k", 2, 2, 0)
+    racing.other = other
+    assert other.take("c") is not None  # one in progress; one slot left
+    assert racing.take("c") is None  # it read 1, but by the time it counted the other had taken the slot
+    assert other.active("c") == 2  # not 3: the limit was not exceeded, and the back-off left nothing behind

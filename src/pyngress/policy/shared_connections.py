@@ -21,8 +21,14 @@ tag, else where its entry is free (count 0). So:
   at once on one worker before it happens at all.
 
 Races: two workers admitting the same client at the same instant each read the sum before the other's
-increment lands, so both may admit with one slot left: the limit can be exceeded by at most W - 1 (one per
-other worker), only under that contention, and only until those requests end. The entry's position
+increment lands. So a worker that admits within W of the limit reads the window again after counting and
+backs off (uncounts, refuses) if the total went over; when two workers race for the last slot both may back
+off (a client refused with a slot free, at that instant only). Far from the limit it does not look again:
+the others could only push the total over if they admitted W or more requests of this client between its
+read and its write, which takes the OS descheduling it in that fraction of a microsecond; then the limit is
+exceeded by at most W - 1 (one per preempted worker) until those requests end. No lock: this relies on a
+write being visible to the other processes by the time they read again (hundreds of interpreted
+instructions later; x86 and arm64 drain their store buffers long before that). The entry's position
 (`take`'s ticket) is kept by the request, so release needs no lookup. `hash()` agrees across the workers
 because they are forked from one interpreter (same hash seed). Pure: the buffer is passed in.
 """
@@ -60,14 +66,27 @@ def clear_column(buffer: Buffer, workers: int, worker: int) -> None:
 class SharedConnectionLimiter:
     """`policy.limits.ConnectionLimiter` over a shared region: `take(client)` -> ticket, `release(ticket)`."""
 
-    __slots__ = ("_last", "_last_at", "_last_tag", "_own", "_row_words", "_rows", "_salt", "_window", "_words",
-                 "limit", "overflows")
+    __slots__ = (
+        "_last",
+        "_last_at",
+        "_last_tag",
+        "_own",
+        "_row_words",
+        "_rows",
+        "_salt",
+        "_window",
+        "_words",
+        "_workers",
+        "limit",
+        "overflows",
+    )
 
     def __init__(self, buffer: Buffer, salt: str, limit: int, workers: int, worker: int) -> None:
         if limit < 1:
             raise ValueError("a connection limit is at least 1")
         if not 0 <= worker < workers:
             raise ValueError("the worker index is outside the group")
+        self._workers = workers
         self._row_words = 2 * workers
         self._rows = len(buffer) // (self._row_words * 8) - (PROBE - 1)
         if self._rows < 1:
@@ -93,13 +112,22 @@ class SharedConnectionLimiter:
         words = self._window.unpack_from(self._words, at * 8)
         tags = words[0::2]
         found = tags.count(tag)
+        total = 0
         if found:  # usually one entry: the worker's own, or another's
-            if found == 1:
-                total = words[2 * tags.index(tag) + 1]
-            else:
-                total = sum(compress(words[1::2], map(tag.__eq__, tags)))
+            total = words[2 * tags.index(tag) + 1] if found == 1 else self._sum(words, tag)
             if total >= self.limit:
                 return None
+        ticket = self._count(words, tag, at)
+        # near the limit another worker may have counted this client since we read: look again, and back off
+        # if we went over together (then both may back off: over never, under rarely)
+        if total + self._workers > self.limit and ticket >= 0 \
+                and self._sum(self._window.unpack_from(self._words, at * 8), tag) > self.limit:
+            self._words[ticket] -= 1
+            return None
+        return ticket
+
+    def _count(self, words: tuple[int, ...], tag: int, at: int) -> int:
+        """Count one more request of `tag` in this worker's entry of the window (`words`, read at row `at`)."""
         free = -1
         for index in self._own:
             count = words[index + 1]
@@ -117,6 +145,10 @@ class SharedConnectionLimiter:
         shared[at + free + 1] = 1
         return at + free + 1
 
+    @staticmethod
+    def _sum(words: tuple[int, ...], tag: int) -> int:
+        return sum(compress(words[1::2], map(tag.__eq__, words[0::2])))
+
     def release(self, ticket: int) -> None:
         if ticket >= 0:
             shared = self._words
@@ -127,5 +159,4 @@ class SharedConnectionLimiter:
     def active(self, client: str) -> int:
         """Requests of `client` in progress over all workers (tests, the admin view)."""
         tag = hash((self._salt, client))
-        words = self._window.unpack_from(self._words, (tag % self._rows) * self._row_words * 8)
-        return sum(compress(words[1::2], map(tag.__eq__, words[0::2])))
+        return self._sum(self._window.unpack_from(self._words, (tag % self._rows) * self._row_words * 8), tag)
