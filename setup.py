@@ -31,6 +31,10 @@ HOT_PATH = [
     "src/pyngress/balancing/affinity.py",
     "src/pyngress/observability/recorder.py",  # called once per request (issue 8)
     "src/pyngress/observability/jsonlines.py",  # the access log line, once per request when on
+    "src/pyngress/model/settings.py",
+    "src/pyngress/model/snapshot.py",
+    "src/pyngress/runtime/state.py",
+    "src/pyngress/health/outlier.py",
 ]
 
 ext_modules = []

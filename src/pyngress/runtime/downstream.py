@@ -136,7 +136,7 @@ class Downstream:
 
     def _check_partial_head(self, data: bytes) -> None:
         self._head_bytes += len(data)
-        if self._head_bytes > self.server.dataplane.serving.settings.max_head_size:
+        if self._head_bytes > self.server.dataplane.serving.head_limit:
             self.refuse(431)
         elif b"\n" in data and self._head is not None and self._head.url and \
                 self._parser.get_http_version() == "0.0":
@@ -277,7 +277,8 @@ class Downstream:
 
     def end_attempt(self, ex: Exchange, ok: bool) -> None:
         """Tell the stats registry that the attempt in flight ended (a response, or a failure)."""
-        picking.end_attempt(ex, ok, self.server.loop.time())
+        if ex.tracked is not None:  # only on routes with a load-aware balancer
+            picking.end_attempt(ex, ok, self.server.loop.time())
 
     def retry(self, ex: Exchange, status: int, cause: int = retrying.ERROR, sent: bool = True) -> None:
         """The attempt failed before any response byte: another endpoint if the route's retry policy
@@ -337,7 +338,8 @@ class Downstream:
     def finished(self, ex: Exchange) -> None:
         """The response to `ex` is complete on our side."""
         self.server.recorder.finished(ex)
-        self.end_attempt(ex, ok=ex.response_started)
+        if ex.tracked is not None:
+            self.end_attempt(ex, ok=ex.response_started)
         if ex.flow_hold is not None:
             flow.release(ex)
         self.queue.popleft()

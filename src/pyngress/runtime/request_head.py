@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 
 def request_id_source() -> Callable[[], bytes]:
     """32 hex digits: 64 random bits per worker, then a 64-bit counter (one format operation per id)."""
-    counter = count((int.from_bytes(os.urandom(8), "big") << 64) + 1)
-    return lambda: b"%032x" % next(counter)
+    prefix, counter = os.urandom(8).hex().encode(), count(1)
+    return lambda: prefix + b"%016x" % next(counter)
 
 
 class Peer:
@@ -78,19 +78,19 @@ class HeadBuilder:
 
     def add_url(self, url: bytes) -> None:
         self.url += url
-        if len(self.url) > self.serving.settings.header_buffer_size:
+        if len(self.url) > self.serving.field_limit:
             raise http1.RequestError(414)
 
     def add_header(self, name: bytes, value: bytes) -> int:
         """Returns 0, or the status to refuse the request with."""
         n = len(name) + len(value) + 4
         self.size += n
-        settings = self.serving.settings
-        if n > settings.header_buffer_size or self.size > settings.max_head_size:
+        serving = self.serving
+        if n > serving.field_limit or self.size > serving.head_limit:
             return 431
         role = self.roles.get(name)
         if role is None:
-            role = self.serving.classify(name)
+            role = serving.classify(name)
         if role == http1.FORWARD:
             self.lines += (name, b": ", value, b"\r\n")
         elif role == http1.HOST:
