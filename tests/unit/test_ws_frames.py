@@ -4,6 +4,7 @@ cut into chunks anywhere, headers split across chunks."""
 from __future__ import annotations
 
 import struct
+from itertools import pairwise
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -32,7 +33,7 @@ FRAMES = st.lists(st.tuples(st.sampled_from([0x0, 0x1, 0x2, 0x8, 0x9, 0xA]), LEN
 
 def chunks(stream: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
-    return [stream[a:b] for a, b in zip(points, points[1:], strict=False)]
+    return [stream[a:b] for a, b in pairwise(points)]
 
 
 @settings(max_examples=200, deadline=None)
