@@ -82,6 +82,11 @@ class FrameTracker:
                 i += size - len(self._head)
                 self._head = b""
                 continue
+            if i + 6 <= n and (second := data[i + 1] & 0x7F) < 126:  # a short frame's header, all here
+                self.opcode = data[i] & 0x0F
+                need = second
+                i += 6 if data[i + 1] & 0x80 else 2
+                continue
             parsed = _header(data, i)
             if parsed is None:
                 self._head, self._need = data[i:], -1
