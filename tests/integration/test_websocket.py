@@ -217,6 +217,35 @@ async def test_websocket_over_http2_extended_connect() -> None:
 
 
 @async_test
+async def test_drain_ends_an_http2_websocket_with_a_going_away_close_then_end_stream() -> None:
+    async with ws_echo() as pod, running_proxy(snapshot([route(service("ws", [pod.endpoint]))])) as proxy, \
+            await H2Client.connect(proxy.port) as client:
+        stream = client.conn.get_next_available_stream_id()
+        client.responses[stream] = resp = H2Response()
+        client.conn.send_headers(stream, [(b":method", b"CONNECT"), (b":protocol", b"websocket"),
+                                          (b":scheme", b"http"), (b":path", b"/"),
+                                          (b":authority", b"example.com"), (b"sec-websocket-version", b"13")])
+        client.flush()
+        await wait_until(lambda: b"hello from ws-0" in resp.body, what="the pod's greeting")
+        message = _masked_text(b"y" * 200)
+        await client.send_body(stream, message[:50], end=False)  # the client is mid-frame at the drain
+        (h2conn,) = proxy.server.sessions
+        await wait_until(lambda: not h2conn.streams[stream].pod.to_pod.at_boundary,  # type: ignore[attr-defined]
+                         what="the first bytes relayed")
+        drain = asyncio.create_task(proxy.server.drain(30))
+        # the pod's direction is between frames: the client's close frame comes at once, as DATA
+        await wait_until(lambda: bytes(resp.body).endswith(b"\x88\x02\x03\xe9"), what="the client's close")
+        assert pod.messages == [] and pod.close_codes == []
+        await client.send_body(stream, message[50:] + _masked_close(1001), end=True)  # frame's end, then answer
+        await asyncio.wait_for(resp.done.wait(), 5)
+        assert resp.reset in (None, 0)  # END_STREAM (a NO_ERROR reset may follow it), not an error
+        assert bytes(resp.body) == b"\x81\x0fhello from ws-0\x88\x02\x03\xe9"  # nothing after the close
+        await wait_until(lambda: pod.close_codes == [1001], what="the pod's masked close, after the frame")
+        assert pod.messages == ["y" * 200]
+        await asyncio.wait_for(drain, 5)
+
+
+@async_test
 async def test_drain_sends_both_ends_a_going_away_close_and_ends_when_they_answer() -> None:
     async with ws_echo() as pod, running_proxy(snapshot([route(service("ws", [pod.endpoint]))])) as proxy, \
             connect(f"ws://127.0.0.1:{proxy.port}/") as ws:
