@@ -93,6 +93,9 @@ async def test_reload_keeps_the_session_and_a_removed_pods_session_ends_at_worke
         with contextlib.suppress(ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 5)
         await asyncio.wait_for(ws.wait_closed(), 5)
+        # closed the WebSocket way: Going Away to the client, and a masked one to the pod
+        assert ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == 1001
+        await wait_until(lambda: a.close_codes == [1001], what="pod a's close")
         async with connect(f"ws://127.0.0.1:{proxy.port}/") as ws2:
             assert await ws2.recv() == "hello from ws-b"
 
@@ -243,6 +246,28 @@ async def test_drain_ends_an_http2_websocket_with_a_going_away_close_then_end_st
         await wait_until(lambda: pod.close_codes == [1001], what="the pod's masked close, after the frame")
         assert pod.messages == ["y" * 200]
         await asyncio.wait_for(drain, 5)
+
+
+@async_test
+async def test_an_http2_websocket_to_a_removed_pod_gets_going_away_at_worker_shutdown_timeout() -> None:
+    settings = ProxySettings(worker_shutdown_timeout=0.3)
+    async with ws_echo("ws-a") as a, ws_echo("ws-b") as b, \
+            running_proxy(snapshot([route(service("ws", [a.endpoint]))], settings=settings)) as proxy, \
+            await H2Client.connect(proxy.port) as client:
+        stream = client.conn.get_next_available_stream_id()
+        client.responses[stream] = resp = H2Response()
+        client.conn.send_headers(stream, [(b":method", b"CONNECT"), (b":protocol", b"websocket"),
+                                          (b":scheme", b"http"), (b":path", b"/"),
+                                          (b":authority", b"example.com"), (b"sec-websocket-version", b"13")])
+        client.flush()
+        await wait_until(lambda: b"hello from ws-a" in resp.body, what="the pod's greeting")
+        proxy.server.install(snapshot([route(service("ws", [b.endpoint]))], version=2, settings=settings))
+        await client.send_body(stream, _masked_text(b"after removal"), end=False)  # still open: draining
+        await wait_until(lambda: b"after removal" in resp.body, what="echo after removal")
+        await wait_until(lambda: bytes(resp.body).endswith(b"\x88\x02\x03\xe9"), what="Going Away")
+        await client.send_body(stream, _masked_close(1001), end=True)
+        await asyncio.wait_for(resp.done.wait(), 5)
+        await wait_until(lambda: a.close_codes == [1001], what="pod a's masked close")
 
 
 @async_test

@@ -257,7 +257,11 @@ class H2Downstream(asyncio.Protocol):
         self.flush()
 
     def retain(self, endpoint_keys: Collection[str]) -> None:
-        pass  # each stream picks its endpoint with the configuration of the moment it arrives
+        # each stream picks its endpoint with the configuration of the moment it arrives; a WebSocket stream
+        # (RFC 8441) to a pod that left worker-shutdown-timeout ago is closed with Going Away (issue 7)
+        for stream in list(self.streams.values()):
+            if stream.pod is not None and stream.pod.endpoint_key not in endpoint_keys:
+                stream.pod.going_away()
 
     def drain(self, shutdown: bool = True) -> None:
         """GOAWAY, then close once the open streams are done. `shutdown` (the server's drain, not a

@@ -14,7 +14,8 @@ answers 101, `open_tunnel` answers the stream with 200 (plus the pod's Sec-WebSo
   connection on either side closes the other.
 Any other answer from the pod is relayed as the stream's response, as for HTTP/1.1.
 
-Shutdown (issue 7), as for HTTP/1.1 tunnels (`runtime.tunnel`): when the server drains, the client gets a close
+Shutdown (issue 7), as for HTTP/1.1 tunnels (`runtime.tunnel`): when the server drains, or
+worker-shutdown-timeout after the pod left the configuration (`H2Downstream.retain`), the client gets a close
 frame 1001 (Going Away) as DATA and the pod a masked one, each at its direction's next frame boundary (both
 directions follow their frames from the first byte, `ws_frames.FrameTracker`). After its close frame a
 direction relays nothing more; its credit is still handed back. Once both ends have answered (a close frame, the
@@ -61,6 +62,8 @@ class PodSide(asyncio.Protocol):
         self.unacked = 0  # client bytes written while the pod's buffer was full: credit handed back later
         self.write_paused = False
         self.closed = False
+        ex = stream.ex
+        self.endpoint_key = ex.endpoint.key if ex is not None and ex.endpoint is not None else ""
         self.to_client = FrameTracker()  # the pod's frames
         self.to_pod = FrameTracker()  # the client's frames
         self.goodbye: asyncio.TimerHandle | None = None  # draining: the handshake's deadline
@@ -78,7 +81,7 @@ class PodSide(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         if self.goodbye is not None:
-            self.goodbye.cancel()
+            return False  # the pod is done; the stream waits for the client's answer (connection_lost)
         self.stream.response_ended = True
         self.stream.send_pending()
         self.stream.connection.flush()
@@ -86,8 +89,10 @@ class PodSide(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.goodbye is not None:
-            self.goodbye.cancel()
+        if self.goodbye is not None and not self.stream.response_ended:
+            self.pod_answered = True
+            self._maybe_finish()
+            return
         if not self.stream.response_ended:
             self.stream.close()
 
@@ -191,7 +196,10 @@ class PodSide(asyncio.Protocol):
         self._maybe_finish()
 
     def _maybe_finish(self) -> None:
-        if self.client_cut and self.pod_cut and self.client_answered and (self.pod_answered or self.closed):
+        pod_done = self.closed or (self.pod_cut and self.pod_answered)
+        client_done = self.client_cut and self.client_answered
+        # a pod gone before its direction reached a frame boundary leaves the client nothing to wait for
+        if pod_done and (client_done or (self.closed and not self.client_cut)):
             self._finish()
 
     def _finish(self) -> None:

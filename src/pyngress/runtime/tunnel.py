@@ -15,7 +15,8 @@ between the two ends). Backpressure both ways: a side whose write buffer is full
 Half-close: an EOF from one side is passed on with write_eof, and the tunnel closes when both sides have sent
 one, or either side closes. Idle timeout: `proxy-read-timeout` without a byte in either direction (as
 ingress-nginx, whose proxy_read_timeout is what closes idle WebSockets), enforced by the server's ticker.
-A reload keeps the tunnel unless its endpoint left the configuration.
+A reload keeps the tunnel unless its endpoint left the configuration worker-shutdown-timeout ago (then it
+closes as at shutdown, below).
 
 Shutdown (issue 7): when the server drains (SIGTERM, after shutdown-grace-period), each tunnel says goodbye the
 way a WebSocket server does: the client gets a close frame with status 1001 (Going Away), the pod a masked one
@@ -112,7 +113,7 @@ class Tunnel:
 
     def retain(self, endpoint_keys: Collection[str]) -> None:
         if self.endpoint_key not in endpoint_keys:
-            self.close()  # its pod left the configuration
+            self.drain()  # its pod left the configuration worker-shutdown-timeout ago: Going Away, both ends
 
     def drain(self) -> None:
         """Shutdown: a close frame 1001 to each end, at its direction's next frame boundary (see above)."""
