@@ -31,6 +31,7 @@ HOT_PATH = [
     "src/pyngress/balancing/affinity.py",
     "src/pyngress/observability/recorder.py",  # called once per request (issue 8)
     "src/pyngress/observability/jsonlines.py",  # the access log line, once per request when on
+    "src/pyngress/runtime/ws_frames.py",  # issue 7: WebSocket frame boundaries, per relayed chunk
 ]
 
 ext_modules = []

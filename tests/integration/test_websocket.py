@@ -317,6 +317,44 @@ async def test_drain_closes_a_direction_only_after_the_frame_in_progress() -> No
         assert not proxy.server.sessions
 
 
+@async_test
+async def test_drain_of_a_half_closed_tunnel_sends_only_where_it_can() -> None:
+    release = asyncio.Event()
+
+    async def pod(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+        assert await reader.read() == b""  # the client's EOF, passed on
+        await release.wait()
+        writer.close()
+
+    server = await asyncio.start_server(pod, "127.0.0.1", 0)
+    try:
+        from pyngress.model import Endpoint
+
+        svc = service("raw", [Endpoint("127.0.0.1", server.sockets[0].getsockname()[1])])
+        async with running_proxy(snapshot([route(svc)])) as proxy:
+            c = await RawClient.connect(proxy.port)
+            await c.send(build_request("GET", "/", [("Connection", "Upgrade"), ("Upgrade", "websocket"),
+                                                    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                                                    ("Sec-WebSocket-Version", "13")]))
+            assert (await asyncio.wait_for(c.reader.readuntil(b"\r\n\r\n"), 5)).startswith(b"HTTP/1.1 101 ")
+            c.writer.write_eof()  # the client has finished sending; the pod's direction is still open
+            (tunnel,) = proxy.server.sessions
+            assert isinstance(tunnel, Tunnel)
+            await wait_until(lambda: tunnel.client_half.ended, what="the client's EOF relayed")
+            drain = asyncio.create_task(proxy.server.drain(30))
+            # the client still reads: it gets Going Away, and nothing is written after the EOF sent to the pod
+            assert await asyncio.wait_for(c.reader.read(), 5) == b"\x88\x02\x03\xe9"
+            release.set()
+            await asyncio.wait_for(drain, 5)
+            await c.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 def _masked_close(status: int) -> bytes:
     mask = b"\x05\x06\x07\x08"
     return bytes([0x88, 0x82]) + mask + bytes(b ^ mask[i] for i, b in enumerate(status.to_bytes(2, "big")))

@@ -69,6 +69,7 @@ class PodSide(asyncio.Protocol):
         self.goodbye: asyncio.TimerHandle | None = None  # draining: the handshake's deadline
         self.client_cut = self.pod_cut = False  # the close frame went to the client / to the pod
         self.client_answered = self.pod_answered = False
+        self.client_ended = False  # END_STREAM from the client, passed on as an EOF: nothing more to the pod
 
     def data_received(self, data: bytes) -> None:
         self.stream.tunnel_activity()
@@ -127,6 +128,7 @@ class PodSide(asyncio.Protocol):
             self.stream.connection.ack(flow_controlled, self.stream.stream_id)
 
     def client_end(self) -> None:
+        self.client_ended = True
         if not self.closed and self.transport.can_write_eof():
             self.transport.write_eof()
         if self.goodbye is not None:
@@ -148,8 +150,8 @@ class PodSide(asyncio.Protocol):
         self.goodbye = self.stream.server.loop.call_later(CLOSE_HANDSHAKE_TIMEOUT, self._finish)
         if self.to_client.at_boundary:
             self._cut_client(self.to_client.opcode == CLOSE)
-        if self.to_pod.at_boundary:
-            self._cut_pod(self.to_pod.opcode == CLOSE)
+        if self.to_pod.at_boundary or self.client_ended:
+            self._cut_pod(self.to_pod.opcode == CLOSE or self.client_ended)
         self.stream.connection.flush()
 
     def _pod_while_stopping(self, data: bytes) -> None:

@@ -160,6 +160,7 @@ class _Half(asyncio.Protocol):
         self.cut = False  # this direction ended with a close frame (ours or its own): nothing more is relayed
         self.answered = False  # our transport's end sent its close frame, or an EOF
         self.lost = False  # draining: our transport's connection is gone
+        self.ended = False  # our transport's end sent an EOF, passed on to `peer` (nothing more can go there)
 
     def data_received(self, data: bytes) -> None:
         self.tunnel.last_activity = self.tunnel.server.now
@@ -173,8 +174,8 @@ class _Half(asyncio.Protocol):
 
     def going_away(self) -> None:
         self.stopping = True
-        if self.frames.at_boundary:
-            self._cut(already_closed=self.frames.opcode == CLOSE)
+        if self.frames.at_boundary or self.ended:
+            self._cut(already_closed=self.frames.opcode == CLOSE or self.ended)
 
     def _while_stopping(self, data: bytes) -> None:
         for end, opcode in self.frames.ends(data):
@@ -192,9 +193,10 @@ class _Half(asyncio.Protocol):
         self.cut = True
         self.transport.resume_reading()  # nothing is relayed any more, so no backpressure: read the answer
         if already_closed:
-            self._answer()
+            self.answered = True
         elif not self.peer.is_closing():
             self.peer.write(close_frame(masked=self.masked))
+        self.tunnel.answered()
 
     def _answer(self) -> None:
         if not self.answered:
@@ -202,6 +204,7 @@ class _Half(asyncio.Protocol):
             self.tunnel.answered()
 
     def eof_received(self) -> bool:
+        self.ended = True
         if self.stopping:
             self._answer()
         if self.peer.can_write_eof() and not self.peer.is_closing():

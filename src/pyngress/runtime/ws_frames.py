@@ -134,8 +134,7 @@ def close_status(frame: bytes) -> int | None:
     if parsed is None or parsed[2] != CLOSE or parsed[1] < 2:
         return None
     size = parsed[0]
-    payload = bytearray(frame[size:size + 2])
-    if frame[1] & 0x80:
-        key = frame[size - 4:size]
-        payload = bytearray(b ^ key[j] for j, b in enumerate(payload))
-    return int(_U16.unpack(bytes(payload))[0])
+    high, low = frame[size], frame[size + 1]
+    if frame[1] & 0x80:  # masked: the key is the header's last four bytes
+        high, low = high ^ frame[size - 4], low ^ frame[size - 3]
+    return high << 8 | low
