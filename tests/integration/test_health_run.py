@@ -268,7 +268,12 @@ def test_one_prober_per_group_and_every_worker_follows_it(tmp_path: Path, pods: 
         mark = len(log.read_bytes())
         b.health_status = 200
         wait_for(lambda: {get(port)[1] for _ in range(20)} == {"a", "b"}, timeout=30)
-        wait_for(lambda: len(_workers_sending_to(log, mark, b.port)) == 2 or not get(port), timeout=30)
+
+        def both_workers_send_to_b() -> bool:
+            get(port)  # traffic: the access log shows a worker's lines within a tick (about a second)
+            return len(_workers_sending_to(log, mark, b.port)) == 2
+
+        wait_for(both_workers_send_to_b, timeout=30)
     finally:
         proc.send_signal(signal.SIGTERM)
         output = finish(proc, tmp_path)
