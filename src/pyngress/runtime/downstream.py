@@ -40,7 +40,13 @@ PAUSE_BUFFER = 4  # body is piling up while no upstream is attached
 BODY_BUFFER_LIMIT = 256 * 1024  # pending body bytes before we stop reading the client
 
 
-class Downstream(asyncio.Protocol):
+def as_protocol(conn: object) -> asyncio.Protocol:
+    """Our protocols do not subclass asyncio.Protocol, so that mypyc compiles them as native classes (attribute
+    access in C, not through an instance dict); the event loop only calls their methods."""
+    return cast(asyncio.Protocol, conn)
+
+
+class Downstream:
     def __init__(self, server: ProxyServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None

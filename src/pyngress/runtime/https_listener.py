@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 from pyngress.observability import events
 from pyngress.runtime import proxy_listener
 from pyngress.runtime.client_hello import MAX_HELLO, ClientHello, Incomplete, Parsed, parse_client_hello
-from pyngress.runtime.downstream import Downstream
+from pyngress.runtime.downstream import Downstream, as_protocol
 from pyngress.runtime.h2 import H2Downstream
 from pyngress.runtime.relay import Relay, expire_idle
 from pyngress.runtime.tls_contexts import TLSContexts, TLSServing
@@ -63,7 +63,7 @@ def protocol_for_alpn(name: str | None, server: ProxyServer) -> asyncio.Protocol
         return H2Downstream(server)
     conn = Downstream(server)
     conn.https = True
-    return conn
+    return as_protocol(conn)
 
 
 class _AlpnSwitch(asyncio.BufferedProtocol):

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Collection
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from pyngress.model import ProxySettings
+from pyngress.runtime.downstream import as_protocol
 from pyngress.runtime.health import HealthManager
 from pyngress.runtime.retrying import ERROR, TIMEOUT
 from pyngress.runtime.tls_contexts import upstream_context, upstream_server_hostname
@@ -59,13 +60,14 @@ class UpstreamPool:
                        tls: UpstreamTLS | None) -> None:
         try:
             if tls is None:
-                opening = self.loop.create_connection(lambda: Upstream(self, endpoint), endpoint.address,
-                                                      endpoint.port)
+                opening = self.loop.create_connection(lambda: as_protocol(Upstream(self, endpoint)),
+                                                      endpoint.address, endpoint.port)
             else:  # backend-protocol: HTTPS; an SSLError (bad certificate...) is an OSError: 502 as a refusal
                 opening = self.loop.create_connection(
-                    lambda: Upstream(self, endpoint, key), endpoint.address, endpoint.port,
+                    lambda: as_protocol(Upstream(self, endpoint, key)), endpoint.address, endpoint.port,
                     ssl=upstream_context(tls), server_hostname=upstream_server_hostname(tls))
-            _, conn = await asyncio.wait_for(opening, timeout)
+            _, protocol = await asyncio.wait_for(opening, timeout)
+            conn = cast(Upstream, protocol)
         except (OSError, TimeoutError) as exc:
             self.health.connect_failed(endpoint.key)
             if not ex.client.gone:

@@ -27,7 +27,7 @@ import socket
 from typing import TYPE_CHECKING, cast
 
 from pyngress.policy.cidr import CidrSet, address_int
-from pyngress.runtime.downstream import Downstream
+from pyngress.runtime.downstream import Downstream, as_protocol
 from pyngress.runtime.proxy_protocol import MAX_V2_PAYLOAD, V2_HEADER_LENGTH, ProxyProtocolError, parse
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ class ProxyHeaderReader(asyncio.Protocol):
     def _hand_over(self, client: str | None, rest: bytes) -> None:
         assert self.transport is not None
         downstream = Downstream(self.server)
-        self.transport.set_protocol(downstream)
+        self.transport.set_protocol(as_protocol(downstream))
         downstream.connection_made(self.transport)
         if client is not None:
             downstream.use_client_address(client)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from pyngress.balancing import PickContext
 from pyngress.model import ProxySettings, Snapshot
 from pyngress.observability.recorder import Recorder
-from pyngress.runtime.downstream import Downstream
+from pyngress.runtime.downstream import Downstream, as_protocol
 from pyngress.runtime.flow import FlowGate
 from pyngress.runtime.h2_upstream import H2UpstreamPool
 from pyngress.runtime.health import HealthManager
@@ -141,7 +141,7 @@ class ProxyServer:
     def _accept(self) -> asyncio.Protocol:
         if self.dataplane.serving.settings.use_proxy_protocol:
             return ProxyHeaderReader(self)  # reads the PROXY header, then hands over to a Downstream
-        return Downstream(self)
+        return as_protocol(Downstream(self))
 
     def connection_opened(self, conn: Downstream) -> None:
         self.connections.add(conn)

@@ -1,11 +1,14 @@
 """The server side of the proxy: one `Upstream` per connection to an endpoint, reused through the pool.
 
 A response is handled in two parts. The head is cut at the first CRLFCRLF and given to httptools (llhttp,
-strict) to parse and validate; we rewrite it (hop-by-hop headers out, our Connection and framing in) and send
-it to the client in the same write as the first body bytes. The body then goes out as received:
-- Content-Length: counted by us and forwarded raw, never parsed (the parser is replaced for the next response);
-- chunked: parsed by llhttp and re-chunked on our side (or de-chunked for an HTTP/1.0 client), so that what
-  the client receives is always well framed, whatever bytes the upstream adds after its last chunk;
+strict) to parse and validate. It is forwarded as received, minus the lines of the fields we must not pass on
+(hop-by-hop; the parser's callback names them, so only those lines are cut out), plus our Connection and
+framing, in the same write as the first body bytes. The body then goes out as received:
+- Content-Length: counted by us and forwarded raw; the parser also reads it, with no callback (llhttp skips it
+  in C), so that it is at the next response's start without being replaced;
+- chunked: parsed by a second llhttp parser (`Dechunker`, made for that response) and re-chunked on our side
+  (or de-chunked for an HTTP/1.0 client), so that what the client receives is always well framed, whatever
+  bytes the upstream adds after its last chunk;
 - neither: read until the upstream closes, and the client connection closes after it.
 Responses with no body (to HEAD, 1xx, 204, 304) end at the head. 1xx responses are dropped (we answer
 `Expect: 100-continue` ourselves), as nginx does.
@@ -60,7 +63,54 @@ def _response_role(name: bytes) -> int:
     return role
 
 
-class Upstream(asyncio.Protocol):
+class Dechunker:
+    """The body of one chunked response: httptools parses it (fed the response's head first, to be in the body
+    state); `out` collects it framed for the client."""
+
+    __slots__ = ("done", "extra", "http10", "out", "parser")
+
+    def __init__(self, head: bytes, http10: bool) -> None:
+        self.out: list[bytes] = []
+        self.http10 = http10
+        self.done = False  # the last chunk arrived
+        self.extra = False  # bytes followed the last chunk: the connection is out of step
+        self.parser = httptools.HttpResponseParser(self)
+        self.parser.feed_data(head)
+
+    def on_message_begin(self) -> None:
+        if self.done:
+            self.extra = True
+
+    def on_body(self, body: bytes) -> None:
+        if self.http10:
+            self.out.append(body)
+        else:
+            self.out += (http1.chunk_header(len(body)), body, b"\r\n")
+
+    def on_message_complete(self) -> None:
+        if not self.done and not self.http10:
+            self.out.append(http1.LAST_CHUNK)
+        self.done = True
+
+
+def without_fields(head: bytes, names: list[bytes]) -> bytes:
+    """`head` without the field lines named `names`, spelled as in the head (from the parser's callback)."""
+    for name in names:
+        start = head.find(b"\r\n" + name + b":")
+        if start >= 0:
+            end = head.find(b"\r\n", start + 2)
+            head = head[:start] + head[end:]
+    return head
+
+
+def without_named(head: bytes, lower_names: set[bytes]) -> bytes:
+    """`head` without the fields whose lower-cased name is in `lower_names` (a Connection header's options)."""
+    lines = head[:-4].split(b"\r\n")
+    kept = [lines[0], *(line for line in lines[1:] if line.partition(b":")[0].lower() not in lower_names)]
+    return b"\r\n".join(kept) + b"\r\n\r\n"
+
+
+class Upstream:
     def __init__(self, pool: UpstreamPool, endpoint: Endpoint, key: str = "") -> None:
         self.pool = pool
         self.endpoint = endpoint
@@ -72,19 +122,18 @@ class Upstream(asyncio.Protocol):
         self.last_activity = 0.0
         self.write_paused_since = -1.0
         self.broken = False  # must not be reused
-        self._parser = httptools.HttpResponseParser(self)
+        self._parser = httptools.HttpResponseParser(self)  # heads, and counted bodies (no body callback)
         self._parser_clean = True  # False while the parser is inside a message we stopped feeding
+        self._dechunker: Dechunker | None = None  # the current response's chunked body
         self._mode = HEAD
         self._head_buf = b""
         self._received = False  # any byte of the current response has arrived
-        self._lines: list[bytes] = [b""]  # [0] is the status line, then the forwarded fields
-        self._status_line = b""
+        self._head = b""  # the response head as received
+        self._cuts: list[bytes] | None = None  # names of its fields that are not forwarded
         self._content_length = -1
         self._te: bytes | None = None
         self._connection: bytes | None = None
         self._remaining = 0
-        self._out: list[bytes] = []
-        self._message_done = False
         self.record = pool.health.record(endpoint.key)  # issue 7: passive health and attempt counting
         self._retry_status = 0  # a response status the route retries (http_5xx), seen in the head
 
@@ -118,6 +167,9 @@ class Upstream(asyncio.Protocol):
         else:
             self.pool.health.failed(self.record)
             client.retry(ex, 502)
+
+    def eof_received(self) -> bool:
+        return False  # close: the connection_lost that follows decides what the close means
 
     def pause_writing(self) -> None:
         self.write_paused_since = self.pool.clock.now
@@ -196,7 +248,7 @@ class Upstream(asyncio.Protocol):
                 return
             head, buf = buf[: end + 4], buf[end + 4 :]
             self._head_buf = b""
-            self._status_line = head[: head.find(b"\r\n") + 2]
+            self._head = head
             try:
                 self._parser.feed_data(head)
             except httptools.HttpParserUpgrade:
@@ -224,26 +276,25 @@ class Upstream(asyncio.Protocol):
         return True
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._mode != HEAD:  # trailer fields of a chunked body: not forwarded, never kept
-            return
+        # Only heads reach this parser (chunked bodies and their trailers go to the Dechunker).
         role = _RESPONSE_ROLES.get(name)
         if role is None:
             role = _response_role(name)
         if role == _FORWARD:
-            self._lines += (name, b": ", value, b"\r\n")
-        elif role == _CONTENT_LENGTH:
+            return  # forwarded with the head as it is
+        if role == _CONTENT_LENGTH:
             self._content_length = int(value)
-            self._lines += (name, b": ", value, b"\r\n")
-        elif role == _TRANSFER_ENCODING:
-            self._te = value
+            return
+        cuts = self._cuts
+        if cuts is None:
+            cuts = self._cuts = []
+        cuts.append(name)
+        if role == _TRANSFER_ENCODING:
+            self._te = value if self._te is None else self._te + b"," + value
         elif role == _CONNECTION:
             self._connection = value if self._connection is None else self._connection + b"," + value
 
     def on_headers_complete(self) -> None:
-        self._parser_clean = False
-        if self._message_done:  # a second message right after the first: the upstream is out of step
-            self.broken = True
-            return
         status = self._parser.get_status_code()
         ex = self.ex
         assert ex is not None
@@ -266,30 +317,20 @@ class Upstream(asyncio.Protocol):
         if not http1.body_allowed(status, ex.method):
             self._mode = LENGTH  # a head-only response: nothing to count
             self._remaining = 0
+            if ex.method == b"HEAD" and status not in (204, 304):
+                self._parser_clean = False  # it expects the body its head announced: replaced when done
         elif self._te is not None:
             chunked = self._te.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
             self._mode = CHUNKED if chunked else UNTIL_CLOSE
+            self._parser_clean = False
+            if chunked:
+                self._dechunker = Dechunker(self._head, ex.http10)
         elif self._content_length >= 0:
             self._mode = LENGTH
             self._remaining = self._content_length
         else:
             self._mode = UNTIL_CLOSE
-
-    def on_body(self, body: bytes) -> None:
-        # only called in CHUNKED mode: the other modes never feed the body to the parser
-        ex = self.ex
-        if ex is not None and ex.http10:
-            self._out.append(body)
-        else:
-            self._out += (http1.chunk_header(len(body)), body, b"\r\n")
-
-    def on_message_complete(self) -> None:
-        self._parser_clean = True
-        if self._mode == CHUNKED:
-            self._message_done = True
-            ex = self.ex
-            if ex is not None and not ex.http10:
-                self._out.append(http1.LAST_CHUNK)
+            self._parser_clean = False
 
     # -- forwarding ------------------------------------------------------------------------------------
 
@@ -301,63 +342,62 @@ class Upstream(asyncio.Protocol):
         mode = self._mode
         close = client.should_close(ex) or mode == UNTIL_CLOSE or (mode == CHUNKED and ex.http10)
         ex.close_after = close
-        connection = self._connection
-        if connection is not None and connection.lower() not in _PLAIN_CONNECTION:
-            self._drop_connection_options(connection)
-        head = self._lines
-        line = self._status_line
-        head[0] = line if line.startswith(b"HTTP/1.1 ") else b"HTTP/1.1" + line[8:]
-        if ex.set_cookie is not None:
-            head.append(ex.set_cookie)
-        if ex.hsts is not None:
-            head.append(ex.hsts)
-        if mode == CHUNKED and not ex.http10:
-            head.append(b"Transfer-Encoding: chunked\r\n")
-        if close:
-            head.append(b"Connection: close\r\n\r\n")
-        else:
-            head.append(b"Connection: keep-alive\r\n\r\n" if ex.http10 else b"\r\n")
-        self._lines, self._te, self._connection, self._content_length = [b""], None, None, -1
+        head = self._forwarded_head()
+        if not head.startswith(b"HTTP/1.1 "):
+            head = b"HTTP/1.1" + head[8:]
+        http10 = ex.http10
+        if ex.set_cookie is not None or ex.hsts is not None or close or mode == CHUNKED or http10:
+            head = head[:-2] + b"".join((ex.set_cookie or b"", ex.hsts or b"",
+                                         b"Transfer-Encoding: chunked\r\n" if mode == CHUNKED and not http10
+                                         else b"",
+                                         b"Connection: close\r\n\r\n" if close
+                                         else b"Connection: keep-alive\r\n\r\n" if http10 else b"\r\n"))
         if mode == LENGTH:
             remaining = self._remaining
             if len(rest) > remaining:
                 rest = self._clip(rest)
-            head.append(rest)
-            client.write(b"".join(head))
+            if rest and self._parser_clean:
+                self._parser.feed_data(rest)  # no callbacks: only keeps it in step (see the module's doc)
+            client.write(head + rest)
             self._remaining = remaining = remaining - len(rest)
             if not remaining:
                 self._complete(ex)
         elif mode == CHUNKED:
-            client.write(b"".join(head))
+            client.write(head)
             self._feed_chunked(rest)
         else:
-            head.append(rest)
-            client.write(b"".join(head))
+            client.write(head + rest)
+
+    def _forwarded_head(self) -> bytes:
+        """The response head as received, minus the fields not forwarded; the per-response state is reset."""
+        head, cuts, connection = self._head, self._cuts, self._connection
+        self._head, self._cuts, self._te, self._connection, self._content_length = b"", None, None, None, -1
+        if cuts is not None:
+            head = without_fields(head, cuts)
+        if connection is not None and connection.lower() not in _PLAIN_CONNECTION:
+            # RFC 9110 7.6.1: the fields a Connection header names are hop-by-hop too
+            named = set(http1.connection_tokens(connection)) - {b"close", b"keep-alive"}
+            if named:
+                head = without_named(head, named)
+        return head
 
     def _switch(self, rest: bytes) -> None:
         """101 to a WebSocket upgrade: the 101 head goes to the client, then both connections become a tunnel
         (runtime.tunnel). This connection leaves the pool for good."""
         ex, transport = self.ex, self.transport
         assert ex is not None and transport is not None
-        head = self._lines
-        head[0] = self._status_line
-        head.append(b"Upgrade: websocket\r\nConnection: upgrade\r\n\r\n")
-        self._reset_head()
+        head = self._forwarded_head()[:-2] + b"Upgrade: websocket\r\nConnection: upgrade\r\n\r\n"
         self.ex = None
         ex.upstream = None
         ex.response_started = True
         self.broken = True
         self.requests += 1
-        ex.client.tunnel(ex, transport, b"".join(head), rest)
-
-    def _drop_connection_options(self, connection: bytes) -> None:
-        # RFC 9110 7.6.1: the fields a Connection header names are hop-by-hop too
-        named = set(http1.connection_tokens(connection)) - {b"close", b"keep-alive"}
-        if named:  # _lines[0] is the status line's slot
-            self._lines = [self._lines[0], *http1.without_fields(self._lines[1:], named)]
+        ex.client.tunnel(ex, transport, head, rest)
 
     def _forward_counted(self, data: bytes) -> None:
         body = self._clip(data)
+        if self._parser_clean:
+            self._parser.feed_data(body)
         assert self.ex is not None
         self.ex.client.write(body)
         self._counted(len(body))
@@ -375,27 +415,28 @@ class Upstream(asyncio.Protocol):
             self._complete(self.ex)
 
     def _feed_chunked(self, data: bytes) -> None:
+        dechunker = self._dechunker
+        assert dechunker is not None
         try:
-            self._parser.feed_data(data)
+            dechunker.parser.feed_data(data)
         except httptools.HttpParserError:
             self.broken = True
             assert self.ex is not None
             self.ex.client.close()  # the head is out already: all we can do is cut the response short
             self.abandon()
             return
-        out, self._out = self._out, []
+        out, dechunker.out = dechunker.out, []
         ex = self.ex
         assert ex is not None
         if out:
             ex.client.writelines(out)
-        if self._message_done:
+        if dechunker.done:
+            if dechunker.extra:  # a second message right after the first: the upstream is out of step
+                self.broken = True
             self._complete(ex)
 
     def _reset_head(self) -> None:
-        self._lines = [b""]
-        self._te = None
-        self._connection = None
-        self._content_length = -1
+        self._head, self._cuts, self._te, self._connection, self._content_length = b"", None, None, None, -1
 
     def _complete(self, ex: Exchange) -> None:
         """The response is fully forwarded: free this connection first, then let the client go on."""
@@ -403,7 +444,7 @@ class Upstream(asyncio.Protocol):
         ex.upstream = None
         self.requests += 1
         self._mode = HEAD
-        self._message_done = False
+        self._dechunker = None
         if not self._parser_clean:
             self._parser = httptools.HttpResponseParser(self)
             self._parser_clean = True
