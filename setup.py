@@ -31,6 +31,8 @@ HOT_PATH = [
     "src/pyngress/balancing/affinity.py",
     "src/pyngress/observability/recorder.py",  # called once per request (issue 8)
     "src/pyngress/observability/jsonlines.py",  # the access log line, once per request when on
+    "src/pyngress/runtime/ws_frames.py",  # issue 7: WebSocket frame boundaries, per relayed chunk
+    # read on every request: native attribute access instead of a dictionary or descriptor lookup
     "src/pyngress/model/settings.py",
     "src/pyngress/model/snapshot.py",
     "src/pyngress/runtime/state.py",
