@@ -341,7 +341,9 @@ class Downstream:
 
     def finished(self, ex: Exchange) -> None:
         """The response to `ex` is complete on our side."""
-        self.recorder.finished(ex)
+        out, inn = self.bytes_out, self.bytes_in
+        self.recorder.record(ex, out - self.bytes_out_mark, inn - self.bytes_in_mark)  # metrics, access log
+        self.bytes_out_mark, self.bytes_in_mark = out, inn
         if ex.tracked is not None:
             self.end_attempt(ex, ok=ex.response_started)
         if ex.flow_hold is not None:

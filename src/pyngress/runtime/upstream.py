@@ -373,12 +373,11 @@ class Upstream:
         `keep_alive`: the client connection stays open, over HTTP/1.1."""
         head, cuts, connection = self._head, self._cuts, self._connection
         self._head, self._cuts, self._te, self._connection, self._content_length = b"", None, None, None, -1
-        if cuts is not None:
-            # The most common hop-by-hop field, the upstream's lone "Connection: keep-alive", says for our hop
-            # what we would say ourselves (nginx sends it too): kept rather than cut and added again.
-            if not (keep_alive and len(cuts) == 1 and connection is not None
-                    and (connection == b"keep-alive" or connection.lower() == b"keep-alive")):
-                head = without_fields(head, cuts)
+        # The most common hop-by-hop field, the upstream's lone "Connection: keep-alive", says for our hop what
+        # we would say ourselves (nginx sends it too): kept rather than cut and added again.
+        if cuts is not None and not (keep_alive and len(cuts) == 1 and connection is not None
+                                     and (connection == b"keep-alive" or connection.lower() == b"keep-alive")):
+            head = without_fields(head, cuts)
         if connection is not None and connection.lower() not in _PLAIN_CONNECTION:
             # RFC 9110 7.6.1: the fields a Connection header names are hop-by-hop too
             named = set(http1.connection_tokens(connection)) - {b"close", b"keep-alive"}
