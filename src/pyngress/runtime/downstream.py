@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from time import perf_counter
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 
@@ -33,11 +33,11 @@ if TYPE_CHECKING:
     from pyngress.runtime.server import ProxyServer
     from pyngress.runtime.state import Serving
 
-PAUSE_UPSTREAM = 1  # the upstream cannot take more body yet
-PAUSE_PIPELINE = 2  # requests are queued behind the one being answered
-PAUSE_BUFFER = 4  # body is piling up while no upstream is attached
+PAUSE_UPSTREAM: Final = 1  # the upstream cannot take more body yet
+PAUSE_PIPELINE: Final = 2  # requests are queued behind the one being answered
+PAUSE_BUFFER: Final = 4  # body is piling up while no upstream is attached
 
-BODY_BUFFER_LIMIT = 256 * 1024  # pending body bytes before we stop reading the client
+BODY_BUFFER_LIMIT: Final = 256 * 1024  # pending body bytes before we stop reading the client
 
 
 def as_protocol(conn: object) -> asyncio.Protocol:

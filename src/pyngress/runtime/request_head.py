@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from pyngress.policy.cidr import CidrSet, address_int
 from pyngress.runtime import http1
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from pyngress.runtime.state import Serving
 
 
-_HEX3 = tuple(b"%03x" % n for n in range(4096))
+_HEX3: Final = tuple(b"%03x" % n for n in range(4096))
 
 
 class RequestIds:
@@ -74,7 +74,10 @@ class Peer:
 
 # The head is assembled in one list: slots for method, URL and host first, then the forwarded fields as they
 # are parsed, then ours; one join at the end.
-_METHOD, _URL, _HOST, _FIELDS = 0, 2, 4, 6
+_METHOD: Final = 0
+_URL: Final = 2
+_HOST: Final = 4
+_FIELDS: Final = 6
 
 
 class HeadBuilder:
@@ -239,7 +242,7 @@ class HeadBuilder:
 
 
 # Methods whose requests carry a body by definition: without one they get an explicit Content-Length: 0.
-_EMPTY_BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
+_EMPTY_BODY_METHODS: Final = frozenset({b"POST", b"PUT", b"PATCH"})
 _NONE: dict[int, bytes] = {}
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 
@@ -34,18 +34,22 @@ if TYPE_CHECKING:
     from pyngress.runtime.exchange import Exchange
     from pyngress.runtime.pool import UpstreamPool
 
-HEAD = 0  # waiting for (the rest of) a response head
-LENGTH = 1
-CHUNKED = 2
-UNTIL_CLOSE = 3
-SWITCHED = 4  # a 101 answer to an `Upgrade: websocket` request: the connection becomes a tunnel (issue 4)
+HEAD: Final = 0  # waiting for (the rest of) a response head
+LENGTH: Final = 1
+CHUNKED: Final = 2
+UNTIL_CLOSE: Final = 3
+SWITCHED: Final = 4  # a 101 answer to an `Upgrade: websocket` request: the connection becomes a tunnel (issue 4)
 
-MAX_RESPONSE_HEAD = 64 * 1024
+MAX_RESPONSE_HEAD: Final = 64 * 1024
 
 # Response header name, as the upstream spells it -> what we do with it. Learns each spelling once (bounded).
-_FORWARD, _DROP, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION = 0, 1, 2, 3, 4
-_RESPONSE_ROLES: dict[bytes, int] = {}
-_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})  # Connection values that name no other field
+_FORWARD: Final = 0
+_DROP: Final = 1
+_CONTENT_LENGTH: Final = 2
+_TRANSFER_ENCODING: Final = 3
+_CONNECTION: Final = 4
+_RESPONSE_ROLES: Final[dict[bytes, int]] = {}
+_PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"close"})  # Connection values that name no other field
 
 
 def _response_role(name: bytes) -> int:
