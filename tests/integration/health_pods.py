@@ -22,6 +22,7 @@ class HealthPod(EchoBackend):
         self.status = 200
         self.health_status = 200
         self.hang_up = False
+        self.hang_up_after = 0.0  # seconds the pod takes before it hangs up (its own slowness)
         self.probes = 0
 
     @property
@@ -34,6 +35,8 @@ class HealthPod(EchoBackend):
             self.probes += 1
             return await self._echo(req, writer, self.health_status)
         if self.hang_up:
+            if self.hang_up_after:
+                await asyncio.sleep(self.hang_up_after)
             writer.transport.abort()
             return False
         if self.status != 200:

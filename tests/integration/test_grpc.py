@@ -23,9 +23,12 @@ class Pod:
     def __init__(self, name: str) -> None:
         self.name = name
         self.peers: list[dict[str, str]] = []
+        self.unavailable = False  # every Unary call answered UNAVAILABLE (a pod that cannot serve)
 
     async def unary(self, request: bytes, context: aio.ServicerContext) -> bytes:
         self.peers.append(dict(context.invocation_metadata() or ()))  # type: ignore[arg-type]
+        if self.unavailable:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "overloaded")
         if request == b"fail":
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
         context.set_trailing_metadata((("x-pod", self.name),))

@@ -132,6 +132,7 @@ async def test_next_upstream_timeout_stops_further_attempts() -> None:
     async with contextlib.AsyncExitStack() as exits:
         a, b = await pods(exits, 2)
         a.hang_up = True
+        a.hang_up_after = 0.01  # longer than uvloop's clock step (1 ms), so the 1 µs timeout is surely over
         svc = service("s", [a, b])
         quick = with_retry(route(svc, "/quick"), timeout=0.000001)  # already over at the first failure
         patient = with_retry(route(svc, "/patient"), timeout=60.0)

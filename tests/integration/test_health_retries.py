@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import contextlib
 
+from h2client import H2Client
 from harness import RawClient, async_test, pattern, route, running_proxy, service, snapshot
 from health_pods import NO_EJECTION, HealthPod, with_retry
+
+from pyngress.observability import prometheus
+from pyngress.observability.export import merge
+from pyngress.observability.workers import local_state
 
 
 async def two(exits: contextlib.AsyncExitStack) -> tuple[HealthPod, HealthPod]:
@@ -144,3 +149,25 @@ async def test_invalid_header_retried_only_when_named() -> None:
         async with await proxy.client() as client:
             assert (await client.request("GET", "/garbage/r")).status == 502  # both pods answer garbage
         assert len(a.served) + len(b.served) == 3  # one attempt, then two (each pod once)
+
+
+@async_test
+async def test_http2_request_is_retried_on_another_endpoint_and_the_failed_attempt_counted() -> None:
+    async with contextlib.AsyncExitStack() as exits:
+        a, b = await two(exits)
+        a.hang_up = True
+        proxy = await exits.enter_async_context(running_proxy(snapshot([route(service("s", [a, b]))],
+                                                                       settings=NO_EJECTION)))
+        client = await exits.enter_async_context(await H2Client.connect(proxy.port))
+        statuses = [(await client.request("GET", f"/x/{i}")).status for i in range(2)]  # each pod first once
+        assert statuses == [200, 200]
+        assert len(a.requests) >= 1 and len(b.served) == 2  # whatever was sent to a went again, to b
+        text = prometheus.render(merge([local_state(proxy.server)])).decode()
+        failed = {line.split('endpoint="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+                  for line in text.splitlines() if line.startswith("pyngress_endpoint_failed_attempts_total{")}
+        assert failed == {a.endpoint.key: len(a.requests), b.endpoint.key: 0.0}  # each hang-up counted
+        b.hang_up = True  # nowhere left to go: the client gets 502, recorded as 502
+        assert (await client.request("GET", "/y")).status == 502
+        text = prometheus.render(merge([local_state(proxy.server)])).decode()
+        assert any(line.startswith("nginx_ingress_controller_requests{") and 'status="502"' in line
+                   for line in text.splitlines())

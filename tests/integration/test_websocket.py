@@ -93,6 +93,9 @@ async def test_reload_keeps_the_session_and_a_removed_pods_session_ends_at_worke
         with contextlib.suppress(ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 5)
         await asyncio.wait_for(ws.wait_closed(), 5)
+        # closed the WebSocket way: Going Away to the client, and a masked one to the pod
+        assert ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == 1001
+        await wait_until(lambda: a.close_codes == [1001], what="pod a's close")
         async with connect(f"ws://127.0.0.1:{proxy.port}/") as ws2:
             assert await ws2.recv() == "hello from ws-b"
 
@@ -176,9 +179,10 @@ async def test_raw_tunnel_relays_early_bytes_after_101_and_half_closes() -> None
 
 
 def _masked_text(payload: bytes) -> bytes:
-    """One client WebSocket text frame (RFC 6455 5.2: client frames are masked), payload < 126 bytes."""
+    """One client WebSocket text frame (RFC 6455 5.2: client frames are masked), payload < 65536 bytes."""
     mask = b"\x01\x02\x03\x04"
-    return bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    length = bytes([0x80 | len(payload)]) if len(payload) < 126 else bytes([0x80 | 126]) + len(payload).to_bytes(2)
+    return bytes([0x81]) + length + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
 def _server_texts(data: bytes) -> list[bytes]:
@@ -216,16 +220,141 @@ async def test_websocket_over_http2_extended_connect() -> None:
 
 
 @async_test
-async def test_drain_leaves_tunnels_open_until_the_grace_period_ends() -> None:
+async def test_drain_ends_an_http2_websocket_with_a_going_away_close_then_end_stream() -> None:
+    async with ws_echo() as pod, running_proxy(snapshot([route(service("ws", [pod.endpoint]))])) as proxy, \
+            await H2Client.connect(proxy.port) as client:
+        stream = client.conn.get_next_available_stream_id()
+        client.responses[stream] = resp = H2Response()
+        client.conn.send_headers(stream, [(b":method", b"CONNECT"), (b":protocol", b"websocket"),
+                                          (b":scheme", b"http"), (b":path", b"/"),
+                                          (b":authority", b"example.com"), (b"sec-websocket-version", b"13")])
+        client.flush()
+        await wait_until(lambda: b"hello from ws-0" in resp.body, what="the pod's greeting")
+        message = _masked_text(b"y" * 200)
+        await client.send_body(stream, message[:50], end=False)  # the client is mid-frame at the drain
+        (h2conn,) = proxy.server.sessions
+        await wait_until(lambda: not h2conn.streams[stream].pod.to_pod.at_boundary,  # type: ignore[attr-defined]
+                         what="the first bytes relayed")
+        drain = asyncio.create_task(proxy.server.drain(30))
+        # the pod's direction is between frames: the client's close frame comes at once, as DATA
+        await wait_until(lambda: bytes(resp.body).endswith(b"\x88\x02\x03\xe9"), what="the client's close")
+        assert pod.messages == [] and pod.close_codes == []
+        await client.send_body(stream, message[50:] + _masked_close(1001), end=True)  # frame's end, then answer
+        await asyncio.wait_for(resp.done.wait(), 5)
+        assert resp.reset in (None, 0)  # END_STREAM (a NO_ERROR reset may follow it), not an error
+        assert bytes(resp.body) == b"\x81\x0fhello from ws-0\x88\x02\x03\xe9"  # nothing after the close
+        await wait_until(lambda: pod.close_codes == [1001], what="the pod's masked close, after the frame")
+        assert pod.messages == ["y" * 200]
+        await asyncio.wait_for(drain, 5)
+
+
+@async_test
+async def test_an_http2_websocket_to_a_removed_pod_gets_going_away_at_worker_shutdown_timeout() -> None:
+    settings = ProxySettings(worker_shutdown_timeout=0.3)
+    async with ws_echo("ws-a") as a, ws_echo("ws-b") as b, \
+            running_proxy(snapshot([route(service("ws", [a.endpoint]))], settings=settings)) as proxy, \
+            await H2Client.connect(proxy.port) as client:
+        stream = client.conn.get_next_available_stream_id()
+        client.responses[stream] = resp = H2Response()
+        client.conn.send_headers(stream, [(b":method", b"CONNECT"), (b":protocol", b"websocket"),
+                                          (b":scheme", b"http"), (b":path", b"/"),
+                                          (b":authority", b"example.com"), (b"sec-websocket-version", b"13")])
+        client.flush()
+        await wait_until(lambda: b"hello from ws-a" in resp.body, what="the pod's greeting")
+        proxy.server.install(snapshot([route(service("ws", [b.endpoint]))], version=2, settings=settings))
+        await client.send_body(stream, _masked_text(b"after removal"), end=False)  # still open: draining
+        await wait_until(lambda: b"after removal" in resp.body, what="echo after removal")
+        await wait_until(lambda: bytes(resp.body).endswith(b"\x88\x02\x03\xe9"), what="Going Away")
+        await client.send_body(stream, _masked_close(1001), end=True)
+        await asyncio.wait_for(resp.done.wait(), 5)
+        await wait_until(lambda: a.close_codes == [1001], what="pod a's masked close")
+
+
+@async_test
+async def test_drain_sends_both_ends_a_going_away_close_and_ends_when_they_answer() -> None:
     async with ws_echo() as pod, running_proxy(snapshot([route(service("ws", [pod.endpoint]))])) as proxy, \
             connect(f"ws://127.0.0.1:{proxy.port}/") as ws:
-        await ws.recv()
+        assert await ws.recv() == "hello from ws-0"
+        await ws.send("before drain")
+        assert await ws.recv() == "before drain"
         loop = asyncio.get_running_loop()
         started = loop.time()
-        drain = asyncio.create_task(proxy.server.drain(0.5))
-        await ws.send("during drain")
-        assert await ws.recv() == "during drain"  # still open while draining
-        await asyncio.wait_for(drain, 5)
-        assert loop.time() - started >= 0.45
+        await asyncio.wait_for(proxy.server.drain(30), 10)  # ends when the handshakes do, not after 30 s
+        assert loop.time() - started < 5
         await asyncio.wait_for(ws.wait_closed(), 5)
+        assert ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == 1001  # Going Away
+        await wait_until(lambda: pod.close_codes == [1001], what="the pod's close")  # masked, or it says 1002
         assert not proxy.server.sessions
+
+
+@async_test
+async def test_drain_closes_a_direction_only_after_the_frame_in_progress() -> None:
+    async with ws_echo() as pod, running_proxy(snapshot([route(service("ws", [pod.endpoint]))])) as proxy:
+        c = await RawClient.connect(proxy.port)
+        await c.send(build_request("GET", "/", [("Connection", "Upgrade"), ("Upgrade", "websocket"),
+                                                ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                                                ("Sec-WebSocket-Version", "13")]))
+        head = await asyncio.wait_for(c.reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 101 ")
+        greeting = b"hello from ws-0"
+        assert await asyncio.wait_for(c.reader.readexactly(2 + len(greeting)), 5) == b"\x81\x0f" + greeting
+        message = _masked_text(b"x" * 300)  # a 16-bit length: 8-byte header with the mask key
+        await c.send(message[:100])  # the client is in the middle of a frame when the drain begins
+        (tunnel,) = proxy.server.sessions
+        assert isinstance(tunnel, Tunnel)
+        await wait_until(lambda: not tunnel.client_half.frames.at_boundary, what="the first bytes relayed")
+        drain = asyncio.create_task(proxy.server.drain(30))
+        # the pod's direction is between frames: the client gets its close frame at once, unmasked, 1001
+        assert await asyncio.wait_for(c.reader.readexactly(4), 5) == b"\x88\x02\x03\xe9"
+        assert pod.close_codes == [] and pod.messages == []  # the pod has neither the close nor the message
+        await c.send(message[100:] + _masked_text(b"after the frame"))  # the frame ends, another one follows
+        await wait_until(lambda: pod.close_codes == [1001], what="the pod's close, after the frame")
+        assert pod.messages == ["x" * 300]  # the frame in progress arrived whole; the one after it did not
+        await c.send(_masked_close(1001))  # the client answers: the handshake is complete on both ends
+        assert await asyncio.wait_for(c.reader.read(), 5) == b""  # nothing else (the echo is dropped), then EOF
+        await asyncio.wait_for(drain, 5)
+        await c.close()
+        assert not proxy.server.sessions
+
+
+@async_test
+async def test_drain_of_a_half_closed_tunnel_sends_only_where_it_can() -> None:
+    release = asyncio.Event()
+
+    async def pod(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+        assert await reader.read() == b""  # the client's EOF, passed on
+        await release.wait()
+        writer.close()
+
+    server = await asyncio.start_server(pod, "127.0.0.1", 0)
+    try:
+        from pyngress.model import Endpoint
+
+        svc = service("raw", [Endpoint("127.0.0.1", server.sockets[0].getsockname()[1])])
+        async with running_proxy(snapshot([route(svc)])) as proxy:
+            c = await RawClient.connect(proxy.port)
+            await c.send(build_request("GET", "/", [("Connection", "Upgrade"), ("Upgrade", "websocket"),
+                                                    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                                                    ("Sec-WebSocket-Version", "13")]))
+            assert (await asyncio.wait_for(c.reader.readuntil(b"\r\n\r\n"), 5)).startswith(b"HTTP/1.1 101 ")
+            c.writer.write_eof()  # the client has finished sending; the pod's direction is still open
+            (tunnel,) = proxy.server.sessions
+            assert isinstance(tunnel, Tunnel)
+            await wait_until(lambda: tunnel.client_half.ended, what="the client's EOF relayed")
+            drain = asyncio.create_task(proxy.server.drain(30))
+            # the client still reads: it gets Going Away, and nothing is written after the EOF sent to the pod
+            assert await asyncio.wait_for(c.reader.read(), 5) == b"\x88\x02\x03\xe9"
+            release.set()
+            await asyncio.wait_for(drain, 5)
+            await c.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def _masked_close(status: int) -> bytes:
+    mask = b"\x05\x06\x07\x08"
+    return bytes([0x88, 0x82]) + mask + bytes(b ^ mask[i] for i, b in enumerate(status.to_bytes(2, "big")))

@@ -20,6 +20,8 @@ class WsEcho:
         self.open = 0
         self.paths: list[str] = []
         self.headers: list[dict[str, str]] = []
+        self.messages: list[str | bytes] = []  # every message received
+        self.close_codes: list[int | None] = []  # per finished session: the close status the pod received
         self._server: Server | None = None
 
     @property
@@ -34,10 +36,13 @@ class WsEcho:
         try:
             await ws.send(f"hello from {self.name}")
             async for message in ws:
+                self.messages.append(message)
                 await ws.send(message)
         except ConnectionClosed:
             pass
         finally:
+            received = ws.protocol.close_rcvd
+            self.close_codes.append(received.code if received is not None else None)
             self.open -= 1
 
 

@@ -27,10 +27,11 @@ none of b"%", b"/.", b"//": almost every real request. Never raises. A path that
 from __future__ import annotations
 
 import re
+from typing import Final
 
-_ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})?")
+_ESCAPE: Final = re.compile(rb"%([0-9A-Fa-f]{2})?")
 _PCHAR = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@"
-_DECODED = frozenset(_PCHAR) | frozenset(range(0x80, 0x100))
+_DECODED: Final = frozenset(_PCHAR) | frozenset(range(0x80, 0x100))
 
 
 def normalize_path(path: bytes) -> bytes:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from time import perf_counter
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 
@@ -33,11 +33,11 @@ if TYPE_CHECKING:
     from pyngress.runtime.server import ProxyServer
     from pyngress.runtime.state import Serving
 
-PAUSE_UPSTREAM = 1  # the upstream cannot take more body yet
-PAUSE_PIPELINE = 2  # requests are queued behind the one being answered
-PAUSE_BUFFER = 4  # body is piling up while no upstream is attached
+PAUSE_UPSTREAM: Final = 1  # the upstream cannot take more body yet
+PAUSE_PIPELINE: Final = 2  # requests are queued behind the one being answered
+PAUSE_BUFFER: Final = 4  # body is piling up while no upstream is attached
 
-BODY_BUFFER_LIMIT = 256 * 1024  # pending body bytes before we stop reading the client
+BODY_BUFFER_LIMIT: Final = 256 * 1024  # pending body bytes before we stop reading the client
 
 
 def as_protocol(conn: object) -> asyncio.Protocol:
@@ -49,9 +49,13 @@ def as_protocol(conn: object) -> asyncio.Protocol:
 class Downstream:
     def __init__(self, server: ProxyServer) -> None:
         self.server = server
+        # the server's parts this connection uses per request, kept here: one attribute access, not two
+        self.clock, self.pool, self.recorder, self.dataplane = server.clock, server.pool, server.recorder, \
+            server.dataplane
+        self._next_id, self._no_context = server.request_ids, server.no_context
         self.transport: asyncio.Transport | None = None
         self.client_ip = ""
-        self.last_activity = server.now
+        self.last_activity = self.clock.now
         self.queue: deque[Exchange] = deque()  # queue[0] is the exchange being answered
         self.receiving: Exchange | None = None  # the exchange whose body is arriving
         self.head_started = -1.0  # loop time when the current request head began; -1 when not in a head
@@ -92,7 +96,7 @@ class Downstream:
         self.closing = self.gone = True
         self.server.connection_closed(self)
         for ex in self.queue:
-            self.server.recorder.abandoned(ex)
+            self.recorder.abandoned(ex)
             self.end_attempt(ex, ok=False)
             flow.release(ex)
             if ex.upstream is not None:
@@ -108,7 +112,7 @@ class Downstream:
         return False
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = self.server.now
+        self.last_activity = self.clock.now
         self.bytes_in += len(data)
         if self.closing:
             return
@@ -136,7 +140,7 @@ class Downstream:
 
     def _check_partial_head(self, data: bytes) -> None:
         self._head_bytes += len(data)
-        if self._head_bytes > self.server.dataplane.serving.settings.max_head_size:
+        if self._head_bytes > self.dataplane.serving.head_limit:
             self.refuse(431)
         elif b"\n" in data and self._head is not None and self._head.url and \
                 self._parser.get_http_version() == "0.0":
@@ -164,9 +168,9 @@ class Downstream:
     # -- parser callbacks --------------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self.head_started = self.server.now
+        self.head_started = self.clock.now
         self._head_bytes = 0
-        self._head = request_head.HeadBuilder(self.server.dataplane.serving)
+        self._head = request_head.HeadBuilder(self.dataplane.serving)
 
     def on_url(self, url: bytes) -> None:
         assert self._head is not None
@@ -190,7 +194,7 @@ class Downstream:
             self._trusted = serving.trust_all or (bool(serving.trusted) and serving.is_trusted(self.client_ip))
         parser = self._parser
         ex = builder.finish(self, parser.get_method(), parser.get_http_version(), parser.should_keep_alive(),
-                            self.peer, self._trusted, self.server.request_ids)
+                            self.peer, self._trusted, self._next_id)
         if isinstance(ex, int):
             raise http1.RequestError(ex)
         self.receiving = ex
@@ -230,7 +234,7 @@ class Downstream:
             self.answer(ex, ex.canned)
             return
         if serving is None:
-            serving = self.server.dataplane.serving
+            serving = self.dataplane.serving
         route = picking.route_for(ex, serving)
         if route is None:
             unmatched = serving.snapshot.tls.unmatched  # issue 4: redirect/HSTS as the host's default location
@@ -254,15 +258,15 @@ class Downstream:
         key = route.balancer_key
         balancer = serving.balancers.get(key)
         contextual = ex.tried or key in serving.contextual
-        ctx = picking.fill_context(self._pick_context, ex, serving, key, self.server.now) if contextual \
-            else self.server.no_context
+        ctx = picking.fill_context(self._pick_context, ex, serving, key, self.clock.now) if contextual \
+            else self._no_context
         endpoint = balancer.pick(ctx) if balancer is not None else None
         if endpoint is None:
             self.answer_status(ex, failed)
             return
         ex.endpoint = endpoint
         if not ex.attempts:
-            ex.started = self.server.now  # issue 7: proxy-next-upstream-timeout's clock (ex.route: the policy)
+            ex.started = self.clock.now  # issue 7: proxy-next-upstream-timeout's clock (ex.route: the policy)
         ex.upstream_tls = route.upstream_tls  # issue 4: re-encrypt to the pod (backend-protocol: HTTPS)
         ex.attempts += 1
         ex.route, ex.sent_at = route, perf_counter()
@@ -273,18 +277,19 @@ class Downstream:
             picking.start_attempt(ex, serving, endpoint, self.server.loop.time())
         if ex.expect_continue and not ex.request_done and ex.attempts == 1 and self.transport is not None:
             self.transport.write(http1.CONTINUE_100)
-        self.server.pool.acquire(endpoint, ex, serving.settings)
+        self.pool.acquire(endpoint, ex, serving.settings)
 
     def end_attempt(self, ex: Exchange, ok: bool) -> None:
         """Tell the stats registry that the attempt in flight ended (a response, or a failure)."""
-        picking.end_attempt(ex, ok, self.server.loop.time())
+        if ex.tracked is not None:  # only on routes with a load-aware balancer
+            picking.end_attempt(ex, ok, self.server.loop.time())
 
     def retry(self, ex: Exchange, status: int, cause: int = retrying.ERROR, sent: bool = True) -> None:
         """The attempt failed before any response byte: another endpoint if the route's retry policy
         allows (`runtime.retrying`), else answer `status`. `sent`: the request reached the endpoint."""
         assert ex.endpoint is not None
         self.end_attempt(ex, ok=False)
-        self.server.recorder.attempt_failed(ex.endpoint)
+        self.recorder.attempt_failed(ex.endpoint)
         ex.upstream = None
         ex.tried = (*ex.tried, ex.endpoint.key)
         if self.gone or not retrying.allowed(ex, self.server, cause, status, sent):
@@ -303,7 +308,7 @@ class Downstream:
         return True
 
     def next_attempt(self, ex: Exchange, status: int) -> None:
-        serving = self.server.dataplane.serving  # the current config: it may have changed since the first try
+        serving = self.dataplane.serving  # the current config: it may have changed since the first try
         route = picking.route_for(ex, serving)
         if route is None:
             self.answer_status(ex, status)
@@ -329,15 +334,18 @@ class Downstream:
 
     def should_close(self, ex: Exchange) -> bool:
         """Decided when the response head is written, so that it can say `Connection: close`."""
-        settings = self.server.dataplane.serving.settings
+        settings = self.dataplane.serving.settings
         last = self.closing and len(self.queue) == 1  # closing, and nothing queued behind this one
         return (ex.close_after or last or not ex.keep_alive or not ex.request_done or self.server.draining
                 or self.requests + 1 >= settings.keep_alive_requests or settings.keep_alive <= 0)
 
     def finished(self, ex: Exchange) -> None:
         """The response to `ex` is complete on our side."""
-        self.server.recorder.finished(ex)
-        self.end_attempt(ex, ok=ex.response_started)
+        out, inn = self.bytes_out, self.bytes_in
+        self.recorder.record(ex, out - self.bytes_out_mark, inn - self.bytes_in_mark)  # metrics, access log
+        self.bytes_out_mark, self.bytes_in_mark = out, inn
+        if ex.tracked is not None:
+            self.end_attempt(ex, ok=ex.response_started)
         if ex.flow_hold is not None:
             flow.release(ex)
         self.queue.popleft()
@@ -375,7 +383,7 @@ class Downstream:
         elif self.transport is not None:
             self.transport.write(response)
             self.transport.close()
-            self.server.recorder.refused(self, status, self._method_or_empty(), len(response))
+            self.recorder.refused(self, status, self._method_or_empty(), len(response))
 
     def _method_or_empty(self) -> bytes:
         try:
@@ -410,7 +418,7 @@ class Downstream:
         if not ex.rewind():  # issue 7: a body already sent goes again from the copy kept for replays
             self.retry(ex, 502)
             return
-        self.server.pool.acquire(ex.endpoint, ex, self.server.dataplane.serving.settings)
+        self.pool.acquire(ex.endpoint, ex, self.dataplane.serving.settings)
 
     def close(self) -> None:
         self.closing = True

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from time import perf_counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from pyngress.routing import canonical_host, normalize_path
 from pyngress.runtime import http1
@@ -22,9 +22,9 @@ if TYPE_CHECKING:
     from pyngress.runtime.client_side import ClientSide
     from pyngress.runtime.upstream import Upstream
 
-NO_BODY = 0
-LENGTH = 1
-CHUNKED = 2
+NO_BODY: Final = 0
+LENGTH: Final = 1
+CHUNKED: Final = 2
 
 
 class Exchange:

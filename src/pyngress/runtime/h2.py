@@ -200,7 +200,7 @@ class H2Downstream(asyncio.Protocol):
         self.requests += 1
         stream.on_request(headers, event.stream_ended is not None)
         if self.requests >= self.server.dataplane.serving.settings.keep_alive_requests:
-            self.drain()  # keep-alive-requests, as nginx applies it to HTTP/2: GOAWAY after this stream
+            self.drain(shutdown=False)  # keep-alive-requests, as nginx applies it to HTTP/2: GOAWAY after it
 
     def ack(self, size: int, stream_id: int) -> None:
         if size:
@@ -257,9 +257,19 @@ class H2Downstream(asyncio.Protocol):
         self.flush()
 
     def retain(self, endpoint_keys: Collection[str]) -> None:
-        pass  # each stream picks its endpoint with the configuration of the moment it arrives
+        # each stream picks its endpoint with the configuration of the moment it arrives; a WebSocket stream
+        # (RFC 8441) to a pod that left worker-shutdown-timeout ago is closed with Going Away (issue 7)
+        for stream in list(self.streams.values()):
+            if stream.pod is not None and stream.pod.endpoint_key not in endpoint_keys:
+                stream.pod.going_away()
 
-    def drain(self) -> None:
+    def drain(self, shutdown: bool = True) -> None:
+        """GOAWAY, then close once the open streams are done. `shutdown` (the server's drain, not a
+        keep-alive limit): WebSocket streams are told to close too (issue 7, `h2_tunnel.PodSide.going_away`)."""
+        if shutdown:
+            for stream in list(self.streams.values()):
+                if stream.pod is not None:
+                    stream.pod.going_away()
         if self.draining or self.transport is None:
             return
         self.draining = True

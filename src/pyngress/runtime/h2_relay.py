@@ -11,6 +11,12 @@ the stream holds no more than `PENDING_LIMIT` unsent. Errors before the response
 (502 connect/protocol failure, 504 connect timeout, 503 no endpoint), which gRPC clients read as UNAVAILABLE;
 after it, the client stream is reset with the pod's error code. `proxy-read-timeout` bounds the time without
 a frame either way on the stream, as ingress-nginx's grpc_read_timeout does.
+
+Passive health (issue 7) sees gRPC pods as it sees HTTP/1.1 ones: each call's outcome is judged once. A
+failure is a 5xx `:status`, a final `grpc-status: 14` (UNAVAILABLE: the pod says it cannot serve, gRPC's 503),
+the pod's connection lost or the stream reset by the pod before the call ended; a refused or timed-out
+connect is counted by the pool (`H2UpstreamPool._connect`). Anything else is a success. Other gRPC statuses
+(NOT_FOUND, INTERNAL...) are the application's answers and do not count against the pod.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ if TYPE_CHECKING:
 GRPC_PROTOCOLS = frozenset({"GRPC", "GRPCS"})
 CANCEL = 0x8
 INTERNAL_ERROR = 0x2
+NO_ERROR = 0x0
+REFUSED_STREAM = 0x7
 
 # fields the proxy owns on the way to the pod: connection-specific ones (never valid in HTTP/2) and the
 # forwarded ones it sets itself (from a trusted proxy they are read first: `_forwarded`)
@@ -112,6 +120,7 @@ class Relay:
         self._to_upstream: deque[tuple[bytes, int]] = deque()  # (data, flow-controlled size to ack)
         self._request_trailers: list[tuple[bytes, bytes]] | None = None
         self._held_acks = 0  # the pod's bytes not yet acknowledged to it (the client is slow)
+        self._judged = False  # passive health has had this call's outcome (issue 7)
 
     # -- the upstream connection -------------------------------------------------------------------------
 
@@ -125,10 +134,14 @@ class Relay:
         self.send_upstream_pending()
 
     def connect_failed(self, status: int) -> None:
+        self._judged = True  # the pool counted the failed connect once for every call waiting on it
         self._fail(status)
 
-    def upstream_lost(self) -> None:
+    def upstream_lost(self, failure: bool = True) -> None:
+        """The pod's connection is gone; `failure` False: the pod's GOAWAY turned this stream away unread."""
         self.upstream = None
+        if failure:
+            self._outcome(False)
         self._fail(502, INTERNAL_ERROR)
 
     # -- client -> pod -------------------------------------------------------------------------------------
@@ -190,13 +203,17 @@ class Relay:
         stream = self.stream
         if trailers:
             stream.trailers = headers
+            self._outcome(_grpc_status(headers) != UNAVAILABLE)
             return
         if ended:  # "trailers-only" (gRPC errors): one HEADERS frame with END_STREAM, relayed as one
             self.response_started = True
             stream.trailers = headers
+            self._outcome(not _server_error(headers) and _grpc_status(headers) != UNAVAILABLE)
             self.upstream_ended()
             return
         self.response_started = True
+        if _server_error(headers):
+            self._outcome(False)
         if not stream.gone:
             try:
                 stream.connection.conn.send_headers(stream.stream_id, headers)
@@ -223,6 +240,7 @@ class Relay:
         stream = self.stream
         if stream.response_ended:  # already ended by a trailers-only HEADERS frame
             return
+        self._outcome(True)
         self._finish_upstream()
         stream.response_ended = True
         stream.send_pending()
@@ -230,7 +248,22 @@ class Relay:
 
     def upstream_reset(self, code: int) -> None:
         self.upstream = None
+        if code not in (NO_ERROR, REFUSED_STREAM, CANCEL):  # not a pod that stopped early or turned us away
+            self._outcome(False)
         self._fail(502, code)
+
+    def _outcome(self, ok: bool) -> None:
+        """Passive health: this call's outcome, counted once."""
+        if self._judged:
+            return
+        self._judged = True
+        health = self.stream.server.health
+        record = health.record(self.endpoint.key)
+        record.attempts += 1
+        if not ok:
+            health.failed(record)
+        elif record.consecutive or record.probation:
+            health.succeeded(record)
 
     def _finish_upstream(self) -> None:
         self.done = True
@@ -258,3 +291,17 @@ class Relay:
                 self.stream.close_with(CANCEL)
             else:
                 self.stream.answer_generated(504)
+
+
+UNAVAILABLE = 14  # the gRPC status a pod answers when it cannot serve
+
+
+def _server_error(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(name == b":status" and value[:1] == b"5" for name, value in headers)
+
+
+def _grpc_status(headers: list[tuple[bytes, bytes]]) -> int:
+    for name, value in headers:
+        if name == b"grpc-status":
+            return int(value) if value.isdigit() else -1
+    return 0

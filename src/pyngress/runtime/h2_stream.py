@@ -238,6 +238,7 @@ class H2Stream:
         """As Downstream.retry: the route's retry policy decides (issue 7, runtime.retrying)."""
         assert ex.endpoint is not None
         picking.end_attempt(ex, False, self.server.loop.time())
+        self.server.recorder.attempt_failed(ex.endpoint)  # pyngress_endpoint_failed_attempts, as HTTP/1.1
         ex.upstream = None
         ex.tried = (*ex.tried, ex.endpoint.key)
         if self.gone or not retrying.allowed(ex, self.server, cause, status, sent):
@@ -270,6 +271,7 @@ class H2Stream:
         self.server.pool.acquire(ex.endpoint, ex, self.server.dataplane.serving.settings)
 
     def answer_status(self, ex: Exchange, status: int) -> None:
+        ex.status = status  # metrics and access log, as Downstream.answer_status
         if self.gone:
             return
         self.write(http1.generated_response(status, self.server.date, close=False,

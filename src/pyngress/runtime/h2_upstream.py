@@ -108,7 +108,7 @@ class H2Upstream(asyncio.Protocol):
             self.usable = False  # GOAWAY: streams up to its last id go on; new ones open another connection
             last = event.last_stream_id or 0
             for sid in [s for s in self.relays if s > last]:
-                self.relays.pop(sid).upstream_lost()
+                self.relays.pop(sid).upstream_lost(failure=False)  # unprocessed: no health verdict (issue 7)
             self.pool.forget(self)
 
     def open_stream(self, relay: Relay, headers: list[tuple[bytes, bytes]], end: bool) -> int:
@@ -168,6 +168,7 @@ class H2UpstreamPool:
                 server_hostname=tls_contexts.upstream_server_hostname(tls) if tls is not None else None),
                 settings.proxy_connect_timeout)
         except (OSError, TimeoutError, ssl.SSLError) as exc:
+            self.server.health.connect_failed(endpoint.key)  # issue 7: passive health, as HTTP/1.1's pool
             self.forget(conn)
             waiting, conn.waiting = conn.waiting, []
             for relay in waiting:

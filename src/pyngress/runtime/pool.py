@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Collection
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, cast
 
 from pyngress.model import ProxySettings
 from pyngress.runtime.downstream import as_protocol
@@ -25,8 +25,12 @@ if TYPE_CHECKING:
     from pyngress.runtime.exchange import Exchange
 
 
-class Clock(Protocol):
-    now: float  # the loop's time, refreshed by the server's ticker: a cheap, coarse activity stamp
+class Clock:
+    """The loop's time, refreshed by the server's ticker: a cheap, coarse activity stamp. An object of its own
+    (compiled: a native attribute) that the connections keep a reference to, read on every request."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
 
 
 class UpstreamPool:

@@ -34,7 +34,7 @@ from pyngress.runtime.flow import FlowGate
 from pyngress.runtime.h2_upstream import H2UpstreamPool
 from pyngress.runtime.health import HealthManager
 from pyngress.runtime.l4 import StreamRuntime
-from pyngress.runtime.pool import UpstreamPool
+from pyngress.runtime.pool import Clock, UpstreamPool
 from pyngress.runtime.probe import Prober
 from pyngress.runtime.proxy_listener import ProxyHeaderReader
 from pyngress.runtime.request_head import request_id_source
@@ -60,9 +60,9 @@ class ProxyServer:
         self.recorder.health = self.health  # /status and /metrics read endpoint health (issue 7)
         self.recorder.install(self.dataplane.serving)
         self.loop = loop
-        self.now = self.loop.time()
+        self.clock = Clock(self.loop.time())
         self.tick = 1.0
-        self.pool = UpstreamPool(self.loop, self)
+        self.pool = UpstreamPool(self.loop, self.clock)
         self.pool.health = self.health
         self.health.installed(self.dataplane.serving)
         self.health.abort_endpoint = self._abort_endpoint
@@ -229,8 +229,12 @@ class ProxyServer:
         self.tick = max(0.02, min(1.0, smallest / 4))
         self._ticker = self.loop.call_later(self.tick, self._tick)
 
+    @property
+    def now(self) -> float:
+        return self.clock.now
+
     def _tick(self) -> None:
-        self.now = now = self.loop.time()
+        self.clock.now = now = self.loop.time()
         self.no_context.now = now  # the shared context of context-free picks: ewma ages by it
         self.date = http_date()
         settings = self.dataplane.serving.settings

@@ -58,6 +58,9 @@ class Serving:
     trust_all: bool  # use-forwarded-headers without proxy-real-ip-cidr: every peer is trusted
     # the same networks as int ranges, for walking X-Forwarded-For (everything when trust_all) (issue 5)
     trusted_cidrs: CidrSet = NO_NETWORKS
+    # from settings, read once per header: client-header-buffer-size, and the whole head's bound
+    field_limit: int = 8192
+    head_limit: int = 32768
 
     def is_trusted(self, address: str) -> bool:
         if self.trust_all:
@@ -156,6 +159,8 @@ class Dataplane:
             if settings.use_forwarded_headers else (),
             trust_all=settings.use_forwarded_headers and not settings.trusted_proxies,
             trusted_cidrs=_trusted_cidrs(settings),
+            field_limit=settings.header_buffer_size,
+            head_limit=settings.max_head_size,
         )
 
 

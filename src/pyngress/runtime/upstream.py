@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 
@@ -34,18 +34,22 @@ if TYPE_CHECKING:
     from pyngress.runtime.exchange import Exchange
     from pyngress.runtime.pool import UpstreamPool
 
-HEAD = 0  # waiting for (the rest of) a response head
-LENGTH = 1
-CHUNKED = 2
-UNTIL_CLOSE = 3
-SWITCHED = 4  # a 101 answer to an `Upgrade: websocket` request: the connection becomes a tunnel (issue 4)
+HEAD: Final = 0  # waiting for (the rest of) a response head
+LENGTH: Final = 1
+CHUNKED: Final = 2
+UNTIL_CLOSE: Final = 3
+SWITCHED: Final = 4  # a 101 answer to an `Upgrade: websocket` request: the connection becomes a tunnel (issue 4)
 
-MAX_RESPONSE_HEAD = 64 * 1024
+MAX_RESPONSE_HEAD: Final = 64 * 1024
 
 # Response header name, as the upstream spells it -> what we do with it. Learns each spelling once (bounded).
-_FORWARD, _DROP, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION = 0, 1, 2, 3, 4
-_RESPONSE_ROLES: dict[bytes, int] = {}
-_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})  # Connection values that name no other field
+_FORWARD: Final = 0
+_DROP: Final = 1
+_CONTENT_LENGTH: Final = 2
+_TRANSFER_ENCODING: Final = 3
+_CONNECTION: Final = 4
+_RESPONSE_ROLES: Final[dict[bytes, int]] = {}
+_PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"close"})  # Connection values that name no other field
 
 
 def _response_role(name: bytes) -> int:
@@ -342,10 +346,10 @@ class Upstream:
         mode = self._mode
         close = client.should_close(ex) or mode == UNTIL_CLOSE or (mode == CHUNKED and ex.http10)
         ex.close_after = close
-        head = self._forwarded_head()
+        http10 = ex.http10
+        head = self._forwarded_head(not close and not http10)
         if not head.startswith(b"HTTP/1.1 "):
             head = b"HTTP/1.1" + head[8:]
-        http10 = ex.http10
         if ex.set_cookie is not None or ex.hsts is not None or close or mode == CHUNKED or http10:
             head = head[:-2] + b"".join((ex.set_cookie or b"", ex.hsts or b"",
                                          b"Transfer-Encoding: chunked\r\n" if mode == CHUNKED and not http10
@@ -368,11 +372,15 @@ class Upstream:
         else:
             client.write(head + rest)
 
-    def _forwarded_head(self) -> bytes:
-        """The response head as received, minus the fields not forwarded; the per-response state is reset."""
+    def _forwarded_head(self, keep_alive: bool) -> bytes:
+        """The response head as received, minus the fields not forwarded; the per-response state is reset.
+        `keep_alive`: the client connection stays open, over HTTP/1.1."""
         head, cuts, connection = self._head, self._cuts, self._connection
         self._head, self._cuts, self._te, self._connection, self._content_length = b"", None, None, None, -1
-        if cuts is not None:
+        # The most common hop-by-hop field, the upstream's lone "Connection: keep-alive", says for our hop what
+        # we would say ourselves (nginx sends it too): kept rather than cut and added again.
+        if cuts is not None and not (keep_alive and len(cuts) == 1 and connection is not None
+                                     and (connection == b"keep-alive" or connection.lower() == b"keep-alive")):
             head = without_fields(head, cuts)
         if connection is not None and connection.lower() not in _PLAIN_CONNECTION:
             # RFC 9110 7.6.1: the fields a Connection header names are hop-by-hop too
@@ -386,7 +394,7 @@ class Upstream:
         (runtime.tunnel). This connection leaves the pool for good."""
         ex, transport = self.ex, self.transport
         assert ex is not None and transport is not None
-        head = self._forwarded_head()[:-2] + b"Upgrade: websocket\r\nConnection: upgrade\r\n\r\n"
+        head = self._forwarded_head(False)[:-2] + b"Upgrade: websocket\r\nConnection: upgrade\r\n\r\n"
         self.ex = None
         ex.upstream = None
         ex.response_started = True
