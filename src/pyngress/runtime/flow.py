@@ -6,9 +6,13 @@ Both answer the refusal themselves and return False; True means "dispatch it". A
 Redis makes `admit` return False too, after scheduling the rest of the checks: the dispatch then happens when
 Redis answers (if the client is still there and the request still the one its client side waits on).
 
-Live state (`RoutePolicy`: buckets, counts, global batches) is kept per worker by `FlowSpec.key` across
-reloads. The client address is the request's forwarded address when a trusted proxy gave one
-(`Exchange.client_address`), else the connection's (the TCP peer, or the PROXY protocol source).
+Live state (`RoutePolicy`: buckets, counts, global batches) is kept by `FlowSpec.key` across reloads: in
+this worker, or, with `--workers N`, rate buckets and connection counts in the region the parent mapped before
+forking (`configure(shared=...)`, see policy.shared_buckets and policy.shared_connections). A request holding
+a connection slot keeps a ticket (`Exchange.flow_hold`) that `release` gives back; a WebSocket's tunnel takes
+it over (`hand_over`) until it closes. The client address is the request's forwarded address when a trusted
+proxy gave one (`Exchange.client_address`), else the connection's (the TCP peer, or the PROXY protocol
+source).
 """
 
 from __future__ import annotations
