@@ -54,6 +54,9 @@ FORGET_AFTER = 600.0  # seconds a route or endpoint stays in /metrics after it l
 # (namespace, ingress, service, path, host): a route's labels, as ingress-nginx names them
 RouteLabels = tuple[str, str, str, str, str]
 UNROUTED: RouteLabels = ("", "", "", "", "")  # no rule and no default backend (404), or a refused request
+# Final aliases: the compiled build reads them from C statics, not from the module's globals on every call
+_clock: Final = perf_counter
+_bucket: Final = bisect_left
 
 
 class AccessLogSink(Protocol):
@@ -222,7 +225,7 @@ class Recorder:
     def record(self, ex: Exchange, sent: int, received: int) -> None:
         """`finished` with the sizes already counted (by the HTTP/1.1 connection itself, natively compiled)."""
         # One function, locals only: this runs for every request (about 0.5 µs pure Python, less compiled).
-        end = perf_counter()
+        end = _clock()
         route = ex.route
         series = self.by_route.get(id(route)) if route is not None else self.unrouted
         if series is None:
@@ -234,16 +237,16 @@ class Recorder:
             cell = series.cell(key)
         cell.count += 1
         duration = end - ex.began
-        cell.duration[bisect_left(DURATION_BUCKETS, duration)] += 1
+        cell.duration[_bucket(DURATION_BUCKETS, duration)] += 1
         cell.duration_sum += duration
-        cell.request_size[bisect_left(SIZE_BUCKETS, received)] += 1
+        cell.request_size[_bucket(SIZE_BUCKETS, received)] += 1
         cell.request_size_sum += received
-        cell.response_size[bisect_left(SIZE_BUCKETS, sent)] += 1
+        cell.response_size[_bucket(SIZE_BUCKETS, sent)] += 1
         cell.response_size_sum += sent
         endpoint = ex.endpoint
         if endpoint is not None:
             upstream = end - ex.sent_at
-            cell.upstream[bisect_left(DURATION_BUCKETS, upstream)] += 1
+            cell.upstream[_bucket(DURATION_BUCKETS, upstream)] += 1
             cell.upstream_sum += upstream
             cell.upstream_count += 1
             ecell = self.endpoints.get(endpoint.key)

@@ -38,6 +38,7 @@ PAUSE_PIPELINE: Final = 2  # requests are queued behind the one being answered
 PAUSE_BUFFER: Final = 4  # body is piling up while no upstream is attached
 
 BODY_BUFFER_LIMIT: Final = 256 * 1024  # pending body bytes before we stop reading the client
+_clock: Final = perf_counter  # Final: the compiled build reads it from a C static, not the module's globals
 
 
 def as_protocol(conn: object) -> asyncio.Protocol:
@@ -269,7 +270,7 @@ class Downstream:
             ex.started = self.clock.now  # issue 7: proxy-next-upstream-timeout's clock (ex.route: the policy)
         ex.upstream_tls = route.upstream_tls  # issue 4: re-encrypt to the pod (backend-protocol: HTTPS)
         ex.attempts += 1
-        ex.route, ex.sent_at = route, perf_counter()
+        ex.route, ex.sent_at = route, _clock()
         cookie = serving.cookies.get(key) if contextual else None
         if cookie is not None and balancer is not None:
             picking.affinity_cookie(ex, cookie[0], balancer, endpoint, route, ctx.affinity)

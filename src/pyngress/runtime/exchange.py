@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from pyngress.runtime.client_side import ClientSide
     from pyngress.runtime.upstream import Upstream
 
+_clock: Final = perf_counter  # Final: the compiled build reads it from a C static, not the globals
+
 NO_BODY: Final = 0
 LENGTH: Final = 1
 CHUNKED: Final = 2
@@ -100,7 +102,7 @@ class Exchange:
         self.set_cookie: bytes | None = None  # a Set-Cookie line the response must carry (session affinity)
         self.cookie: bytes | None = None  # the request's Cookie field(s)
         # metrics and access log (issue 8): observability.recorder reads them when the response is complete
-        self.began = perf_counter()  # the head was parsed
+        self.began = _clock()  # the head was parsed
         self.sent_at = 0.0  # perf_counter of the last dispatch to an endpoint
         self.route: Route | None = None  # the route of the last dispatch
         self.status = 0  # the status sent to the client
