@@ -29,7 +29,7 @@ from pyngress.observability.wiring import observe_worker
 from pyngress.runtime import flow
 from pyngress.runtime.health_link import HealthLink
 from pyngress.runtime.https_listener import listen_https
-from pyngress.runtime.lifecycle import join_group, pre_stop
+from pyngress.runtime.lifecycle import join_group, pre_stop, settle_heap
 from pyngress.runtime.server import ProxyServer
 from pyngress.runtime.tls_contexts import TLSContexts, fake_certificate
 from pyngress.runtime.workers import admin_in_thread, supervise
@@ -145,6 +145,7 @@ async def serve(options: RunOptions, *, reuse_port: bool, loop_name: str = "asyn
     log.info("worker %d serving https on %s:%d (%d certificates)", os.getpid(), options.host, https_port,
              len(snapshot.tls.certificates))
     observer = await observe_worker(server, source, options, control)  # issue 8: admin, access log
+    settle_heap()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

@@ -31,7 +31,7 @@ from pyngress.model import Snapshot
 from pyngress.observability.wiring import observe_worker
 from pyngress.runtime.health_link import HealthLink
 from pyngress.runtime.https_listener import listen_https
-from pyngress.runtime.lifecycle import join_group, pre_stop
+from pyngress.runtime.lifecycle import join_group, pre_stop, settle_heap
 from pyngress.runtime.server import ProxyServer
 from pyngress.runtime.tls_contexts import TLSContexts
 from pyngress.sources.kubernetes import ApiError, KubernetesSource, connect
@@ -115,6 +115,7 @@ async def serve_cluster(options: RunOptions, *, reuse_port: bool, loop_name: str
             return 2
         log.info("worker %d serving https on %s:%d", os.getpid(), options.host, https_port)
         observer = await observe_worker(server, source, options, control)  # issue 8: admin (readyz: synced)
+        settle_heap()
         tasks = [asyncio.create_task(source.run(), name="kubernetes source")]
         publisher: StatusPublisher | None = None
         if kube.update_status and (kube.publish_service or kube.publish_status_address):

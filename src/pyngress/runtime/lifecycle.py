@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 
 from pyngress.runtime.health_link import HealthLink
@@ -37,3 +38,12 @@ async def pre_stop(server: ProxyServer, grace_period: float | None, link: Health
         await asyncio.sleep(grace_period)
     if link is not None:
         link.close(asyncio.get_running_loop())
+
+
+def settle_heap() -> None:
+    """Everything allocated while starting (modules, the first configuration) lives as long as the worker:
+    moved out of the cyclic collector's reach, so that its full collections do not walk it and stall requests.
+    Later garbage is collected as before; a first configuration replaced by a reload is still freed by its
+    reference counts (only parts of it in reference cycles, if any, stay)."""
+    gc.collect()
+    gc.freeze()
