@@ -266,7 +266,7 @@ class Upstream:
             self.ex.client.write(data)
 
     def _read_head(self, data: bytes) -> None:
-        buf = self._head_buf + data if self._head_buf else data
+        buf = whole = self._head_buf + data if self._head_buf else data
         while self._mode == HEAD:
             end = buf.find(b"\r\n\r\n")
             if end < 0:
@@ -293,7 +293,8 @@ class Upstream:
             return
         if self._retry_status and self._retry_elsewhere():
             return
-        self._start_response(buf)
+        # `whole`: the bytes as read, when they are exactly this head and what follows it (no 1xx before)
+        self._start_response(buf, whole if len(whole) == len(self._head) + len(buf) else b"")
 
     def _retry_elsewhere(self) -> bool:
         """The head's status is one the route retries: drop this response for another attempt if allowed."""
@@ -365,7 +366,8 @@ class Upstream:
 
     # -- forwarding ------------------------------------------------------------------------------------
 
-    def _start_response(self, rest: bytes) -> None:
+    def _start_response(self, rest: bytes, whole: bytes = b"") -> None:
+        """`rest`: the bytes after the head; `whole`: head and rest as they were read, or b"" (see below)."""
         ex = self.ex
         assert ex is not None
         ex.response_started = True
@@ -374,6 +376,7 @@ class Upstream:
         close = _should_close(client, ex) or mode == UNTIL_CLOSE or (mode == CHUNKED and ex.http10)
         ex.close_after = close
         http10 = ex.http10
+        received = self._head
         head = self._forwarded_head(not close and not http10)
         if not head.startswith(b"HTTP/1.1 "):
             head = b"HTTP/1.1" + head[8:]
@@ -385,11 +388,14 @@ class Upstream:
                                          else b"Connection: keep-alive\r\n\r\n" if http10 else b"\r\n"))
         if mode == LENGTH:
             remaining = self._remaining
+            # the common case, a whole response in one read with nothing to change: forwarded without a copy
+            if head is not received or len(rest) != remaining:
+                whole = b""
             if len(rest) > remaining:
                 rest = self._clip(rest)
             if rest and self._parser_clean:
                 self._parser.feed_data(rest)  # no callbacks: only keeps it in step (see the module's doc)
-            _write(client, head + rest)
+            _write(client, whole or head + rest)
             self._remaining = remaining = remaining - len(rest)
             if not remaining:
                 self._complete(ex)
