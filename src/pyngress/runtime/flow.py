@@ -66,6 +66,7 @@ log = logging.getLogger("pyngress.flow")
 class FlowGate:
     def __init__(self, server: ProxyServer, workers: int = 1) -> None:
         self.server = server
+        self.clock = server.clock  # the coarse clock, read per request: one attribute, not a property
         self.workers = workers
         self.policies: dict[str, RoutePolicy] = {}
         # spec key -> (global limit state, the key template (None: $remote_addr, read directly), Redis prefix)
@@ -160,7 +161,7 @@ class FlowGate:
             return self._admit_screened(client, ex, serving, route, flow, policy, ip, may_wait)
         rate = policy.rate
         if rate is not None:
-            now = self.server.now
+            now = self.clock.now
             wait = rate.take(ip, now)
             if wait or (policy.more_rates and self._more_rates(policy, ip, now)):
                 return self._refuse_rate(client, ex, flow, wait or self._wait)
@@ -195,7 +196,7 @@ class FlowGate:
             return False
         if address is None or not policy.exempt.contains(address):
             for limiter in policy.rates:
-                wait = limiter.take(ip, self.server.now)
+                wait = limiter.take(ip, self.clock.now)
                 if wait:
                     return self._refuse_rate(client, ex, flow, wait)
             slots = policy.connections
