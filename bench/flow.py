@@ -8,9 +8,11 @@ lists, one with rate + connections + allowlist, and one with the global
 limit against a real redis-server (started here on a free port; batches of 100, so one request in 100 awaits
 a Redis round trip, and that wait is counted as if it were CPU: a pessimistic number). Best of a few repeats.
 
-Part 2, with --wrk: one `pyngress run` process serving three hosts (plain, limited, global) behind the same
+Part 2, with --wrk: one `pyngress run` process serving four hosts (plain; rps: limit-rps; limited: limit-rps and
+limit-connections; global) behind the same
 nginx backend as bench/run.py, wrk against each host in interleaved rounds (the order rotates per round),
-medians of req/s and the ratios to the plain host. Targets (issue 5): limited >= 0.95, global >= 0.85.
+medians of req/s and the ratios to the plain host. Targets (issue 5): a rate-limited route (rps; limited too)
+>= 0.95, global >= 0.85.
 Needs wrk, nginx and redis-server; everything stays on 127.0.0.1 and is stopped on exit.
 """
 
@@ -158,7 +160,9 @@ def hot_path(redis_url: str) -> None:
 
 # -- part 2: wrk through real sockets ----------------------------------------------------------------------
 
-HOSTS = {"plain": "", "limited": """
+HOSTS = {"plain": "", "rps": """
+    nginx.ingress.kubernetes.io/limit-rps: "1000000000"
+""", "limited": """
     nginx.ingress.kubernetes.io/limit-rps: "1000000000"
     nginx.ingress.kubernetes.io/limit-connections: "1000000"
 """, "global": """
@@ -227,7 +231,7 @@ def through_sockets(args: argparse.Namespace, redis_url: str) -> None:
             rps: dict[str, list[float]] = {host: [] for host in HOSTS}
             order = list(HOSTS)
             for i in range(args.rounds):
-                for host in order[i % 3:] + order[:i % 3]:
+                for host in order[i % len(order):] + order[:i % len(order)]:
                     rps[host].append(wrk(args, pport, host, args.duration, pin.load))
                 print(f"round {i + 1}: " + ", ".join(f"{h} {rps[h][-1]:,.0f} req/s" for h in HOSTS), flush=True)
         finally:

@@ -45,7 +45,7 @@ RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sun, 29 Nov 2026 
             b"hello from backend\n")
 REQUESTS = 100_000
 REPEATS = 5
-PER_REQUEST_CPU_US = 20.7  # user + sys per request of pyngress, round robin, bench/run.py on 2026-11-29
+PER_REQUEST_CPU_US = 16.1  # user + sys per request of pyngress (compiled), round robin, bench/run.py, 2026-11-29
 
 
 class MemoryTransport:
