@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import socket
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from processes import free_port as free_port  # re-exported: the L4 tests take it from here
 
 from pyngress.config import CompileOptions, compile_snapshot, parse_manifest
 from pyngress.config.streams import StreamOptions
@@ -18,13 +19,6 @@ from pyngress.runtime import proxy_protocol
 from pyngress.runtime.server import ProxyServer
 
 TIMEOUT = 5.0
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port nobody listens on right now (for listen ports that come from ConfigMap keys)."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

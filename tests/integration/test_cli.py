@@ -10,16 +10,19 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from tests.integration import processes
+from tests.integration.processes import free_port
+
+wait_for = partial(processes.wait_for, timeout=10.0, retry_on=(OSError,))  # OSError: not listening yet
 
 MANIFESTS = """\
 apiVersion: v1
@@ -73,12 +76,6 @@ def backend() -> Iterator[int]:
     thread.join(5)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def get(port: int, path: str, host: str = "shop.example.com") -> int:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
@@ -88,18 +85,6 @@ def get(port: int, path: str, host: str = "shop.example.com") -> int:
         return response.status
     finally:
         conn.close()
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)  # polling interval of a bounded wait, not synchronisation by sleeping
-    raise AssertionError("condition not met in time")
 
 
 def pyngress(*args: str) -> list[str]:

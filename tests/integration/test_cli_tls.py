@@ -9,14 +9,18 @@ import ssl
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
+from tests.integration import processes
+from tests.integration.processes import free_port
 from tls_harness import CA, app, der, secret
+
+wait_for = partial(processes.wait_for, timeout=20.0, retry_on=(OSError,))  # OSError: not listening yet
 
 LEAF = CA.issue_cert("shop.example.com")
 
@@ -76,24 +80,6 @@ def backend() -> Iterator[int]:
         server.shutdown()
         server.server_close()
         thread.join(5)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)  # polling interval of a bounded wait
-    raise AssertionError("condition not met in time")
 
 
 def https_get(port: int) -> tuple[int, bytes, bytes]:

@@ -4,14 +4,13 @@ it. Connections are fresh per request, so the kernel spreads them over both work
 from __future__ import annotations
 
 import http.client
-import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from tests.integration.processes import free_port, wait_for
 
 MANIFESTS = """\
 apiVersion: v1
@@ -69,12 +68,6 @@ class Pod(BaseHTTPRequestHandler):
         pass
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def get(port: int, host: str) -> int:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
@@ -84,13 +77,6 @@ def get(port: int, host: str) -> int:
         return 0
     finally:
         conn.close()
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)  # polling interval of a bounded wait
 
 
 def test_two_workers_enforce_one_rate_limit(tmp_path: Path) -> None:

@@ -15,10 +15,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from tests.integration.processes import children, free_port, wait_for
 
 LIMIT = 3
 EXTRA = 9
@@ -78,20 +79,6 @@ class Pod(BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 15.0, what: str = "condition",
-             state: Callable[[], object] = lambda: "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what} {state()}"
-        time.sleep(0.02)  # polling interval of a bounded wait
 
 
 def open_requests(port: int, n: int) -> list[socket.socket]:
@@ -175,11 +162,6 @@ def serving(port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def children(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        return [int(p) for p in f.read().split()]
 
 
 def test_limit_connections_is_exact_across_two_workers(tmp_path: Path) -> None:

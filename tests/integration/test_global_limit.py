@@ -11,33 +11,23 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
+import processes
 import pytest
 from harness import EchoBackend, RawClient, async_test, route, service, snapshot
+from processes import free_port
 
 from pyngress.model import ProxySettings
 from pyngress.model.flow import FlowSpec, GlobalLimitSpec
 from pyngress.runtime.server import ProxyServer
 
+wait_for = partial(processes.wait_for, timeout=10.0)  # this file's bound
+
 REDIS = shutil.which("redis-server")
 needs_redis = pytest.mark.skipif(REDIS is None, reason="redis-server is not installed (.ci/run installs it)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)  # polling interval of a bounded wait
 
 
 def redis_answers(port: int) -> bool:

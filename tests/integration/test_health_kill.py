@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import subprocess
 import sys
 from dataclasses import replace
 
 from harness import async_test, route, running_proxy, service, snapshot, wait_until
+from processes import free_port
 from test_health_load import CLIENTS, Load
 
 from pyngress.model import ActiveCheck, Endpoint, HealthSpec
@@ -24,12 +24,6 @@ async def main():
     await asyncio.Event().wait()
 asyncio.run(main())
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def start_pod(port: int) -> subprocess.Popen[str]:

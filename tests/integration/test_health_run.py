@@ -14,10 +14,15 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from tests.integration import processes
+from tests.integration.processes import children, free_port
+
+wait_for = partial(processes.wait_for, retry_on=(OSError,))  # OSError: not listening yet
 
 MANIFESTS = """\
 apiVersion: v1
@@ -111,12 +116,6 @@ def pods() -> Iterator[tuple[Pod, Pod]]:
         p.server_close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def get(port: int, path: str = "/", timeout: float = 10) -> tuple[int, str]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
@@ -125,18 +124,6 @@ def get(port: int, path: str = "/", timeout: float = 10) -> tuple[int, str]:
         return response.status, response.read().decode()
     finally:
         conn.close()
-
-
-def wait_for(condition: object, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if condition():  # type: ignore[operator]
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)  # polling interval of a bounded wait
-    raise AssertionError("condition not met in time")
 
 
 def start(tmp_path: Path, pods: tuple[Pod, Pod], *args: str, interval: str = "5"
@@ -173,11 +160,6 @@ def get_https(port: int) -> int:
         return response.status
     finally:
         conn.close()
-
-
-def children(pid: int) -> set[int]:
-    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    return {int(p) for p in text.split()}
 
 
 def test_sigterm_drains_a_slow_request_and_refuses_new_connections_after_the_grace_period(

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
 
+from tests.integration.processes import free_port
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from wsbackend import ws_echo
@@ -39,12 +39,6 @@ spec:
       - {{path: /, pathType: Prefix, backend: {{service: {{name: chat, port: {{name: ws}}}}}}}}
 """
 GRACE_PERIOD = 0.5
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_sigterm_sends_open_websockets_a_going_away_close_and_exits_0(tmp_path: Path) -> None:

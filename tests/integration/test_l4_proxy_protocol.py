@@ -12,13 +12,13 @@ from l4_harness import (
     TcpPod,
     build,
     configmap,
-    free_port,
     service_manifests,
     serving,
     tcp_entry,
     tcp_round_trip,
     wait_for,
 )
+from processes import free_port
 
 from pyngress.config.streams import StreamOptions
 from pyngress.runtime import proxy_protocol
