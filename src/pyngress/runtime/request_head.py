@@ -42,12 +42,12 @@ class RequestIds:
     def __init__(self) -> None:
         self.prefix = os.urandom(8).hex().encode()
         self.count = 0
-        self.base = b""
+        self.base = self.prefix + b"0" * 13  # the counter's upper 13 digits, redone every 4096 ids
 
     def __call__(self) -> bytes:
         n = self.count = self.count + 1
         low = n & 0xFFF
-        if low == 0 or n == 1:
+        if not low:
             self.base = self.prefix + b"%013x" % (n >> 12)
         return self.base + _HEX3[low]
 
